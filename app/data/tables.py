@@ -1,0 +1,140 @@
+"""One table layout for every data source (MovieLens-100k, the synthetic world).
+
+users:         user_id, age, gender, occupation, zip_code
+items:         item_id, title, release_year, topics (tuple[str]), creator_id, content_rating, min_age
+creators:      creator_id, entity (Freebase MID or "unknown:<item_id>"), n_items
+interactions:  user_id, item_id, rating, timestamp, position (-1 when unknown)
+social_edges:  user_id, friend_id, weight, close (directed rows; the graph is symmetric)
+
+Labels from ratings (documented once, used by every model):
+  click = any rating; like = rating >= 4; share = rating == 5; hide = rating <= 2;
+  watch fraction = (rating - 1) / 4 (a proxy for E(watch_time) in [0, 1]).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from app.data.errors import DataFormatError
+
+LIKE_MIN_RATING = 4.0
+SHARE_MIN_RATING = 5.0
+HIDE_MAX_RATING = 2.0
+
+
+def labels_from_ratings(ratings: np.ndarray) -> dict[str, np.ndarray]:
+    """The documented rating → label mapping for the multi-task heads."""
+    r = np.asarray(ratings, dtype=np.float32)
+    return {
+        "click": np.ones_like(r),
+        "like": (r >= LIKE_MIN_RATING).astype(np.float32),
+        "share": (r >= SHARE_MIN_RATING).astype(np.float32),
+        "hide": (r <= HIDE_MAX_RATING).astype(np.float32),
+        "watch": np.clip((r - 1.0) / 4.0, 0.0, 1.0),
+    }
+
+
+USER_COLUMNS = ("user_id", "age", "gender", "occupation", "zip_code")
+ITEM_COLUMNS = ("item_id", "title", "release_year", "topics", "creator_id", "content_rating", "min_age")
+INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "position")
+EDGE_COLUMNS = ("user_id", "friend_id", "weight", "close")
+
+
+@dataclass
+class Dataset:
+    """Every table of one world, validated on construction."""
+
+    name: str
+    users: pd.DataFrame
+    items: pd.DataFrame
+    creators: pd.DataFrame
+    interactions: pd.DataFrame
+    social_edges: pd.DataFrame
+    topics: tuple[str, ...]
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for table, columns in (
+            ("users", USER_COLUMNS),
+            ("items", ITEM_COLUMNS),
+            ("interactions", INTERACTION_COLUMNS),
+            ("social_edges", EDGE_COLUMNS),
+        ):
+            missing = set(columns) - set(getattr(self, table).columns)
+            if missing:
+                raise DataFormatError(f"<{self.name}:{table}>", None, sorted(missing)[0], "missing column")
+        self.users = self.users.sort_values("user_id").reset_index(drop=True)
+        self.items = self.items.sort_values("item_id").reset_index(drop=True)
+        unknown_users = ~self.interactions["user_id"].isin(self.users["user_id"])
+        unknown_items = ~self.interactions["item_id"].isin(self.items["item_id"])
+        for mask, column in ((unknown_users, "user_id"), (unknown_items, "item_id")):
+            if mask.any():
+                row = int(np.flatnonzero(mask.to_numpy())[0])
+                raise DataFormatError(
+                    f"<{self.name}:interactions>", row + 1, column,
+                    f"unknown id {int(self.interactions[column].iloc[row])}",
+                )
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @cached_property
+    def max_user_id(self) -> int:
+        return int(self.users["user_id"].max())
+
+    @cached_property
+    def max_item_id(self) -> int:
+        return int(self.items["item_id"].max())
+
+    @cached_property
+    def item_topic_matrix(self) -> np.ndarray:
+        """(max_item_id + 1) × n_topics multi-hot, indexed by item id (row 0 unused)."""
+        index = {t: i for i, t in enumerate(self.topics)}
+        matrix = np.zeros((self.max_item_id + 1, len(self.topics)), dtype=np.float32)
+        for item_id, topics in zip(self.items["item_id"].to_numpy(), self.items["topics"]):
+            for t in topics:
+                matrix[item_id, index[t]] = 1.0
+        return matrix
+
+    @cached_property
+    def item_creator(self) -> np.ndarray:
+        """creator_id per item id (−1 for ids not in the catalogue)."""
+        out = np.full(self.max_item_id + 1, -1, dtype=np.int64)
+        out[self.items["item_id"].to_numpy()] = self.items["creator_id"].to_numpy()
+        return out
+
+    @cached_property
+    def item_min_age(self) -> np.ndarray:
+        out = np.zeros(self.max_item_id + 1, dtype=np.int16)
+        out[self.items["item_id"].to_numpy()] = self.items["min_age"].to_numpy()
+        return out
+
+    def friends_of(self, user_id: int) -> np.ndarray:
+        return self._friend_lists.get(int(user_id), np.zeros(0, dtype=np.int64))
+
+    def close_friends_of(self, user_id: int) -> np.ndarray:
+        return self._close_friend_lists.get(int(user_id), np.zeros(0, dtype=np.int64))
+
+    @cached_property
+    def _friend_lists(self) -> dict[int, np.ndarray]:
+        edges = self.social_edges
+        return {int(u): g["friend_id"].to_numpy() for u, g in edges.groupby("user_id")}
+
+    @cached_property
+    def _close_friend_lists(self) -> dict[int, np.ndarray]:
+        edges = self.social_edges[self.social_edges["close"]]
+        return {int(u): g["friend_id"].to_numpy() for u, g in edges.groupby("user_id")}
+
+    def user_row(self, user_id: int) -> dict[str, object] | None:
+        position = np.searchsorted(self.users["user_id"].to_numpy(), user_id)
+        if position >= len(self.users) or self.users["user_id"].iat[position] != user_id:
+            return None
+        return self.users.iloc[position].to_dict()

@@ -1,0 +1,31 @@
+"""The closed set of stage kinds and the runner that executes a declared list of them.
+
+Stages never call other stages; the runner times them, counts kept/removed candidates, and
+applies their failure policy through a hook that observability/ implements.
+"""
+from app.pipeline.candidates import Candidates, FeedQuery, Removal
+from app.pipeline.runner import PipelineResult, PipelineRunner, StageHook, StageRecord
+from app.pipeline.stages import (
+    CandidateSource,
+    Filter,
+    Hydrator,
+    Scorer,
+    Selector,
+    Stage,
+)
+
+__all__ = [
+    "Candidates",
+    "FeedQuery",
+    "Removal",
+    "CandidateSource",
+    "Filter",
+    "Hydrator",
+    "Scorer",
+    "Selector",
+    "Stage",
+    "PipelineRunner",
+    "PipelineResult",
+    "StageHook",
+    "StageRecord",
+]

@@ -1,0 +1,184 @@
+"""Runs a declared pipeline: sources in parallel-safe order, then post-stages in order.
+
+The runner, not the stage, times stages, counts what they kept and removed, records removal
+reasons and applies the failure policy. Observability plugs in through `StageHook`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from app.pipeline.candidates import Candidates, FeedQuery, Removal
+from app.pipeline.stages import CandidateSource, Filter, Hydrator, Scorer, Selector
+
+log = logging.getLogger(__name__)
+
+PostStage = Hydrator | Filter | Scorer | Selector
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """What one stage did to one request: the figures behind metrics and span attributes."""
+
+    name: str
+    kind: str
+    seconds: float
+    n_in: int
+    n_out: int
+    error: str | None = None
+
+
+class StageHook(Protocol):
+    """Observability's view of the runner. The default does nothing."""
+
+    def span(self, name: str, kind: str) -> contextlib.AbstractContextManager[dict[str, object]]: ...
+
+    def record(self, record: StageRecord) -> None: ...
+
+
+class NullHook:
+    @contextlib.contextmanager
+    def span(self, name: str, kind: str) -> Iterator[dict[str, object]]:
+        yield {}
+
+    def record(self, record: StageRecord) -> None:
+        return None
+
+
+@dataclass
+class PipelineResult:
+    candidates: Candidates
+    removals: list[Removal] = field(default_factory=list)
+    records: list[StageRecord] = field(default_factory=list)
+
+
+def stage_kind(stage: object) -> str:
+    for kind, method in (
+        ("source", "fetch"),
+        ("hydrator", "hydrate"),
+        ("filter", "keep"),
+        ("scorer", "score"),
+        ("selector", "select"),
+    ):
+        if callable(getattr(stage, method, None)):
+            return kind
+    raise TypeError(f"{type(stage).__name__} is not a pipeline stage (no fetch/hydrate/keep/score/select)")
+
+
+def _fails_open(stage: object, kind: str) -> bool:
+    """Sources and filters fail open by default (a broken source loses its candidates, a broken
+    filter keeps everything); hydrators, scorers and selectors fail closed. A stage may override
+    with a `fail_open` attribute."""
+    return bool(getattr(stage, "fail_open", kind in ("source", "filter")))
+
+
+class PipelineRunner:
+    """Executes `sources` then `stages` for one query.
+
+    Example:
+        runner = PipelineRunner("organic", sources=[TrendingSource(...)], stages=[TopKSelector(50)])
+        result = runner.run(FeedQuery(user_id=42))
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sources: Sequence[CandidateSource],
+        stages: Sequence[PostStage],
+        hook: StageHook | None = None,
+    ) -> None:
+        names = [s.name for s in [*sources, *stages]]
+        duplicated = {n for n in names if names.count(n) > 1}
+        if duplicated:
+            raise ValueError(f"pipeline {name!r} has duplicate stage names: {sorted(duplicated)}")
+        for stage in sources:
+            if stage_kind(stage) != "source":
+                raise TypeError(f"{stage.name!r} is listed as a source but is a {stage_kind(stage)}")
+        for stage in stages:
+            if stage_kind(stage) == "source":
+                raise TypeError(f"{stage.name!r} is a source listed among post-source stages")
+        self.name = name
+        self.sources = list(sources)
+        self.stages = list(stages)
+        self.hook: StageHook = hook or NullHook()
+
+    def run(self, query: FeedQuery, candidates: Candidates | None = None) -> PipelineResult:
+        """Run every stage. With `candidates` given, sources are skipped (e.g. retrieval ran elsewhere)."""
+        result = PipelineResult(Candidates.empty())
+        if candidates is None:
+            fetched = [self._run_source(source, query, result) for source in self.sources]
+            candidates = Candidates.concat(fetched)
+        for stage in self.stages:
+            candidates = self._run_stage(stage, query, candidates, result)
+        result.candidates = candidates
+        return result
+
+    def _run_source(self, source: CandidateSource, query: FeedQuery, result: PipelineResult) -> Candidates:
+        start = time.perf_counter()
+        error = None
+        with self.hook.span(source.name, "source") as attributes:
+            try:
+                fetched = source.fetch(query)
+            except Exception as exc:  # noqa: BLE001 - failure policy decides
+                if not _fails_open(source, "source"):
+                    raise
+                log.warning("source %s failed open: %s", source.name, exc)
+                error, fetched = f"{type(exc).__name__}: {exc}", Candidates.empty()
+            attributes.update(n_out=len(fetched))
+        self._record(result, StageRecord(source.name, "source", time.perf_counter() - start, 0, len(fetched), error))
+        return fetched
+
+    def _run_stage(
+        self, stage: PostStage, query: FeedQuery, candidates: Candidates, result: PipelineResult
+    ) -> Candidates:
+        kind = stage_kind(stage)
+        start = time.perf_counter()
+        error = None
+        with self.hook.span(stage.name, kind) as attributes:
+            try:
+                out = self._apply(stage, kind, query, candidates, result)
+            except Exception as exc:  # noqa: BLE001 - failure policy decides
+                if not _fails_open(stage, kind):
+                    raise
+                log.warning("%s %s failed open: %s", kind, stage.name, exc)
+                error, out = f"{type(exc).__name__}: {exc}", candidates
+            attributes.update(n_in=len(candidates), n_out=len(out))
+        self._record(result, StageRecord(stage.name, kind, time.perf_counter() - start, len(candidates), len(out), error))
+        return out
+
+    @staticmethod
+    def _apply(
+        stage: PostStage, kind: str, query: FeedQuery, candidates: Candidates, result: PipelineResult
+    ) -> Candidates:
+        if kind == "hydrator":
+            return candidates.with_features(stage.hydrate(query, candidates))  # type: ignore[union-attr]
+        if kind == "scorer":
+            return candidates.with_scores(stage.score(query, candidates))  # type: ignore[union-attr]
+        if kind == "filter":
+            keep, reason = stage.keep(query, candidates)  # type: ignore[union-attr]
+            keep = np.asarray(keep, dtype=bool)
+            if keep.shape != (len(candidates),):
+                raise ValueError(f"filter {stage.name} returned a mask of shape {keep.shape}")
+            dropped = np.flatnonzero(~keep)
+            reasons = np.broadcast_to(np.asarray(reason, dtype=object), (len(candidates),))
+            result.removals.extend(
+                Removal(int(candidates.item_ids[i]), stage.name, str(reasons[i])) for i in dropped
+            )
+            return candidates.take(keep)
+        chosen = np.asarray(stage.select(query, candidates), dtype=np.int64)  # type: ignore[union-attr]
+        dropped_mask = np.ones(len(candidates), dtype=bool)
+        dropped_mask[chosen] = False
+        result.removals.extend(
+            Removal(int(i), stage.name, "not selected") for i in candidates.item_ids[dropped_mask]
+        )
+        return candidates.take(chosen)
+
+    def _record(self, result: PipelineResult, record: StageRecord) -> None:
+        result.records.append(record)
+        self.hook.record(record)

@@ -1,0 +1,1 @@
+"""Caps, budgets, sessions, counters and the event stream: Redis behind small interfaces."""
