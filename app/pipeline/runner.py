@@ -93,6 +93,8 @@ class PipelineRunner:
         stages: Sequence[PostStage],
         hook: StageHook | None = None,
     ) -> None:
+        for stage in [*sources, *stages]:
+            stage_kind(stage)  # raises for anything that is not a stage
         names = [s.name for s in [*sources, *stages]]
         duplicated = {n for n in names if names.count(n) > 1}
         if duplicated:

@@ -1,0 +1,59 @@
+"""Per-item attributes every stage may need, as arrays indexed by item id.
+
+Built once from a Dataset and held by the serving replicas; `CatalogHydrator` attaches the
+columns to candidates so filters and selectors stay pure functions of their input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.data.tables import Dataset
+from app.pipeline.candidates import Candidates, FeedQuery
+
+
+@dataclass(frozen=True)
+class Catalog:
+    creator_id: np.ndarray  # int64, −1 for unknown ids
+    min_age: np.ndarray  # int16
+    topic_matrix: np.ndarray  # float32 multi-hot, rows L2-normalised for cosine similarity
+    topics: tuple[str, ...]
+    known: np.ndarray  # bool: the id is in the catalogue
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> "Catalog":
+        topics = dataset.item_topic_matrix.copy()
+        norms = np.linalg.norm(topics, axis=1, keepdims=True)
+        known = np.zeros(dataset.max_item_id + 1, dtype=bool)
+        known[dataset.items["item_id"].to_numpy()] = True
+        return cls(
+            creator_id=dataset.item_creator,
+            min_age=dataset.item_min_age,
+            topic_matrix=np.divide(topics, norms, out=np.zeros_like(topics), where=norms > 0),
+            topics=dataset.topics,
+            known=known,
+        )
+
+    def is_known(self, item_ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(item_ids, dtype=np.int64)
+        inside = (ids >= 0) & (ids < len(self.known))
+        out = np.zeros(len(ids), dtype=bool)
+        out[inside] = self.known[ids[inside]]
+        return out
+
+    def topic_names(self, item_id: int) -> tuple[str, ...]:
+        return tuple(t for t, v in zip(self.topics, self.topic_matrix[item_id]) if v > 0)
+
+
+class CatalogHydrator:
+    """Attaches creator_id and min_age (the reranking filters' inputs)."""
+
+    name = "catalog_hydrator"
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def hydrate(self, query: FeedQuery, candidates: Candidates) -> dict[str, np.ndarray]:
+        ids = candidates.item_ids
+        return {"creator_id": self.catalog.creator_id[ids], "min_age": self.catalog.min_age[ids]}

@@ -1,0 +1,23 @@
+"""Reranking: MMR diversity, policy filters and creator frequency caps. Pure stages."""
+from app.reranking.config import RerankingConfig
+from app.reranking.filters import (
+    AlreadyServedFilter,
+    ContentRatingFilter,
+    HiddenCreatorFilter,
+    HiddenItemFilter,
+    UnknownItemFilter,
+)
+from app.reranking.mmr import MMRSelector
+from app.reranking.selectors import CreatorCapSelector, TopKSelector
+
+__all__ = [
+    "RerankingConfig",
+    "AlreadyServedFilter",
+    "ContentRatingFilter",
+    "CreatorCapSelector",
+    "HiddenCreatorFilter",
+    "HiddenItemFilter",
+    "MMRSelector",
+    "TopKSelector",
+    "UnknownItemFilter",
+]

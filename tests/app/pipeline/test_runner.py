@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+
+from app.pipeline import Candidates, FeedQuery, PipelineRunner
+
+
+class FixedSource:
+    def __init__(self, name, ids, fail=False):
+        self.name, self.ids, self.fail = name, ids, fail
+
+    def fetch(self, query):
+        if self.fail:
+            raise RuntimeError("backend down")
+        return Candidates.from_source(self.name, np.array(self.ids), np.ones(len(self.ids)))
+
+
+class EvenFilter:
+    name = "even_filter"
+
+    def keep(self, query, candidates):
+        return candidates.item_ids % 2 == 0, "odd"
+
+
+class IdScorer:
+    name = "id_scorer"
+
+    def score(self, query, candidates):
+        return {"final": candidates.item_ids.astype(np.float32)}
+
+
+class BrokenScorer:
+    name = "broken_scorer"
+
+    def score(self, query, candidates):
+        raise RuntimeError("model missing")
+
+
+class ReverseSelector:
+    name = "reverse_selector"
+
+    def select(self, query, candidates):
+        return np.argsort(-candidates.scores["final"])[:2]
+
+
+class Recorder:
+    def __init__(self):
+        self.records, self.spans = [], []
+
+    def span(self, name, kind):
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            attributes = {}
+            yield attributes
+            self.spans.append((name, kind, attributes))
+
+        return cm()
+
+    def record(self, record):
+        self.records.append(record)
+
+
+def test_runner_runs_stages_in_order_and_records_removals():
+    hook = Recorder()
+    runner = PipelineRunner(
+        "t", [FixedSource("a", [1, 2, 3, 4]), FixedSource("b", [6])], [EvenFilter(), IdScorer(), ReverseSelector()], hook
+    )
+    result = runner.run(FeedQuery(user_id=1))
+    assert result.candidates.item_ids.tolist() == [6, 4]
+    assert result.candidates.sources.tolist() == ["b", "a"]
+    reasons = {(r.item_id, r.stage, r.reason) for r in result.removals}
+    assert (1, "even_filter", "odd") in reasons and (2, "reverse_selector", "not selected") in reasons
+    assert [(r.name, r.n_in, r.n_out) for r in result.records] == [
+        ("a", 0, 4), ("b", 0, 1), ("even_filter", 5, 3), ("id_scorer", 3, 3), ("reverse_selector", 3, 2)
+    ]
+    assert [s[0] for s in hook.spans] == ["a", "b", "even_filter", "id_scorer", "reverse_selector"]
+    assert hook.spans[2][2] == {"n_in": 5, "n_out": 3}
+
+
+def test_a_failing_source_fails_open_and_is_recorded():
+    runner = PipelineRunner("t", [FixedSource("a", [2]), FixedSource("down", [4], fail=True)], [IdScorer()])
+    result = runner.run(FeedQuery(user_id=1))
+    assert result.candidates.item_ids.tolist() == [2]
+    assert "backend down" in result.records[1].error
+
+
+def test_a_failing_scorer_fails_closed():
+    runner = PipelineRunner("t", [FixedSource("a", [2])], [BrokenScorer()])
+    with pytest.raises(RuntimeError, match="model missing"):
+        runner.run(FeedQuery(user_id=1))
+
+
+def test_pipeline_declaration_errors_fail_at_build_time():
+    with pytest.raises(ValueError, match="duplicate"):
+        PipelineRunner("t", [FixedSource("a", [1]), FixedSource("a", [2])], [])
+    with pytest.raises(TypeError, match="source"):
+        PipelineRunner("t", [IdScorer()], [])
+    with pytest.raises(TypeError, match="not a pipeline stage"):
+        PipelineRunner("t", [], [object()])
+
+
+def test_candidates_reject_misaligned_columns():
+    with pytest.raises(ValueError, match="rows"):
+        Candidates(np.array([1, 2]), np.array(["a", "a"], dtype=object), np.ones(2), features={"x": np.ones(3)})
+
+
+def test_concat_keeps_columns_aligned():
+    a = Candidates.from_source("a", np.array([1, 2]), np.array([0.1, 0.2])).with_features({"f": np.array([1.0, 2.0])})
+    b = Candidates.from_source("b", np.array([3]), np.array([0.3])).with_features({"f": np.array([3.0])})
+    both = Candidates.concat([a, b])
+    assert both.item_ids.tolist() == [1, 2, 3] and both.features["f"].tolist() == [1.0, 2.0, 3.0]
+    assert both.take(np.array([2, 0])).sources.tolist() == ["b", "a"]
