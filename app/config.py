@@ -1,0 +1,93 @@
+"""The one configuration object. Flows one way: YAML (serve_config.yaml user_config or a
+rayfeed YAML file) and RAYFEED_* environment variables → these pydantic models → constructors.
+
+Every section rejects unknown keys; errors name the file and the key at fault.
+Environment overrides use `RAYFEED_<SECTION>__<FIELD>`, e.g. RAYFEED_RERANKING__MMR_LAMBDA=0.5.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app._config_base import Section
+from app.ads.config import AdsConfig
+from app.collator.config import CollatorConfig
+from app.data.config import DataConfig
+from app.evaluation.config import EvaluationConfig
+from app.ranking.config import RankingConfig
+from app.reranking.config import RerankingConfig
+from app.retrieval.config import RetrievalConfig
+
+
+class ArtifactsConfig(Section):
+    root: Path = Field(Path("artifacts"), description="directory of versioned artifacts")
+    version: str | None = Field(None, description="pinned version; None follows LATEST")
+
+
+class TrainingConfig(Section):
+    num_workers: int = Field(1, ge=1, le=64, description="Ray Train workers per job")
+    use_gpu: bool | None = Field(None, description="None: use a GPU when torch sees one")
+    storage_dir: Path = Field(Path("runs/train"), description="Ray Train checkpoints and results")
+
+
+class RayfeedConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAYFEED_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    ranking: RankingConfig = Field(default_factory=RankingConfig)
+    reranking: RerankingConfig = Field(default_factory=RerankingConfig)
+    ads: AdsConfig = Field(default_factory=AdsConfig)
+    collator: CollatorConfig = Field(default_factory=CollatorConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the file and key."""
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RayfeedConfig:
+    """Build the configuration from an optional YAML file, then explicit overrides.
+
+    Environment variables (RAYFEED_*) apply beneath the file and overrides.
+    """
+    values: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{source}: cannot read configuration: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections, got {type(loaded).__name__}")
+        values = loaded
+    return config_from_mapping(_deep_merge(values, overrides or {}), source)
+
+
+def config_from_mapping(values: dict[str, Any], source: str = "<mapping>") -> RayfeedConfig:
+    try:
+        return RayfeedConfig(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"{source}: invalid configuration: {problems}") from exc
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
