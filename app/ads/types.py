@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,25 @@ class Ad:
     advertiser_id: int
     title: str
     topics: tuple[str, ...] = ()
+    creator_id: int | None = None  # set when the ad is a creator's sponsored content
+
+
+@dataclass(frozen=True)
+class AdUser:
+    """A user as the ads side sees them: MovieLens attributes plus their ad choices.
+
+    `top_genres` are the user's strongest topics (MovieLens genres); `blocked_creator_ids` are
+    creators the user hid, so none of their sponsored ads is served to them.
+    """
+
+    user_id: int
+    age: int
+    gender: str
+    occupation: str
+    top_genres: frozenset[str] = frozenset()
+    opted_out_categories: frozenset[str] = frozenset()
+    opted_out_all: bool = False
+    blocked_creator_ids: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -74,3 +94,23 @@ class AdCandidate:
     slot_rank: int  # 0-based ad slot the auction assigned (0 = best ad slot)
     brand_safety: BrandSafety = field(default_factory=BrandSafety)
     reservation_id: str = ""
+    # The textbook price per billable action (a conversion) in bid units; `price` is its expected
+    # cost per impression in this slot: slot_factor * pctr * pcvr * price_per_action.
+    price_per_action: float = 0.0
+    slot_factor: float = 1.0
+
+
+class WithheldReason(StrEnum):
+    """Why a request got no ads at all (an empty auction is not withheld)."""
+
+    STORE_UNAVAILABLE = "store_unavailable"  # caps or budgets unreadable: fail closed
+    OPTED_OUT = "opted_out"  # the user opted out of all ads
+
+
+@dataclass(frozen=True)
+class AdResult:
+    """What the ads side hands the collator for one request."""
+
+    ads: list[AdCandidate]
+    withheld_reason: WithheldReason | None = None
+    removed: dict[str, int] = field(default_factory=dict)  # candidates dropped, per stage/reason

@@ -1,0 +1,234 @@
+"""The ads side's one entry point: targeting -> eligibility -> ranking -> auction -> reservation.
+
+`AdServer.serve` returns the winning ads as `AdCandidate`s for the collator, each holding a
+reservation on its campaign's budget and on the user's caps. The collator's verdict comes back
+through `commit_impression` (the ad was shown: the reservation becomes spend) or `release` (it
+was not placed). If caps or budgets cannot be read or reserved, the request gets no ads
+(`WithheldReason.STORE_UNAVAILABLE`): failing closed is the only way no cap or budget breaks.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from app.ads.auction import AuctionBid, GSPAuction, PositionAuction, VCGAuction
+from app.ads.config import AdsConfig
+from app.ads.eligibility import (
+    AdFilter,
+    AdRequest,
+    BlockedCreatorFilter,
+    CapLimits,
+    ExhaustedBudgetFilter,
+    FrequencyCapFilter,
+    OptOutFilter,
+    PageConstraintSelector,
+)
+from app.ads.pacing import BudgetPacer
+from app.ads.ranking import AdRanker
+from app.ads.targeting import TargetingIndex
+from app.ads.types import Ad, AdCandidate, AdResult, AdUser, WithheldReason
+from app.ads.world import AdWorld
+from app.state.budgets import BudgetStatus, BudgetStore
+from app.state.caps import CapStatus, CapStore
+from app.state.clock import Clock
+from app.state.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+_HELD_CAP = (CapStatus.RESERVED, CapStatus.COMMITTED)  # a repeated request id finds its own hold
+_HELD_BUDGET = (BudgetStatus.RESERVED, BudgetStatus.COMMITTED)
+
+
+def reservation_id(request_id: str, ad_id: int) -> str:
+    """One ad's reservation within one request: the idempotency key of reserve/commit/release."""
+    return f"{request_id}:{ad_id}"
+
+
+def make_auction(config: AdsConfig) -> PositionAuction:
+    kind = {"gsp": GSPAuction, "vcg": VCGAuction}[config.auction]
+    return kind(tuple(config.slot_ctr_factors), config.reserve_ecpm)
+
+
+class AdServer:
+    """Serves the ads of one feed page.
+
+    Example:
+        server = AdServer(world, ranker, pacer, RedisCapStore(...), RedisBudgetStore(...), config, clock)
+        result = server.serve(user, request_id="r-1", n_slots=2)
+        server.commit_impression("r-1", result.ads[0].ad_id)    # shown
+        server.release("r-1", [a.ad_id for a in result.ads[1:]])  # not placed
+    """
+
+    def __init__(
+        self,
+        world: AdWorld,
+        ranker: AdRanker,
+        pacer: BudgetPacer,
+        caps: CapStore,
+        budgets: BudgetStore,
+        config: AdsConfig,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.campaigns = world.campaigns_by_id
+        self._ads_by_campaign: dict[int, list[Ad]] = {}
+        for ad in world.ads:
+            self._ads_by_campaign.setdefault(ad.campaign_id, []).append(ad)
+        self.limits = CapLimits.from_config(config)
+        self.targeting = TargetingIndex(world.campaigns)
+        # Cheap, user-only filters first; the cap and budget ones read the hydrated snapshot.
+        self.filters: tuple[AdFilter, ...] = (
+            OptOutFilter(),
+            BlockedCreatorFilter(),
+            FrequencyCapFilter(self.limits),
+            ExhaustedBudgetFilter(),
+        )
+        self.ranker = ranker
+        self.pacer = pacer
+        self.page = PageConstraintSelector(self.limits, config.one_ad_per_advertiser)
+        self.auction = make_auction(config)
+        self.caps = caps
+        self.budgets = budgets
+        self.clock = clock
+
+    def serve(
+        self, user: AdUser, request_id: str, n_slots: int, now: float | None = None, session_id: str | None = None
+    ) -> AdResult:
+        """Up to `n_slots` ads for `user`, each reserved under `request_id`.
+
+        `session_id` scopes the per-session category caps; without one the request is its own
+        session. Serving the same `request_id` again holds nothing twice.
+        """
+        now = self.clock() if now is None else now
+        session_id = session_id or request_id
+        if user.opted_out_all:
+            return AdResult([], WithheldReason.OPTED_OUT)
+        ads = [ad for cid in self.targeting.match(user, now) for ad in self._ads_by_campaign.get(int(cid), ())]
+        if not ads or n_slots <= 0:
+            return AdResult([])
+        try:
+            request = self._hydrate(user, session_id, now, ads)
+        except StoreUnavailable as exc:
+            log.warning("ads withheld for request %s: %s", request_id, exc)
+            return AdResult([], WithheldReason.STORE_UNAVAILABLE)
+
+        removed: dict[str, int] = {}
+        for f in self.filters:
+            keep = f.keep(request, ads, self.campaigns)
+            removed[f.name] = int(len(ads) - keep.sum())
+            ads = [a for a, k in zip(ads, keep) if k]
+        if len(ads) > self.config.max_candidates:  # cheapest prior: the campaign's own bid
+            ads = sorted(ads, key=lambda a: (-self.campaigns[a.campaign_id].bid, a.ad_id))[: self.config.max_candidates]
+
+        bids, scores, pacing = self._bids(request, ads)
+        by_id = {a.ad_id: a for a in ads}
+        ranked = sorted(bids, key=lambda b: (-b.ecpm, b.ad_id))
+        kept = self.page.select(request, [by_id[b.ad_id] for b in ranked], self.campaigns)
+        removed[self.page.name] = len(ranked) - len(kept)
+        awards = self.auction.run([ranked[i] for i in kept], n_slots)
+
+        winners: list[AdCandidate] = []
+        attempted: list[str] = []  # every id that may hold something, for the failure path
+        try:
+            for award in awards:
+                ad = by_id[award.ad_id]
+                campaign = self.campaigns[ad.campaign_id]
+                rid = reservation_id(request_id, ad.ad_id)
+                attempted.append(rid)
+                if not self._reserve(rid, request, ad, award.price_per_impression, now, removed):
+                    continue
+                pctr, pcvr = scores[ad.ad_id]
+                winners.append(
+                    AdCandidate(
+                        ad_id=ad.ad_id,
+                        campaign_id=ad.campaign_id,
+                        advertiser_id=ad.advertiser_id,
+                        category=campaign.category,
+                        bid=campaign.bid,
+                        pctr=pctr,
+                        pcvr=pcvr,
+                        pacing_multiplier=pacing[ad.campaign_id],
+                        ecpm=award.ecpm,
+                        price=award.price_per_impression,
+                        slot_rank=award.slot,
+                        brand_safety=campaign.brand_safety,
+                        reservation_id=rid,
+                        price_per_action=award.price_per_action,
+                        slot_factor=award.slot_factor,
+                    )
+                )
+        except StoreUnavailable as exc:
+            log.warning("ads withheld for request %s mid-reservation: %s", request_id, exc)
+            self._release_quietly(attempted, now)
+            return AdResult([], WithheldReason.STORE_UNAVAILABLE, removed)
+        return AdResult(winners, None, removed)
+
+    def commit_impression(self, request_id: str, ad_id: int) -> bool:
+        """The ad was shown: its reservation becomes spend and a counted impression.
+
+        Idempotent. Returns whether the campaign was charged (False for an unknown or released
+        reservation). Raises `StoreUnavailable` so the event can be retried."""
+        rid, now = reservation_id(request_id, ad_id), self.clock()
+        self.caps.commit(rid, now)
+        return self.budgets.commit(rid, now) == BudgetStatus.COMMITTED
+
+    def release(self, request_id: str, ad_ids: Sequence[int]) -> None:
+        """The ads were not placed: free their budget and cap reservations. Idempotent."""
+        now = self.clock()
+        for ad_id in ad_ids:
+            rid = reservation_id(request_id, ad_id)
+            self.budgets.release(rid, now)
+            self.caps.release(rid, now)
+
+    def _hydrate(self, user: AdUser, session_id: str, now: float, ads: list[Ad]) -> AdRequest:
+        counts = self.caps.counts(
+            user.user_id,
+            session_id,
+            {a.ad_id for a in ads},
+            {a.advertiser_id for a in ads},
+            {self.campaigns[a.campaign_id].category for a in ads},
+            now,
+        )
+        budgets = self.budgets.snapshot({a.campaign_id: self.campaigns[a.campaign_id].daily_budget for a in ads}, now)
+        return AdRequest(user, session_id, now, counts, budgets)
+
+    def _bids(
+        self, request: AdRequest, ads: list[Ad]
+    ) -> tuple[list[AuctionBid], dict[int, tuple[float, float]], dict[int, float]]:
+        """Paced bids (eCPM = bid * pCTR * pCVR * m), the model scores per ad, m per campaign."""
+        pctr, pcvr = self.ranker.score(request.user, ads, self.campaigns)
+        pacing: dict[int, float] = {}
+        scores: dict[int, tuple[float, float]] = {}
+        bids = []
+        for ad, ctr, cvr in zip(ads, pctr, pcvr):
+            campaign = self.campaigns[ad.campaign_id]
+            if campaign.campaign_id not in pacing:
+                state = request.budgets[campaign.campaign_id]
+                pacing[campaign.campaign_id] = self.pacer.multiplier(campaign.daily_budget, state.remaining, request.now)
+            scores[ad.ad_id] = (float(ctr), float(cvr))
+            bids.append(AuctionBid(ad.ad_id, campaign.bid * pacing[campaign.campaign_id], float(ctr * cvr)))
+        return bids, scores, pacing
+
+    def _reserve(self, rid: str, request: AdRequest, ad: Ad, price: float, now: float, removed: dict[str, int]) -> bool:
+        """Hold the user's caps, then the budget; undo the caps if the budget has no room."""
+        campaign = self.campaigns[ad.campaign_id]
+        claim = self.limits.claim(request.user.user_id, request.session_id, ad, campaign.category)
+        if self.caps.reserve(rid, claim, now) not in _HELD_CAP:
+            removed["cap_reserve"] = removed.get("cap_reserve", 0) + 1
+            return False
+        if self.budgets.reserve(rid, campaign.campaign_id, price, campaign.daily_budget, now) not in _HELD_BUDGET:
+            self.caps.release(rid, now)
+            removed["budget_reserve"] = removed.get("budget_reserve", 0) + 1
+            return False
+        return True
+
+    def _release_quietly(self, reservation_ids: list[str], now: float) -> None:
+        """Best effort after a store failure; what cannot be released expires (budgets) or keeps
+        counting (caps), which under-serves but never overspends."""
+        for rid in reservation_ids:
+            for store in (self.budgets, self.caps):
+                try:
+                    store.release(rid, now)
+                except StoreUnavailable:
+                    pass
+

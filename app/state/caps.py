@@ -1,0 +1,260 @@
+"""Frequency caps: per ad and per advertiser per user per day, per category per session.
+
+A cap counts reservations, not just impressions: an ad that wins an auction takes its place
+under every cap at once (atomically), so concurrent requests can never together exceed a cap.
+The collator's verdict then commits the reservation (the impression happened) or releases it
+(the ad was not placed). A reservation nobody commits or releases keeps counting: the user
+sees fewer ads, never more.
+
+Every operation is idempotent per reservation id: reserving, committing or releasing the same id
+twice has the effect of once.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import redis
+
+from app.state import keys
+from app.state._redis import as_str, unavailable_on_redis_error
+from app.state.clock import day_index, seconds_to_day_end
+
+
+class CapStatus(StrEnum):
+    RESERVED = "R"
+    COMMITTED = "C"
+    RELEASED = "X"
+    CAPPED = "F"  # a cap is full: nothing was counted
+    UNKNOWN = "U"  # no such reservation (never made, or its record expired)
+
+
+@dataclass(frozen=True)
+class CapClaim:
+    """One ad's claim on a user's caps. A limit of None means uncapped."""
+
+    user_id: int
+    ad_id: int
+    advertiser_id: int
+    category: str
+    session_id: str
+    ad_limit: int | None
+    advertiser_limit: int | None
+    category_limit: int | None
+
+
+@dataclass(frozen=True)
+class CapCounts:
+    """Reserved-or-shown counts for one user, read in one round trip before the auction."""
+
+    ad: dict[int, int]
+    advertiser: dict[int, int]
+    category: dict[str, int]
+
+
+class CapStore(Protocol):
+    def counts(
+        self,
+        user_id: int,
+        session_id: str,
+        ad_ids: Iterable[int],
+        advertiser_ids: Iterable[int],
+        categories: Iterable[str],
+        now: float,
+    ) -> CapCounts:
+        """Current counts (a snapshot for filtering; `reserve` is the authoritative check)."""
+        ...
+
+    def reserve(self, reservation_id: str, claim: CapClaim, now: float) -> CapStatus:
+        """Atomically check every cap of `claim` and count it under all of them, or none.
+
+        Returns RESERVED, CAPPED, or the earlier outcome when the id was seen before."""
+        ...
+
+    def commit(self, reservation_id: str, now: float) -> CapStatus: ...
+
+    def release(self, reservation_id: str, now: float) -> CapStatus: ...
+
+
+def _limit_arg(limit: int | None) -> int:
+    return -1 if limit is None else limit
+
+
+class InMemoryCapStore:
+    """The reference implementation: one process, one lock. Same contract as `RedisCapStore`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._ledger: dict[str, tuple[str, tuple[str, str, str]]] = {}
+
+    @staticmethod
+    def _keys(claim: CapClaim, now: float) -> tuple[str, str, str]:
+        day = day_index(now)
+        return (
+            keys.ad_user_day(day, claim.user_id, claim.ad_id),
+            keys.advertiser_user_day(day, claim.user_id, claim.advertiser_id),
+            keys.session_category(claim.user_id, claim.session_id, claim.category),
+        )
+
+    def counts(self, user_id, session_id, ad_ids, advertiser_ids, categories, now) -> CapCounts:
+        day = day_index(now)
+        with self._lock:
+            return CapCounts(
+                ad={a: self._counts.get(keys.ad_user_day(day, user_id, a), 0) for a in ad_ids},
+                advertiser={a: self._counts.get(keys.advertiser_user_day(day, user_id, a), 0) for a in advertiser_ids},
+                category={c: self._counts.get(keys.session_category(user_id, session_id, c), 0) for c in categories},
+            )
+
+    def reserve(self, reservation_id: str, claim: CapClaim, now: float) -> CapStatus:
+        cap_keys = self._keys(claim, now)
+        limits = (claim.ad_limit, claim.advertiser_limit, claim.category_limit)
+        with self._lock:
+            if reservation_id in self._ledger:
+                return CapStatus(self._ledger[reservation_id][0])
+            if any(limit is not None and self._counts.get(k, 0) >= limit for k, limit in zip(cap_keys, limits)):
+                return CapStatus.CAPPED
+            for k in cap_keys:
+                self._counts[k] = self._counts.get(k, 0) + 1
+            self._ledger[reservation_id] = (CapStatus.RESERVED.value, cap_keys)
+            return CapStatus.RESERVED
+
+    def commit(self, reservation_id: str, now: float) -> CapStatus:
+        with self._lock:
+            if reservation_id not in self._ledger:
+                return CapStatus.UNKNOWN
+            state, cap_keys = self._ledger[reservation_id]
+            if state == CapStatus.RESERVED:
+                self._ledger[reservation_id] = (CapStatus.COMMITTED.value, cap_keys)
+                return CapStatus.COMMITTED
+            return CapStatus(state)
+
+    def release(self, reservation_id: str, now: float) -> CapStatus:
+        with self._lock:
+            if reservation_id not in self._ledger:
+                return CapStatus.UNKNOWN
+            state, cap_keys = self._ledger[reservation_id]
+            if state != CapStatus.RESERVED:
+                return CapStatus(state)
+            for k in cap_keys:
+                self._counts[k] = max(0, self._counts.get(k, 0) - 1)
+            self._ledger[reservation_id] = (CapStatus.RELEASED.value, cap_keys)
+            return CapStatus.RELEASED
+
+
+# KEYS: ad counter, advertiser counter, category counter, ledger
+# ARGV: ad limit, advertiser limit, category limit (-1 = none), day ttl, session ttl, ledger ttl
+_RESERVE = """
+local state = redis.call('HGET', KEYS[4], 'state')
+if state then return state end
+for i = 1, 3 do
+  local limit = tonumber(ARGV[i])
+  if limit >= 0 and tonumber(redis.call('GET', KEYS[i]) or '0') >= limit then return 'F' end
+end
+local ttls = {ARGV[4], ARGV[4], ARGV[5]}
+for i = 1, 3 do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ttls[i])
+end
+redis.call('HSET', KEYS[4], 'state', 'R', 'k1', KEYS[1], 'k2', KEYS[2], 'k3', KEYS[3])
+redis.call('EXPIRE', KEYS[4], ARGV[6])
+return 'R'
+"""
+
+# KEYS: ledger
+_COMMIT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'U' end
+if state == 'R' then
+  redis.call('HSET', KEYS[1], 'state', 'C')
+  return 'C'
+end
+return state
+"""
+
+# KEYS: ledger, then the three counters it names (read by the caller just before)
+_RELEASE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'U' end
+if state ~= 'R' then return state end
+for i = 2, 4 do
+  if redis.call('HGET', KEYS[1], 'k' .. (i - 1)) ~= KEYS[i] then return redis.error_reply('cap ledger keys changed') end
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+redis.call('HSET', KEYS[1], 'state', 'X')
+return 'X'
+"""
+
+
+class RedisCapStore:
+    """Caps in Redis: each check-and-increment is one Lua script, TTLs set in the same step.
+
+    Day counters expire `key_grace_s` after their day ends; session counters `session_ttl_s`
+    after their last increment; a reservation's ledger lives as long as its day counters.
+    Every Redis failure raises `StoreUnavailable`.
+    """
+
+    def __init__(self, client: redis.Redis, session_ttl_s: int, key_grace_s: int) -> None:
+        self._client = client
+        self._session_ttl_s = session_ttl_s
+        self._key_grace_s = key_grace_s
+        self._reserve = client.register_script(_RESERVE)
+        self._commit = client.register_script(_COMMIT)
+        self._release = client.register_script(_RELEASE)
+
+    def _day_ttl(self, now: float) -> int:
+        return int(seconds_to_day_end(now)) + 1 + self._key_grace_s
+
+    def counts(self, user_id, session_id, ad_ids, advertiser_ids, categories, now) -> CapCounts:
+        day = day_index(now)
+        ad_ids, advertiser_ids, categories = list(ad_ids), list(advertiser_ids), list(categories)
+        names = (
+            [keys.ad_user_day(day, user_id, a) for a in ad_ids]
+            + [keys.advertiser_user_day(day, user_id, a) for a in advertiser_ids]
+            + [keys.session_category(user_id, session_id, c) for c in categories]
+        )
+        if not names:
+            return CapCounts({}, {}, {})
+        with unavailable_on_redis_error("reading frequency caps"):
+            values = [int(v) if v is not None else 0 for v in self._client.mget(names)]
+        n_ad, n_adv = len(ad_ids), len(advertiser_ids)
+        return CapCounts(
+            ad=dict(zip(ad_ids, values[:n_ad])),
+            advertiser=dict(zip(advertiser_ids, values[n_ad : n_ad + n_adv])),
+            category=dict(zip(categories, values[n_ad + n_adv :])),
+        )
+
+    def reserve(self, reservation_id: str, claim: CapClaim, now: float) -> CapStatus:
+        day = day_index(now)
+        cap_keys = [
+            keys.ad_user_day(day, claim.user_id, claim.ad_id),
+            keys.advertiser_user_day(day, claim.user_id, claim.advertiser_id),
+            keys.session_category(claim.user_id, claim.session_id, claim.category),
+            keys.cap_ledger(reservation_id),
+        ]
+        day_ttl = self._day_ttl(now)
+        args = [
+            _limit_arg(claim.ad_limit),
+            _limit_arg(claim.advertiser_limit),
+            _limit_arg(claim.category_limit),
+            day_ttl,
+            self._session_ttl_s,
+            max(day_ttl, self._session_ttl_s),
+        ]
+        with unavailable_on_redis_error("reserving frequency caps"):
+            return CapStatus(as_str(self._reserve(keys=cap_keys, args=args)))
+
+    def commit(self, reservation_id: str, now: float) -> CapStatus:
+        with unavailable_on_redis_error("committing frequency caps"):
+            return CapStatus(as_str(self._commit(keys=[keys.cap_ledger(reservation_id)])))
+
+    def release(self, reservation_id: str, now: float) -> CapStatus:
+        ledger = keys.cap_ledger(reservation_id)
+        with unavailable_on_redis_error("releasing frequency caps"):
+            counters = self._client.hmget(ledger, ["k1", "k2", "k3"])
+            if any(c is None for c in counters):
+                return CapStatus.UNKNOWN
+            return CapStatus(as_str(self._release(keys=[ledger, *(as_str(c) for c in counters)])))

@@ -1,0 +1,119 @@
+"""Many threads against the real redis-server: no cap is exceeded, no budget overspent, exactly.
+
+Budgets and caps are small and contended so that they are actually exhausted: the assertions
+check both that the limits hold and that they were reached.
+"""
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+
+from app.state.budgets import BudgetStatus, RedisBudgetStore
+from app.state.caps import CapClaim, CapStatus, RedisCapStore
+from app.state.clock import day_index
+from tests.app.state.conftest import DAY_START
+
+THREADS = 24
+OPS_PER_THREAD = 250
+NOW = DAY_START + 10 * 3600
+
+
+def _client(redis_url: str) -> redis.Redis:
+    pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=THREADS + 4)
+    return redis.Redis(connection_pool=pool)
+
+
+def test_concurrent_budget_reservations_never_overspend(redis_url, redis_client) -> None:
+    budgets = {1: 7.5, 2: 12.0, 3: 30.0}
+    store = RedisBudgetStore(_client(redis_url), reservation_ttl_s=300, key_grace_s=60)
+    committed: Counter[int] = Counter()  # micro-units charged, per campaign, as the clients saw it
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        rng = random.Random(t)
+        for i in range(OPS_PER_THREAD):
+            campaign = rng.choice(list(budgets))
+            rid = f"t{t}-{i}"
+            price = round(rng.uniform(0.01, 0.4), 6)
+            if store.reserve(rid, campaign, price, budgets[campaign], NOW) != BudgetStatus.RESERVED:
+                continue
+            if rng.random() < 0.25:
+                store.release(rid, NOW)
+                continue
+            # duplicate deliveries of the same impression must be charged once
+            outcomes = {store.commit(rid, NOW) for _ in range(2)}
+            assert outcomes == {BudgetStatus.COMMITTED}
+            with lock:
+                committed[campaign] += round(price * 1_000_000)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(worker, range(THREADS)))
+
+    states = store.snapshot(budgets, NOW)
+    for campaign, budget in budgets.items():
+        spent_micros = round(states[campaign].spent * 1_000_000)
+        assert spent_micros == committed[campaign]  # the store and the clients agree exactly
+        assert spent_micros <= round(budget * 1_000_000)  # never overspent
+        assert states[campaign].reserved == 0.0  # nothing left dangling
+        assert states[campaign].remaining < 0.4  # and actually exhausted: no price fits any more
+
+
+def test_concurrent_cap_reservations_never_exceed_caps(redis_url, redis_client) -> None:
+    store = RedisCapStore(_client(redis_url), session_ttl_s=600, key_grace_s=60)
+    users, ads = range(4), range(3)
+    ad_cap, advertiser_cap, political_cap = 3, 5, 1
+    granted: Counter[tuple[int, int]] = Counter()
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        rng = random.Random(1000 + t)
+        for i in range(OPS_PER_THREAD):
+            user, ad = rng.choice(users), rng.choice(ads)
+            category = "political" if ad == 2 else "retail"
+            claim = CapClaim(user, ad, 100, category, "s", ad_cap, advertiser_cap, political_cap if ad == 2 else None)
+            rid = f"c{t}-{i}"
+            status = store.reserve(rid, claim, NOW)
+            if status == CapStatus.RESERVED:
+                if rng.random() < 0.2:
+                    assert store.release(rid, NOW) == CapStatus.RELEASED
+                else:
+                    store.commit(rid, NOW)
+                    with lock:
+                        granted[(user, ad)] += 1
+            else:
+                assert status == CapStatus.CAPPED
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(worker, range(THREADS)))
+
+    for user in users:
+        counts = store.counts(user, "s", ads, [100], ["political", "retail"], NOW)
+        per_ad = [granted[(user, ad)] for ad in ads]
+        assert [counts.ad[a] for a in ads] == per_ad  # the store counted exactly what was shown
+        assert counts.ad[2] == political_cap  # the political ad: capped by its session category cap
+        assert counts.category["political"] == political_cap
+        assert counts.advertiser[100] == advertiser_cap  # all ads share one advertiser: its cap binds
+        assert all(c <= ad_cap for c in per_ad)
+
+
+def test_same_request_reserved_concurrently_counts_once(redis_url, redis_client) -> None:
+    client = _client(redis_url)
+    budgets = RedisBudgetStore(client, reservation_ttl_s=300, key_grace_s=60)
+    caps = RedisCapStore(client, session_ttl_s=600, key_grace_s=60)
+    claim = CapClaim(1, 1, 1, "retail", "s", 3, 3, None)
+    barrier = threading.Barrier(THREADS)
+
+    def worker(_: int) -> tuple[CapStatus, BudgetStatus]:
+        barrier.wait()
+        return caps.reserve("same", claim, NOW), budgets.reserve("same", 9, 1.0, 100.0, NOW)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        outcomes = list(pool.map(worker, range(THREADS)))
+    assert set(outcomes) == {(CapStatus.RESERVED, BudgetStatus.RESERVED)}
+    assert caps.counts(1, "s", [1], [1], ["retail"], NOW).ad == {1: 1}
+    assert budgets.snapshot({9: 100.0}, NOW)[9].reserved == 1.0
+    assert day_index(NOW) == day_index(DAY_START)
