@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast bench clean promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ redis-server:
 run: install
 	OMP_NUM_THREADS=1 $(BIN)/rayfeed feed --user 42 --explain
 
-test: install
+# promtool (for the alert-rule unit tests) comes out of Debian's prometheus package, unpacked only.
+promtool: install
+	@PROMTOOL=$$(bash observability/alerts/get_promtool.sh data_cache/promtool) && echo "promtool: $$PROMTOOL"
+
+test: install promtool
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 test-fast: install

@@ -21,6 +21,7 @@ from app.evaluation.config import EvaluationConfig
 from app.ranking.config import RankingConfig
 from app.reranking.config import RerankingConfig
 from app.retrieval.config import RetrievalConfig
+from observability.config import ObservabilityConfig
 
 
 class ArtifactsConfig(Section):
@@ -48,6 +49,7 @@ class RayfeedConfig(BaseSettings):
     ads: AdsConfig = Field(default_factory=AdsConfig)
     collator: CollatorConfig = Field(default_factory=CollatorConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
 
 class ConfigError(ValueError):

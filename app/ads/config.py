@@ -29,6 +29,11 @@ class AdWorldGeneratorConfig(Section):
     n_creators: int = Field(500, ge=1, description="creator ids drawn for sponsored ads and blocked-creator lists")
     opt_out_category_rate: float = Field(0.05, ge=0, le=1, description="chance a user opts out of each sensitive category")
     opt_out_all_rate: float = Field(0.02, ge=0, le=1, description="chance a user opts out of all ads")
+    logged_impressions: int = Field(
+        200_000, ge=1000, le=100_000_000, description="uniform-random logged ad impressions the ad models train on"
+    )
+    logged_days: int = Field(3, ge=1, le=365, description="days the logged impressions span")
+    top_genres_per_user: int = Field(3, ge=1, le=19, description="a user's strongest genres used for targeting")
     base_ctr: float = Field(0.03, gt=0, lt=1, description="ground-truth click rate of an average impression, top slot")
     base_cvr: float = Field(0.08, gt=0, lt=1, description="ground-truth conversion rate of an average click")
     true_slot_factors: tuple[float, ...] = Field(

@@ -1,0 +1,128 @@
+"""Metric recorders: the domain API over the in-memory backend, the hook, and Ray's export."""
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from app.pipeline.candidates import Candidates, FeedQuery
+from app.pipeline.runner import PipelineRunner, StageRecord
+from observability import metric_names as m
+from observability.metrics import InMemoryMetrics, NullMetrics, ObservabilityHook, RayMetrics, status_class
+from observability.monitors import MonitorResult, Severity
+
+
+class Source:
+    name = "trending"
+
+    def fetch(self, query):
+        return Candidates.from_source("trending", np.arange(6), np.ones(6))
+
+
+class BrokenFilter:
+    name = "broken"
+
+    def keep(self, query, candidates):
+        raise RuntimeError("down")
+
+
+def test_stage_records_and_hook_with_runner():
+    metrics = InMemoryMetrics()
+    runner = PipelineRunner("organic", [Source()], [BrokenFilter()], hook=ObservabilityHook("organic", metrics, model_version="v1"))
+    runner.run(FeedQuery(user_id=1))
+    assert len(metrics.observations(m.STAGE_LATENCY, pipeline="organic", stage="trending", kind="source")) == 1
+    assert metrics.counter(m.STAGE_CANDIDATES_OUT, pipeline="organic", stage="trending") == 6
+    assert metrics.counter(m.STAGE_CANDIDATES_IN, pipeline="organic", stage="broken") == 6
+    assert metrics.counter(m.STAGE_ERRORS, pipeline="organic", stage="broken", kind="filter") == 1
+    assert metrics.counter(m.STAGE_ERRORS, pipeline="organic", stage="trending", kind="source") == 0
+
+
+def test_domain_methods():
+    metrics = InMemoryMetrics(max_score_observations=10)
+    metrics.record_request(200, 0.05)
+    metrics.record_request(503, 0.2)
+    metrics.record_request("4xx", 0.01, route="events")
+    assert metrics.counter(m.REQUESTS, route="feed", status="5xx") == 1
+    assert metrics.observations(m.REQUEST_LATENCY, route="feed") == [0.05, 0.2]
+    metrics.count_sources(np.array(["ann", "ann", "social"], dtype=object))
+    assert metrics.counter(m.CANDIDATES, source="ann") == 2
+    metrics.observe_scores("click", np.linspace(0, 1, 500))
+    observed = metrics.observations(m.SCORES, head="click")
+    assert len(observed) == 10 and observed[0] == 0.0 and observed[-1] == 1.0
+    metrics.record_feature_nulls({"age": np.array([1.0, np.nan, 3.0, np.nan])})
+    assert (metrics.counter(m.FEATURE_VALUES, feature="age"), metrics.counter(m.FEATURE_NULLS, feature="age")) == (4, 2)
+    metrics.record_feature_lookups("item", hits=9, misses=0)
+    assert metrics.counter(m.FEATURE_LOOKUPS, table="item", result="hit") == 9
+    metrics.record_event("click", 3)
+    metrics.record_page(["organic", "organic", "ad"], creator_ids=[1, 1, 2], topic_ids=[5, 6, 7])
+    metrics.record_page([])
+    assert metrics.counter(m.PAGE_ITEMS, type="ad") == 1
+    assert metrics.observations(m.PAGE_DIVERSITY, dimension="creator") == [2.0]
+    assert metrics.counter(m.EMPTY_FEEDS, route="feed") == 1
+    metrics.record_calibration("click", 1.5, 2)
+    metrics.redis_error("incr")
+    metrics.set_budget_utilisation(0.4)
+    assert metrics.gauge(m.BUDGET_UTILISATION) == 0.4
+    metrics.publish_monitor_results([
+        MonitorResult("feature_psi", "age", 0.3, Severity.CRITICAL, 0.1, 0.25),
+        MonitorResult("null_rate", "age", 0.02, Severity.WARN, 0.01, 0.05),
+        MonitorResult("score_psi", "click", float("nan"), Severity.NO_DATA, 0.1, 0.25),
+    ])
+    assert metrics.gauge(m.FEATURE_PSI, feature="age") == 0.3
+    assert metrics.gauge(m.FEATURE_COVERAGE, feature="age") == pytest.approx(0.98)
+    assert metrics.gauge(m.MONITOR_STATUS, monitor="score_psi", subject="click") == -1
+    assert metrics.gauge(m.SCORE_PSI, head="click") is None
+
+
+def test_misuse_is_rejected_by_every_backend():
+    for metrics in (InMemoryMetrics(), NullMetrics(), RayMetrics()):  # RayMetrics validates before touching Ray
+        with pytest.raises(ValueError):
+            metrics.inc(m.REQUESTS, route="feed")  # missing status
+        with pytest.raises(ValueError):
+            metrics.set(m.REQUESTS, 1.0, route="feed", status="2xx")  # a counter
+        with pytest.raises(ValueError):
+            metrics.record_event("purchase")
+        with pytest.raises(ValueError):
+            metrics.inc(m.SESSIONS, -1)
+        with pytest.raises(ValueError):
+            metrics.set(m.SERVE_REPLICA_HEALTHY, 1, deployment="d", replica="r", application="a")
+    with pytest.raises(ValueError):
+        status_class(42)
+
+
+def test_hook_survives_broken_metrics():
+    class Exploding(InMemoryMetrics):
+        def _observe(self, spec, values, tags):
+            raise RuntimeError("exporter down")
+
+    hook = ObservabilityHook("organic", Exploding())
+    with hook.span("s", "filter") as attrs:
+        attrs.update(n_in=1, n_out=1)
+    hook.record(StageRecord("s", "filter", 0.01, 1, 1))  # logged, not raised
+
+
+def test_ray_metrics_are_exported_with_registered_names():
+    """One real Ray driver: RayMetrics' objects appear on the metrics port under registry names."""
+    ray = pytest.importorskip("ray")
+    ray.init(
+        num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        _system_config={"metrics_report_interval_ms": 1000},  # export within ~1s, not 10s
+    )
+    try:
+        metrics = RayMetrics()
+        metrics.record_request(200, 0.03)
+        metrics.record_event("impression", 2)
+        metrics.set_budget_utilisation(0.5)
+        port = ray._private.worker.global_worker.node.metrics_export_port
+        wanted = {m.REQUESTS.series(), m.REQUEST_LATENCY.series("bucket"), m.EVENTS.series(), m.BUDGET_UTILISATION.series()}
+        deadline, seen = time.monotonic() + 60, set()
+        while time.monotonic() < deadline and not wanted <= seen:
+            time.sleep(1)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            seen = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("ray_rayfeed_")}
+        assert wanted <= seen, f"missing {wanted - seen}"
+        assert seen <= m.exported_series()
+    finally:
+        ray.shutdown()
