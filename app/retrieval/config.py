@@ -1,0 +1,152 @@
+"""Every tunable of retrieval, declared once with its default and bounds.
+
+Three sections (model + training, ANN index, candidate sources and merge) composed into
+`RetrievalConfig`, which serve_config.yaml and the Ray Tune search space both read.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from app._config_base import Section
+
+DAY = 86_400.0
+
+
+class TwoTowerConfig(Section):
+    """The two-tower model and how it is trained (in-batch softmax with logQ correction)."""
+
+    embedding_dim: int = Field(64, ge=4, le=1024, description="output dimension of both towers")
+    id_dim: int = Field(64, ge=4, le=1024, description="user/item id embedding width")
+    feature_dim: int = Field(16, ge=2, le=256, description="width of each categorical feature embedding")
+    hidden_dim: int = Field(128, ge=8, le=4096, description="hidden layer width of each tower's MLP")
+    history_length: int = Field(
+        20, ge=0, le=1000,
+        description="recent items averaged into the user tower (0 disables the history feature)",
+    )
+    creator_buckets: int = Field(
+        4096, ge=16, le=10_000_000,
+        description="creators get their own embedding row up to this many; beyond it, ids are hashed",
+    )
+    zip_prefix_len: int = Field(3, ge=1, le=5, description="zip-code digits kept as the user's region feature")
+    min_feature_count: int = Field(
+        2, ge=1, le=1000, description="categorical values seen fewer times share the out-of-vocabulary row"
+    )
+    age_bucket_edges: tuple[int, ...] = Field(
+        (18, 25, 35, 45, 50, 56), description="user age buckets (MovieLens-1M style edges)"
+    )
+    year_bucket_years: int = Field(5, ge=1, le=50, description="release-year bucket width; year 0 = unknown")
+    user_id_dropout: float = Field(
+        0.1, ge=0, le=0.9,
+        description="share of training rows whose user id is replaced by the unknown-user row, "
+        "so cold-start users (no id row) still get a useful embedding from features + history",
+    )
+    epochs: int = Field(4, ge=1, le=1000, description="passes over the training interactions")
+    batch_size: int = Field(1024, ge=8, le=1_000_000, description="rows per step; the other rows are negatives")
+    lr: float = Field(3e-3, gt=0, le=1.0, description="Adam learning rate")
+    weight_decay: float = Field(1e-6, ge=0, le=1.0, description="Adam L2 penalty")
+    temperature_init: float = Field(0.1, gt=0, le=10.0, description="initial softmax temperature")
+    temperature_min: float = Field(0.02, gt=0, le=10.0, description="temperature is clamped from below")
+    temperature_max: float = Field(1.0, gt=0, le=10.0, description="temperature is clamped from above")
+    learn_temperature: bool = Field(True, description="train log(temperature) with the towers")
+    logq_correction: bool = Field(
+        True, description="subtract log(sampling probability) of each in-batch item from its logits"
+    )
+    min_positive_rating: float = Field(
+        0.0, ge=0, le=5,
+        description="interactions rated below this are not positives (0: every interaction is one)",
+    )
+    rating_weighted: bool = Field(False, description="weight each positive's loss by rating / mean rating")
+    seed: int = Field(0, description="seeds initialisation and batch order")
+    num_workers: int = Field(1, ge=1, le=64, description="Ray Train workers (data parallel)")
+    torch_threads: int = Field(1, ge=1, le=256, description="intra-op threads per training worker")
+    use_gpu: bool = Field(True, description="train on CUDA when torch sees a GPU")
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> TwoTowerConfig:
+        if not self.temperature_min <= self.temperature_init <= self.temperature_max:
+            raise ValueError("need temperature_min <= temperature_init <= temperature_max")
+        if list(self.age_bucket_edges) != sorted(set(self.age_bucket_edges)):
+            raise ValueError("age_bucket_edges must be strictly increasing")
+        return self
+
+
+class AnnIndexConfig(Section):
+    """The FAISS index over item embeddings (inner product on L2-normalised vectors)."""
+
+    kind: Literal["exact", "hnsw", "ivf"] = Field(
+        "ivf",
+        description="exact (IndexFlatIP, the reference), hnsw (IndexHNSWFlat) or ivf (IndexIVFFlat); "
+        "ivf is the default because retrieval asks for large k, where HNSW's efSearch >= k makes it "
+        "slow (benchmarks/ann.py: 1M items, k=1000: IVF 18x faster than exact, HNSW 3x)",
+    )
+    hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree M")
+    hnsw_ef_construction: int = Field(80, ge=8, le=4096, description="HNSW efConstruction")
+    hnsw_ef_search: int = Field(128, ge=1, le=100_000, description="HNSW efSearch (raised to k when k is larger)")
+    ivf_nlist: int = Field(
+        4096, ge=1, le=1_000_000, description="IVF coarse clusters (capped at n_items / 39 when building)"
+    )
+    ivf_nprobe: int = Field(
+        96, ge=1, le=1_000_000,
+        description="IVF clusters scanned per query (96 of 4096: recall@1000 0.98 on the 1M benchmark)",
+    )
+    ivf_train_sample: int = Field(
+        262_144, ge=1_000, le=100_000_000,
+        description="the coarse quantizer's k-means sees at most this many vectors (seeded sample)",
+    )
+    use_gpu: bool = Field(True, description="move flat/IVF indexes to every GPU when FAISS sees one")
+    omp_threads: int | None = Field(
+        None, ge=1, le=1024, description="FAISS OpenMP threads (process-wide); None keeps FAISS's default"
+    )
+
+
+class SourcesConfig(Section):
+    """Candidate sources, their quotas and the merge."""
+
+    ann_k: int = Field(2000, ge=1, le=100_000, description="items fetched from the embedding index")
+    ann_overfetch_seen: bool = Field(
+        True, description="fetch k + |seen items| so k survive the seen-item filter"
+    )
+    social_k: int = Field(750, ge=1, le=100_000, description="items fetched from friends' engagements")
+    social_window_s: float = Field(
+        60 * DAY, gt=0, le=3650 * DAY, description="friends' engagements older than this are ignored"
+    )
+    social_half_life_s: float = Field(14 * DAY, gt=0, le=3650 * DAY, description="time decay of a friend's engagement")
+    social_events_per_friend: int = Field(
+        200, ge=1, le=1_000_000, description="most recent engagements read per friend"
+    )
+    trending_k: int = Field(750, ge=1, le=100_000, description="items fetched from trending")
+    trending_half_life_s: float = Field(7 * DAY, gt=0, le=3650 * DAY, description="half-life of trending counts")
+    trending_horizon_half_lives: float = Field(
+        10.0, gt=0, le=100, description="events older than this many half-lives are ignored (weight < 0.1%)"
+    )
+    coengagement_k: int = Field(1500, ge=1, le=100_000, description="items fetched from item-to-item neighbours")
+    coengagement_neighbours: int = Field(
+        100, ge=1, le=100_000, description="neighbours precomputed per item"
+    )
+    coengagement_recent_items: int = Field(20, ge=1, le=10_000, description="user's recent items used as seeds")
+    coengagement_shrink: float = Field(10.0, ge=0, le=1e6, description="added to the cosine denominator")
+    quotas: dict[str, int] = Field(
+        default_factory=lambda: {"ann": 2000, "coengagement": 1500, "social": 750, "trending": 750},
+        description="most candidates each source may place in the merged set (by source name)",
+    )
+    total_candidates: int = Field(5000, ge=1, le=1_000_000, description="merged candidate set size")
+    backfill: bool = Field(
+        True, description="when quotas leave room under total_candidates, fill it with the best leftovers"
+    )
+
+    @model_validator(mode="after")
+    def _quotas_are_non_negative(self) -> SourcesConfig:
+        bad = {k: v for k, v in self.quotas.items() if v < 0}
+        if bad:
+            raise ValueError(f"quotas must be >= 0, got {bad}")
+        return self
+
+
+class RetrievalConfig(Section):
+    """Retrieval: the two-tower model, its ANN index, and the candidate sources and merge."""
+
+    two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
+    index: AnnIndexConfig = Field(default_factory=AnnIndexConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)

@@ -1,0 +1,1 @@
+"""Ray Train jobs: base training, fine-tuning, ensembles and retraining triggers."""
