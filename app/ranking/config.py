@@ -1,0 +1,134 @@
+"""Every tunable of the ranking stage, declared once with its default, bounds and meaning.
+
+Sections: `features` (what the FeatureStore computes), `model` (the multi-task DCN), `training`
+(optimisation and example building) and `weights` (how the heads combine into the final score).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from app._config_base import Section
+
+HEADS = ("click", "like", "share", "hide", "watch")
+
+
+class RankingFeatureConfig(Section):
+    """What the feature tables hold; the windows are measured back from each request's time."""
+
+    window_days: tuple[float, ...] = Field(
+        (1.0, 7.0, 30.0), min_length=1, max_length=6,
+        description="item popularity windows (days before the request time) counted as features",
+    )
+    rating_prior_count: float = Field(
+        10.0, ge=0, le=1e4, description="pseudo-ratings shrinking an item's mean rating and like rate to the global ones"
+    )
+    cooc_neighbours: int = Field(
+        200, ge=1, le=10_000, description="co-occurrence neighbours kept per item (sparse item-item table)"
+    )
+    cooc_shrink: float = Field(10.0, ge=0, le=1e5, description="added to the cosine denominator of co-occurrence")
+    cf_l2: float = Field(
+        200.0, gt=0, le=1e7, description="L2 penalty of the item-item regression (EASE-style) score feature"
+    )
+    cf_max_items: int = Field(
+        20_000, ge=0, le=200_000,
+        description="catalogues larger than this skip the dense item-item regression (its feature is 0)",
+    )
+    recent_items: int = Field(
+        10, ge=1, le=1000, description="latest history items behind the 'recent co-occurrence' feature"
+    )
+    max_position: int = Field(
+        50, ge=1, le=10_000, description="positions above this share the last position bucket"
+    )
+    source_names: tuple[str, ...] = Field(
+        ("ann", "social", "trending", "coengagement"),
+        description="retrieval sources whose `src_<name>` score columns are model inputs (0 when absent)",
+    )
+    item_id_embedding: bool = Field(
+        True, description="learn an embedding per item id (index 0 = unknown / not in the tables)"
+    )
+
+
+class DCNConfig(Section):
+    """The multi-task DCN-v2: embeddings + normalised dense → cross ∥ deep → MMoE or shared bottom."""
+
+    embedding_dim: int = Field(8, ge=1, le=256, description="width of each categorical embedding")
+    item_embedding_dim: int = Field(16, ge=1, le=512, description="width of the item-id embedding")
+    cross_layers: int = Field(2, ge=0, le=8, description="DCN-v2 cross layers")
+    cross_rank: int = Field(
+        0, ge=0, le=1024, description="low-rank cross factorisation rank; 0 = full-rank cross matrices"
+    )
+    deep_layers: tuple[int, ...] = Field((128, 64), min_length=1, description="hidden widths of the deep MLP")
+    combination: Literal["parallel", "stacked"] = Field(
+        "parallel", description="parallel: concat(cross(x), deep(x)); stacked: deep(cross(x))"
+    )
+    bottom: Literal["shared", "mmoe"] = Field("mmoe", description="shared bottom or multi-gate mixture of experts")
+    experts: int = Field(4, ge=1, le=64, description="MMoE experts")
+    expert_dim: int = Field(64, ge=1, le=4096, description="MMoE expert output width")
+    tower_dim: int = Field(32, ge=1, le=4096, description="hidden width of each head's tower")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the deep MLP and experts")
+
+
+class RankerTrainingConfig(Section):
+    """Optimisation and example building (see training/ranker.py)."""
+
+    epochs: int = Field(4, ge=1, le=1000, description="passes over the training examples")
+    batch_size: int = Field(2048, ge=8, le=1_000_000, description="examples per optimiser step")
+    lr: float = Field(3e-3, gt=0, le=1.0, description="Adam learning rate")
+    weight_decay: float = Field(1e-6, ge=0, le=1.0, description="Adam L2 penalty")
+    negatives_per_positive: int = Field(
+        20, ge=1, le=10_000, description="unlabelled candidates sampled per positive (uniform over non-history items)"
+    )
+    extra_label_windows: int = Field(
+        1, ge=0, le=5,
+        description="extra earlier label windows (each one validation-sized, cut from the end of the "
+        "training history) added as training examples",
+    )
+    position_dropout: float = Field(
+        0.1, ge=0, le=1, description="share of training rows whose position is replaced by 'unknown'"
+    )
+    loss_weights: dict[str, float] = Field(
+        default_factory=lambda: {"click": 1.0, "like": 0.5, "share": 0.25, "hide": 0.25, "watch": 0.5},
+        description="per-head weight in the training loss",
+    )
+    seed: int = Field(0, description="seed of sampling, initialisation and shuffling")
+    threads: int = Field(2, ge=1, le=256, description="torch intra-op threads of the training loop")
+
+    @model_validator(mode="after")
+    def _known_heads(self) -> RankerTrainingConfig:
+        if set(self.loss_weights) != set(HEADS):
+            raise ValueError(f"loss_weights needs exactly the heads {list(HEADS)}, got {sorted(self.loss_weights)}")
+        if any(w < 0 for w in self.loss_weights.values()):
+            raise ValueError("loss_weights must be >= 0")
+        return self
+
+
+class ScoreWeights(Section):
+    """final = click·P(click) + like·P(like) + share·P(share) − hide·P(hide) + watch·E(watch).
+
+    P(like) etc. are unconditional (like implies click), so they re-weight clicks towards the ones
+    users enjoy. The defaults keep P(click) dominant — it is what Recall@K measures — and give the
+    satisfaction heads a tie-breaking share (measured on ML-100k: see benchmarks/ranking.py).
+    """
+
+    click: float = Field(1.0, ge=0, le=100, description="weight of P(click)")
+    like: float = Field(0.1, ge=0, le=100, description="weight of P(like)")
+    share: float = Field(0.05, ge=0, le=100, description="weight of P(share)")
+    hide: float = Field(0.1, ge=0, le=100, description="penalty on P(hide) (subtracted)")
+    watch: float = Field(0.1, ge=0, le=100, description="weight of E(watch fraction)")
+
+
+class RankingConfig(Section):
+    """The ranking stage: feature tables, model, training and score combination."""
+
+    features: RankingFeatureConfig = Field(default_factory=RankingFeatureConfig)
+    model: DCNConfig = Field(default_factory=DCNConfig)
+    training: RankerTrainingConfig = Field(default_factory=RankerTrainingConfig)
+    weights: ScoreWeights = Field(default_factory=ScoreWeights)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="scoring device; auto = cuda when available"
+    )
+    score_chunk: int = Field(
+        65_536, ge=1, le=10_000_000, description="rows per forward pass when scoring many pairs offline"
+    )

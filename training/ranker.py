@@ -1,0 +1,341 @@
+"""Ranker training: learning-to-rank examples that mirror the serving task, and a Ray Train job.
+
+Set-up (it mirrors "rank every unseen item for a user at time t"):
+  * a label window is (feature history, labels): features come from the history only, as of
+    each user's last history timestamp; labels are the user's interactions in the window.
+  * candidates are the items not in the user's history: every positive plus
+    `negatives_per_positive` uniformly sampled unlabelled items (the serving ranker sees
+    retrieval output over the whole catalogue, so uniform negatives match its distribution).
+  * labels (the documented mapping, app.data.labels_from_ratings): click = interacted in the
+    window; like = rating >= 4; share = rating == 5; hide = rating <= 2; watch = (rating-1)/4.
+    Unlabelled candidates get 0 on every head (the heads are unconditional probabilities).
+  * position = the logged slot (-1 unknown → the neutral index), randomly dropped to "unknown"
+    for `position_dropout` of the rows so the neutral index is learned too.
+  * `extra_label_windows` earlier windows, cut from the end of the feature history, add
+    examples from other times (more data, and robustness to drift).
+
+`fit_ranker` runs it end to end and writes the artifact directory; `train_ranker` is the Ray Train
+job (TorchTrainer, one worker, a checkpoint per epoch); `train_loop` is the same loop in-process.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from app.data import labels_from_ratings
+from app.ranking.artifacts import MODEL_FILE, RankerArtifacts, build_model
+from app.ranking.config import HEADS, RankingConfig
+from app.ranking.dcn import MultiTaskDCN
+from app.ranking.features import FeatureSchema, FeatureStore, RankingFeatureAssembler
+
+SORT_KEYS = ["user_id", "timestamp", "item_id"]  # the evaluation split's order (item id breaks ties)
+
+
+@dataclass
+class RankingExamples:
+    """Model inputs and labels for (user, item) pairs; `labels` columns follow HEADS."""
+
+    dense: np.ndarray  # float32 (n, d)
+    categorical: np.ndarray  # int64 (n, c)
+    position: np.ndarray  # int64 (n,), logged slot, <= 0 unknown
+    labels: np.ndarray  # float32 (n, len(HEADS))
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    schema: FeatureSchema
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @staticmethod
+    def concat(parts: list[RankingExamples]) -> RankingExamples:
+        if any(p.schema != parts[0].schema for p in parts):
+            raise ValueError("cannot concatenate examples built with different feature schemas")
+        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        return RankingExamples(cat("dense"), cat("categorical"), cat("position"), cat("labels"),
+                               cat("user_ids"), cat("item_ids"), parts[0].schema)
+
+
+def split_user_tail(history: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per user (ordered by timestamp, item_id), the newest round(fraction·n) rows (≥ 1 for
+    users with ≥ 2 rows) form the tail; the rest the head."""
+    ordered = history.sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+    sizes = ordered.groupby("user_id", sort=True).size().to_numpy()
+    n_tail = np.where(sizes >= 2, np.clip(np.floor(fraction * sizes + 0.5), 1, sizes - 1), 0).astype(np.int64)
+    position = ordered.groupby("user_id", sort=True).cumcount().to_numpy()
+    in_tail = position >= np.repeat(sizes - n_tail, sizes)
+    return ordered[~in_tail].reset_index(drop=True), ordered[in_tail].reset_index(drop=True)
+
+
+def label_windows(
+    feature_history: pd.DataFrame, labels: pd.DataFrame, extra: int
+) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """The main window plus `extra` earlier ones, each label window sized like the main one
+    relative to its history (so every window asks the same question at a different time)."""
+    windows = [(feature_history, labels)]
+    fraction = len(labels) / max(len(feature_history) + len(labels), 1)
+    history = feature_history
+    for _ in range(extra):
+        history, tail = split_user_tail(history, fraction)
+        if not len(tail):
+            break
+        windows.append((history, tail))
+    return windows
+
+
+def build_ranking_examples(
+    feature_history: pd.DataFrame,
+    labels: pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    config: RankingConfig,
+    seed: int = 0,
+) -> RankingExamples:
+    """Examples for one label window (module docstring): features from `feature_history` as of
+    each user's last history timestamp, positives from `labels`, uniform negatives."""
+    rng = np.random.default_rng(seed)
+    store = FeatureStore.build(feature_history, items, users, config.features)
+    assembler = RankingFeatureAssembler(store)
+    catalogue = np.sort(items["item_id"].to_numpy(np.int64))
+    last_seen = feature_history.groupby("user_id")["timestamp"].max()
+    first_label = labels.groupby("user_id")["timestamp"].min()
+    labels = labels.sort_values(SORT_KEYS, kind="stable").drop_duplicates(["user_id", "item_id"], keep="last")
+    label_groups = {u: g for u, g in labels.groupby("user_id", sort=True)}
+
+    rows_user, rows_item, rows_now, rows_pos, rows_label = [], [], [], [], []
+    for user_id, g in label_groups.items():
+        seen = store.user_history(int(user_id))
+        fresh = ~np.isin(g["item_id"].to_numpy(np.int64), seen)  # re-consumption can never be recommended
+        if not fresh.any():
+            continue
+        g = g[fresh]
+        positives = g["item_id"].to_numpy(np.int64)
+        pool = np.setdiff1d(catalogue, np.concatenate([seen, positives]), assume_unique=False)
+        n_neg = min(len(pool), config.training.negatives_per_positive * len(positives))
+        negatives = rng.choice(pool, size=n_neg, replace=False) if n_neg else np.zeros(0, np.int64)
+        pair_items = np.concatenate([positives, negatives])
+        now = float(last_seen.get(user_id, first_label[user_id] - 1))
+        head_labels = labels_from_ratings(g["rating"].to_numpy(np.float32))
+        label_matrix = np.zeros((len(pair_items), len(HEADS)), dtype=np.float32)
+        label_matrix[:len(positives)] = np.stack([head_labels[h] for h in HEADS], axis=1)
+        positions = np.zeros(len(pair_items), dtype=np.int64)
+        if "position" in g:
+            positions[:len(positives)] = g["position"].to_numpy(np.int64)
+        rows_user.append(np.full(len(pair_items), user_id, np.int64))
+        rows_item.append(pair_items)
+        rows_now.append(np.full(len(pair_items), now))
+        rows_pos.append(positions)
+        rows_label.append(label_matrix)
+    if not rows_user:
+        raise ValueError("no label window row has an item outside its user's history: nothing to learn from")
+    user_ids, item_ids = np.concatenate(rows_user), np.concatenate(rows_item)
+    batch = assembler.batch(user_ids, item_ids, np.concatenate(rows_now))
+    return RankingExamples(batch.dense, batch.categorical, np.concatenate(rows_pos), np.concatenate(rows_label),
+                           user_ids, item_ids, assembler.schema)
+
+
+def build_training_set(
+    feature_history: pd.DataFrame, labels: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame,
+    config: RankingConfig,
+) -> RankingExamples:
+    """Examples from the main window and `training.extra_label_windows` earlier ones."""
+    windows = label_windows(feature_history, labels, config.training.extra_label_windows)
+    return RankingExamples.concat([
+        build_ranking_examples(h, lab, items, users, config, seed=config.training.seed + k)
+        for k, (h, lab) in enumerate(windows)
+    ])
+
+
+# -- the training loop (shared by Ray Train and in-process runs) ------------------------------------
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    pos = labels > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = pd.Series(scores).rank().to_numpy()
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def train_loop(
+    examples: RankingExamples,
+    config: RankingConfig,
+    report: Callable[[dict, MultiTaskDCN], None] | None = None,
+    device: torch.device | None = None,
+    log: Callable[[str], None] = print,
+) -> MultiTaskDCN:
+    """Train a MultiTaskDCN on `examples` (5% of users held out for the reported metrics)."""
+    t = config.training
+    torch.manual_seed(t.seed)
+    torch.set_num_threads(t.threads)
+    device = device or torch.device("cpu")
+    rng = np.random.default_rng(t.seed)
+    users = np.unique(examples.user_ids)
+    held_users = rng.choice(users, size=max(1, len(users) // 20), replace=False) if len(users) > 1 else users[:0]
+    held = np.isin(examples.user_ids, held_users)
+    train_idx, valid_idx = np.flatnonzero(~held), np.flatnonzero(held)
+
+    model = build_model(config, examples.schema)
+    model.fit_normaliser(examples.dense[train_idx])
+    model.to(device)
+    # Copies: arrays handed over by Ray's object store are read-only.
+    dense = torch.tensor(examples.dense, device=device)
+    categorical = torch.tensor(examples.categorical, device=device)
+    position = model.position_index(examples.position).to(device)
+    labels = torch.tensor(examples.labels, device=device)
+    head_weights = torch.tensor([t.loss_weights[h] for h in HEADS], device=device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    bce = nn.BCEWithLogitsLoss(reduction="none")
+    gen = torch.Generator().manual_seed(t.seed)
+
+    for epoch in range(1, t.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)].to(device)
+        total, batches = 0.0, 0
+        for lo in range(0, len(order), t.batch_size):
+            idx = order[lo:lo + t.batch_size]
+            pos = position[idx]
+            if t.position_dropout > 0:
+                drop = torch.rand(len(idx), generator=gen).to(device) < t.position_dropout
+                pos = torch.where(drop, torch.zeros_like(pos), pos)
+            logits = model(dense[idx], categorical[idx], pos)
+            loss = (bce(logits, labels[idx]).mean(dim=0) * head_weights).sum()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach())
+            batches += 1
+        metrics = {"epoch": epoch, "train_loss": total / max(batches, 1), "seconds": time.perf_counter() - start}
+        if len(valid_idx):
+            model.eval()
+            with torch.no_grad():
+                vi = torch.from_numpy(valid_idx).to(device)
+                v_logits = model(dense[vi], categorical[vi])  # position-neutral, as served
+                v_loss = (bce(v_logits, labels[vi]).mean(dim=0) * head_weights).sum()
+            probs, y = torch.sigmoid(v_logits).cpu().numpy(), examples.labels[valid_idx]
+            metrics["valid_loss"] = float(v_loss)
+            for k, head in enumerate(HEADS[:4]):
+                metrics[f"valid_auc_{head}"] = _auc(y[:, k], probs[:, k])
+        log("ranker epoch {epoch}/{n}: train_loss={train_loss:.4f} valid_loss={v:.4f} "
+            "auc_click={a:.4f} ({seconds:.1f}s)".format(
+                n=t.epochs, v=metrics.get("valid_loss", float("nan")),
+                a=metrics.get("valid_auc_click", float("nan")), **metrics))
+        if report is not None:
+            report(metrics, model)
+    model.eval()
+    return model.cpu()
+
+
+# -- Ray Train -------------------------------------------------------------------------------------
+
+def _ray_train_loop(loop_config: dict) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    examples: RankingExamples = ray.get(loop_config["examples"])
+    config = RankingConfig.model_validate(loop_config["config"])
+    rank = ray.train.get_context().get_world_rank()
+
+    def report(metrics: dict, model: MultiTaskDCN) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                state = {k: v.detach().cpu() for k, v in getattr(model, "module", model).state_dict().items()}
+                torch.save(state, Path(tmp) / MODEL_FILE)
+                (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    train_loop(examples, config, report=report, device=ray.train.torch.get_device())
+
+
+@dataclass
+class TrainResult:
+    model: MultiTaskDCN
+    metrics: dict
+    checkpoint_path: str | None
+
+
+def train_ranker(
+    examples: RankingExamples,
+    config: RankingConfig,
+    storage_path: str | Path = "artifacts/ray_train",
+    name: str = "ranker",
+) -> TrainResult:
+    """Train with Ray Train (TorchTrainer, one worker, GPU when available); a checkpoint per epoch.
+
+    Starts a local Ray (2 CPUs, no dashboard) when none is running, and shuts down only that one.
+    """
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    try:
+        trainer = TorchTrainer(
+            _ray_train_loop,
+            train_loop_config={"examples": ray.put(examples), "config": config.model_dump(mode="json")},
+            scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=torch.cuda.is_available()),
+            run_config=ray.train.RunConfig(
+                name=name,
+                storage_path=str(Path(storage_path).resolve()),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            ),
+        )
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError("ranker training finished without a checkpoint")
+        model = build_model(config, examples.schema)
+        with result.checkpoint.as_directory() as directory:
+            model.load_state_dict(torch.load(Path(directory) / MODEL_FILE, map_location="cpu", weights_only=True))
+        model.eval()
+        return TrainResult(model, dict(result.metrics or {}), result.checkpoint.path)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def fit_ranker(
+    feature_history: pd.DataFrame,
+    labels: pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    config: RankingConfig | None = None,
+    *,
+    serving_history: pd.DataFrame | None = None,
+    artifact_dir: str | Path | None = None,
+    use_ray: bool = True,
+    storage_path: str | Path = "artifacts/ray_train",
+    log: Callable[[str], None] = print,
+) -> RankerArtifacts:
+    """Examples → training (Ray Train, or in-process with use_ray=False) → artifacts whose
+    feature tables come from `serving_history` (default: feature_history + labels)."""
+    config = config or RankingConfig()
+    start = time.perf_counter()
+    examples = build_training_set(feature_history, labels, items, users, config)
+    log(f"ranker examples: {len(examples)} rows, {int(examples.labels[:, 0].sum())} positives, "
+        f"{examples.dense.shape[1]} dense + {examples.categorical.shape[1]} categorical features "
+        f"({time.perf_counter() - start:.1f}s)")
+    if use_ray:
+        model = train_ranker(examples, config, storage_path=storage_path).model
+    else:
+        model = train_loop(examples, config, log=log)
+    if serving_history is None:
+        serving_history = pd.concat([feature_history, labels], ignore_index=True)
+    store = FeatureStore.build(serving_history, items, users, config.features)
+    artifacts = RankerArtifacts(config, store, model)
+    if artifact_dir is not None:
+        artifacts.save(artifact_dir)
+    return artifacts
