@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app._config_base import Section
@@ -33,6 +33,9 @@ class TrainingConfig(Section):
     num_workers: int = Field(1, ge=1, le=64, description="Ray Train workers per job")
     use_gpu: bool | None = Field(None, description="None: use a GPU when torch sees one")
     storage_dir: Path = Field(Path("runs/train"), description="Ray Train checkpoints and results")
+    label_fraction: float = Field(
+        0.1, gt=0, lt=0.5, description="each user's newest share of interactions the ranker learns to predict"
+    )
 
 
 class RayfeedConfig(BaseSettings):
@@ -40,6 +43,11 @@ class RayfeedConfig(BaseSettings):
         env_prefix="RAYFEED_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "redis_url"),
+        description="Redis for caps, budgets, sessions and events; the main command starts one when unset",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

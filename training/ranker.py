@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from app.data import labels_from_ratings
 from app.ranking.artifacts import MODEL_FILE, RankerArtifacts, build_model
 from app.ranking.config import HEADS, RankingConfig
 from app.ranking.dcn import MultiTaskDCN
+from app.pipeline.candidates import Candidates
 from app.ranking.features import FeatureSchema, FeatureStore, RankingFeatureAssembler
 
 SORT_KEYS = ["user_id", "timestamp", "item_id"]  # the evaluation split's order (item id breaks ties)
@@ -98,9 +99,14 @@ def build_ranking_examples(
     users: pd.DataFrame,
     config: RankingConfig,
     seed: int = 0,
+    candidates: Mapping[int, Candidates] | None = None,
 ) -> RankingExamples:
     """Examples for one label window (module docstring): features from `feature_history` as of
-    each user's last history timestamp, positives from `labels`, uniform negatives."""
+    each user's last history timestamp, positives from `labels`, uniform negatives.
+
+    With `candidates` (the retrieval output per user, as of the same time), negatives are drawn
+    from the user's retrieved candidates and every pair carries its `src_*` / `n_sources`
+    columns, exactly as at serving; a positive retrieval missed gets zeros there."""
     rng = np.random.default_rng(seed)
     store = FeatureStore.build(feature_history, items, users, config.features)
     assembler = RankingFeatureAssembler(store)
@@ -111,6 +117,7 @@ def build_ranking_examples(
     label_groups = {u: g for u, g in labels.groupby("user_id", sort=True)}
 
     rows_user, rows_item, rows_now, rows_pos, rows_label = [], [], [], [], []
+    rows_sources: list[dict[str, np.ndarray]] = []
     for user_id, g in label_groups.items():
         seen = store.user_history(int(user_id))
         fresh = ~np.isin(g["item_id"].to_numpy(np.int64), seen)  # re-consumption can never be recommended
@@ -118,7 +125,9 @@ def build_ranking_examples(
             continue
         g = g[fresh]
         positives = g["item_id"].to_numpy(np.int64)
-        pool = np.setdiff1d(catalogue, np.concatenate([seen, positives]), assume_unique=False)
+        retrieved = None if candidates is None else candidates.get(int(user_id))
+        universe = catalogue if retrieved is None else retrieved.item_ids
+        pool = np.setdiff1d(universe, np.concatenate([seen, positives]), assume_unique=False)
         n_neg = min(len(pool), config.training.negatives_per_positive * len(positives))
         negatives = rng.choice(pool, size=n_neg, replace=False) if n_neg else np.zeros(0, np.int64)
         pair_items = np.concatenate([positives, negatives])
@@ -134,19 +143,48 @@ def build_ranking_examples(
         rows_now.append(np.full(len(pair_items), now))
         rows_pos.append(positions)
         rows_label.append(label_matrix)
+        if candidates is not None:
+            rows_sources.append(_pair_source_columns(retrieved, pair_items, assembler.source_columns))
     if not rows_user:
         raise ValueError("no label window row has an item outside its user's history: nothing to learn from")
     user_ids, item_ids = np.concatenate(rows_user), np.concatenate(rows_item)
-    batch = assembler.batch(user_ids, item_ids, np.concatenate(rows_now))
+    sources = (
+        {name: np.concatenate([r[name] for r in rows_sources]) for name in assembler.source_columns}
+        if candidates is not None else None
+    )
+    batch = assembler.batch(user_ids, item_ids, np.concatenate(rows_now), sources)
     return RankingExamples(batch.dense, batch.categorical, np.concatenate(rows_pos), np.concatenate(rows_label),
                            user_ids, item_ids, assembler.schema)
 
 
+def _pair_source_columns(
+    retrieved: Candidates | None, pair_items: np.ndarray, names: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    out = {name: np.zeros(len(pair_items), np.float32) for name in names}
+    if retrieved is None or not len(retrieved):
+        return out
+    order = np.argsort(retrieved.item_ids, kind="stable")
+    sorted_ids = retrieved.item_ids[order]
+    at = np.clip(np.searchsorted(sorted_ids, pair_items), 0, len(sorted_ids) - 1)
+    found = sorted_ids[at] == pair_items
+    for name in names:
+        column = retrieved.features.get(name)
+        if column is not None:
+            out[name][found] = np.asarray(column, np.float32)[order][at[found]]
+    return out
+
+
 def build_training_set(
     feature_history: pd.DataFrame, labels: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame,
-    config: RankingConfig,
+    config: RankingConfig, candidates: Mapping[int, Candidates] | None = None,
 ) -> RankingExamples:
-    """Examples from the main window and `training.extra_label_windows` earlier ones."""
+    """Examples from the main window and `training.extra_label_windows` earlier ones.
+
+    With retrieval `candidates` only the main window is used: earlier windows would need the
+    retrieval state as of their own time, and mixing windows with and without source features
+    would teach the ranker a skew it never sees at serving."""
+    if candidates is not None:
+        return build_ranking_examples(feature_history, labels, items, users, config, config.training.seed, candidates)
     windows = label_windows(feature_history, labels, config.training.extra_label_windows)
     return RankingExamples.concat([
         build_ranking_examples(h, lab, items, users, config, seed=config.training.seed + k)
@@ -274,16 +312,15 @@ def train_ranker(
 ) -> TrainResult:
     """Train with Ray Train (TorchTrainer, one worker, GPU when available); a checkpoint per epoch.
 
-    Starts a local Ray (2 CPUs, no dashboard) when none is running, and shuts down only that one.
+    Uses the caller's Ray, or a small local one for the duration of the job.
     """
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
-    try:
+    from training.ray_runtime import local_ray
+
+    with local_ray():
         trainer = TorchTrainer(
             _ray_train_loop,
             train_loop_config={"examples": ray.put(examples), "config": config.model_dump(mode="json")},
@@ -292,19 +329,17 @@ def train_ranker(
                 name=name,
                 storage_path=str(Path(storage_path).resolve()),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             ),
         )
         result = trainer.fit()
-        if result.checkpoint is None:
-            raise RuntimeError("ranker training finished without a checkpoint")
-        model = build_model(config, examples.schema)
-        with result.checkpoint.as_directory() as directory:
-            model.load_state_dict(torch.load(Path(directory) / MODEL_FILE, map_location="cpu", weights_only=True))
-        model.eval()
-        return TrainResult(model, dict(result.metrics or {}), result.checkpoint.path)
-    finally:
-        if started:
-            ray.shutdown()
+    if result.checkpoint is None:
+        raise RuntimeError("ranker training finished without a checkpoint")
+    model = build_model(config, examples.schema)
+    with result.checkpoint.as_directory() as directory:
+        model.load_state_dict(torch.load(Path(directory) / MODEL_FILE, map_location="cpu", weights_only=True))
+    model.eval()
+    return TrainResult(model, dict(result.metrics or {}), result.checkpoint.path)
 
 
 def fit_ranker(
@@ -316,6 +351,7 @@ def fit_ranker(
     *,
     serving_history: pd.DataFrame | None = None,
     artifact_dir: str | Path | None = None,
+    candidates: Mapping[int, Candidates] | None = None,
     use_ray: bool = True,
     storage_path: str | Path = "artifacts/ray_train",
     log: Callable[[str], None] = print,
@@ -324,7 +360,7 @@ def fit_ranker(
     feature tables come from `serving_history` (default: feature_history + labels)."""
     config = config or RankingConfig()
     start = time.perf_counter()
-    examples = build_training_set(feature_history, labels, items, users, config)
+    examples = build_training_set(feature_history, labels, items, users, config, candidates)
     log(f"ranker examples: {len(examples)} rows, {int(examples.labels[:, 0].sum())} positives, "
         f"{examples.dense.shape[1]} dense + {examples.categorical.shape[1]} categorical features "
         f"({time.perf_counter() - start:.1f}s)")

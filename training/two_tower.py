@@ -44,9 +44,9 @@ from app.retrieval.two_tower import (
     prepare_training,
     format_progress,
 )
+from training.ray_runtime import local_ray
 
 CHECKPOINT_FILE = "model.pt"
-LOCAL_RAY_CPUS = 2  # the local cluster started when the caller has none (the main README command)
 TRAIN_LOG_LEVEL = "WARNING"  # Ray Train's own INFO lines (one per checkpoint) drown the epoch progress
 
 
@@ -79,20 +79,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     fit(model, loader, config, on_epoch=report, set_epoch=set_epoch)
 
 
-def _ensure_ray() -> bool:
-    """Start a small local Ray when the caller has none; True when this call started it."""
-    if ray.is_initialized():
-        return False
-    # Without the dashboard, Ray Train V2's placement-group cleaner cannot reach the state API
-    # and warns every second; ERROR-level worker logging keeps the README command readable.
-    ray.init(
-        num_cpus=LOCAL_RAY_CPUS,
-        include_dashboard=False,
-        logging_config=ray.LoggingConfig(log_level="ERROR"),
-    )
-    return True
-
-
 def train_two_tower(
     dataset: Dataset,
     train_interactions: pd.DataFrame,
@@ -110,8 +96,7 @@ def train_two_tower(
     start = time.perf_counter()
     prepared = prepare_training(dataset, train_interactions, tt)
     run_name = run_name or f"two_tower-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    started = _ensure_ray()
-    try:
+    with local_ray():
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={
@@ -130,9 +115,6 @@ def train_two_tower(
             ),
         )
         result = trainer.fit()
-    finally:
-        if started:
-            ray.shutdown()
     if result.checkpoint is None:
         raise RuntimeError(f"two-tower run {run_name} finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:

@@ -42,7 +42,16 @@ class CollatorConfig(Section):
 
     # CollatorScore = α·OrganicValue + β·AdRevenue − γ·ExperiencePenalty (Ray Tune searches these).
     alpha: float = Field(1.0, ge=0, le=10, description="weight of position-discounted organic value")
-    beta: float = Field(1.0, ge=0, le=10, description="weight of expected ad revenue")
+    beta: float = Field(
+        20.0,
+        ge=0,
+        le=100,
+        description=(
+            "weight of expected ad revenue; also converts currency (per-impression prices, ~0.05-0.3) into "
+            "organic-value units (ranker scores, ~0.3-0.9 per item): at 20 a typical 20-item MovieLens page "
+            "carries about 2 ads"
+        ),
+    )
     gamma: float = Field(1.0, ge=0, le=10, description="weight of the ads' experience penalty")
 
     solver: Literal["greedy", "exact"] = Field("greedy", description="slot allocation: greedy or the MILP")

@@ -132,3 +132,4 @@ class RankingConfig(Section):
     score_chunk: int = Field(
         65_536, ge=1, le=10_000_000, description="rows per forward pass when scoring many pairs offline"
     )
+    output_size: int = Field(500, ge=1, le=100_000, description="candidates kept after ranking (reference: 500)")

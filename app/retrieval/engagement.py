@@ -106,6 +106,15 @@ class EngagementLog:
         start = max(start, end - limit)
         return items[start:end][::-1], ts[start:end][::-1]
 
+    def user_items(self, user_id: int) -> np.ndarray:
+        """Every item the user engaged with (their consumed history), oldest first."""
+        timeline = self._users.get(int(user_id))
+        return np.zeros(0, np.int64) if timeline is None else timeline[1]
+
+    @property
+    def last_timestamp(self) -> float:
+        return float(self._ts[-1]) if len(self._ts) else 0.0
+
     def trending(self, now: float, half_life_s: float, horizon_s: float, k: int) -> tuple[np.ndarray, np.ndarray]:
         key = (float(now), float(half_life_s), float(horizon_s), int(k), self.version)
         if self._trending_cache is not None and self._trending_cache[0] == key:

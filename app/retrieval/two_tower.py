@@ -22,6 +22,8 @@ Ray); training/two_tower.py runs it inside Ray Train workers with prepared model
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import time
@@ -390,6 +392,16 @@ class TwoTowerArtifacts:
         """The stored embedding of a user known at training time, else None."""
         row = int(self.features.user_rows(np.array([user_id]))[0])
         return None if row == OOV else self.user_embeddings[row - 1]
+
+    def with_histories(self, interactions: pd.DataFrame, batch: int = 4096) -> TwoTowerArtifacts:
+        """The same model with user embeddings re-encoded from newer histories (no retraining):
+        the user tower reads recent items, so new interactions move the stored embeddings."""
+        histories = serving_histories(self.features, interactions, self.config.history_length)
+        model = self.build_model()
+        user_rows = torch.arange(1, self.features.n_user_rows)
+        with torch.no_grad():
+            embeddings = _encode(model.user_vectors, len(user_rows), batch, user_rows, torch.as_tensor(histories[1:]))
+        return dataclasses.replace(self, user_embeddings=embeddings, user_histories=histories)
 
     def build_model(self) -> TwoTowerModel:
         model = TwoTowerModel(self.features, self.config)

@@ -34,3 +34,17 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class ReplayClock:
+    """World time for a dataset that ended in the past (MovieLens ends in 1998): it starts at
+    `anchor` (the dataset's last event) and advances with the wall clock. Trending, social
+    windows, sessions and pacing then see a live world instead of one frozen decades ago."""
+
+    def __init__(self, anchor: float, wall: Clock = system_clock) -> None:
+        self.anchor = float(anchor)
+        self.wall = wall
+        self.started = wall()
+
+    def __call__(self) -> float:
+        return self.anchor + (self.wall() - self.started)

@@ -1,0 +1,72 @@
+"""Assembles the in-process feed service from a published artifact version."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from app.ads.bundle import AdsBundle
+from app.ads.pacing import BudgetPacer
+from app.ads.server import AdServer
+from app.artifacts import ArtifactStore, ArtifactVersion
+from app.collator.collator import Collator
+from app.config import RayfeedConfig
+from app.data import Dataset, load_dataset
+from app.feed import FeedService
+from app.organic import OrganicModels, OrganicPipeline
+from app.pipeline import StageHook
+from app.state._redis import fail_fast_client
+from app.state.budgets import RedisBudgetStore
+from app.state.caps import RedisCapStore
+from app.state.clock import Clock, ReplayClock
+
+
+@dataclass
+class LoadedArtifacts:
+    version: ArtifactVersion
+    dataset: Dataset
+    organic: OrganicModels
+    ads: AdsBundle
+
+
+def load_artifacts(config: RayfeedConfig, dataset: Dataset | None = None) -> LoadedArtifacts:
+    store = ArtifactStore(config.artifacts.root)
+    version = store.get(config.artifacts.version) if config.artifacts.version else store.latest()
+    dataset = dataset or load_dataset(config.data)
+    organic = OrganicModels.load(version.path / "organic", dataset, config)
+    ads = AdsBundle.load(version.path / "ads")
+    return LoadedArtifacts(version, dataset, organic, ads)
+
+
+def world_clock(loaded: LoadedArtifacts) -> ReplayClock:
+    return ReplayClock(anchor=float(loaded.organic.meta.get("as_of", loaded.organic.engagements.last_timestamp)))
+
+
+def build_ad_server(loaded: LoadedArtifacts, config: RayfeedConfig, client: redis.Redis, clock: Clock) -> AdServer:
+    ads = config.ads
+    return AdServer(
+        loaded.ads.world,
+        loaded.ads.ranker,
+        BudgetPacer.from_config(loaded.ads.forecast, ads),
+        RedisCapStore(client, ads.session_ttl_s, ads.state_key_grace_s),
+        RedisBudgetStore(client, ads.reservation_ttl_s, ads.state_key_grace_s),
+        ads,
+        clock,
+    )
+
+
+def build_feed_service(
+    loaded: LoadedArtifacts, config: RayfeedConfig, redis_url: str | None, clock: Clock, hook: StageHook | None = None
+) -> FeedService:
+    """Without a Redis URL there are no ads: caps and budgets cannot be checked (fail closed)."""
+    ad_server = None
+    if redis_url:
+        ad_server = build_ad_server(loaded, config, fail_fast_client(redis_url, config.ads.redis_socket_timeout_s), clock)
+    return FeedService(
+        OrganicPipeline(loaded.organic, config, hook),
+        Collator(config.collator),
+        ad_server,
+        dict(loaded.ads.users),
+        config.collator.notifications,
+        config.data.seed,
+    )

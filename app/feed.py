@@ -1,0 +1,118 @@
+"""A feed page end to end, in one process: organic pipeline, ads, notifications, collator.
+
+The serving layer splits the same steps across deployments; the CLI, the simulator and the
+tests use `FeedService` directly. The collator's verdict drives the ads' budget state: ads it
+did not place have their reservations released here; placed ones are committed when the
+impression event arrives.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.ads.server import AdServer
+from app.ads.types import AdCandidate, AdResult, AdUser
+from app.catalog import Catalog
+from app.collator.collator import Collator
+from app.collator.config import NotificationConfig
+from app.collator.notifications import generate_notifications
+from app.collator.types import CollatedPage, Notification, OrganicEntry, SessionSignals
+from app.organic import OrganicModels, OrganicPipeline
+from app.pipeline import Candidates, FeedQuery, Removal, StageRecord
+from app.state.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def organic_entries(candidates: Candidates, catalog: Catalog) -> list[OrganicEntry]:
+    """The collator's view of reranked organic candidates (value = the ranker's final score)."""
+    close = candidates.features.get("close_friend", np.zeros(len(candidates), bool))
+    p_click = candidates.scores.get("p_click", np.zeros(len(candidates)))
+    return [
+        OrganicEntry(
+            item_id=int(item),
+            value=float(max(value, 0.0)),
+            p_engage=float(np.clip(p, 0.0, 1.0)),
+            creator_id=int(catalog.creator_id[item]),
+            topics=catalog.topic_names(int(item)),
+            min_age=int(catalog.min_age[item]),
+            close_friend=bool(c),
+        )
+        for item, value, p, c in zip(candidates.item_ids, candidates.scores["final"], p_click, close)
+    ]
+
+
+def notifications_for(query: FeedQuery, models: OrganicModels, config: NotificationConfig, seed: int) -> list[Notification]:
+    """Friend requests from friends-of-friends (people you may know); no milestones without posts."""
+    requesters: set[int] = set()
+    for friend in query.friend_ids[:10]:
+        requesters.update(int(f) for f in models.dataset.friends_of(friend)[:10])
+    return generate_notifications(query.user_id, query.friend_ids, sorted(requesters), {}, seed=seed, config=config)
+
+
+@dataclass
+class FeedPage:
+    query: FeedQuery
+    page: CollatedPage
+    organic: Candidates  # the reranked organic candidates with every column (explain mode)
+    ads: AdResult | None
+    removals: list[Removal] = field(default_factory=list)
+    records: list[StageRecord] = field(default_factory=list)
+
+
+class FeedService:
+    def __init__(
+        self,
+        organic: OrganicPipeline,
+        collator: Collator,
+        ads: AdServer | None,
+        ad_users: dict[int, AdUser],
+        notification_config: NotificationConfig,
+        seed: int,
+    ) -> None:
+        self.organic = organic
+        self.collator = collator
+        self.ads = ads
+        self.ad_users = ad_users
+        self.notification_config = notification_config
+        self.seed = seed
+
+    def page(self, query: FeedQuery, session: SessionSignals, session_id: str | None = None) -> FeedPage:
+        result = self.organic.run(query)
+        organic = result.candidates
+        ad_result = self.serve_ads(query, session_id)
+        notifications = notifications_for(query, self.organic.models, self.notification_config, self.seed)
+        page = self.collator.collate(
+            organic_entries(organic, self.organic.models.catalog),
+            ad_result.ads if ad_result else (),
+            notifications,
+            session,
+            query.limit,
+        )
+        self.release_unplaced(query.request_id, page.unplaced_ads)
+        removals = [r for part in result.parts.values() for r in part.removals]
+        records = [r for part in result.parts.values() for r in part.records]
+        return FeedPage(query, page, organic, ad_result, removals, records)
+
+    def serve_ads(self, query: FeedQuery, session_id: str | None) -> AdResult | None:
+        user = self.ad_users.get(query.user_id)
+        if self.ads is None or user is None:
+            return None
+        user = AdUser(
+            user.user_id, user.age, user.gender, user.occupation, user.top_genres,
+            user.opted_out_categories, user.opted_out_all, user.blocked_creator_ids | query.hidden_creator_ids,
+        )
+        n_slots = max(1, query.limit // self.collator.config.organic_per_ad)
+        return self.ads.serve(user, query.request_id, n_slots, now=query.now, session_id=session_id)
+
+    def release_unplaced(self, request_id: str, unplaced: Sequence[AdCandidate]) -> None:
+        if self.ads is None or not unplaced:
+            return
+        try:
+            self.ads.release(request_id, [a.ad_id for a in unplaced])
+        except StoreUnavailable:
+            # Nothing is lost: unreleased reservations expire after `reservation_ttl_s`.
+            log.warning("could not release %d unplaced ads of %s: store unavailable", len(unplaced), request_id)

@@ -1,0 +1,79 @@
+"""The organic pipeline as an offline `Recommender`, for `rayfeed eval topk` and the quality
+benchmark: fit trains the whole pipeline (training/organic.py) on the given interactions,
+recommend runs retrieval + ranking for each user.
+
+Items never seen in the given interactions are never recommended (the eval contract: no
+evidence about them), and neither is anything in the user's history.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from app.config import RayfeedConfig
+from app.data import load_dataset
+from app.data.tables import Dataset
+from app.evaluation.sets import PAD, UserItemSets
+from app.organic import OrganicModels, OrganicPipeline
+from training.organic import fit_organic, production_split
+
+
+class OrganicRecommender:
+    def __init__(
+        self,
+        dataset: Dataset,
+        config: RayfeedConfig,
+        *,
+        through: str = "ranking",
+        use_ray: bool = True,
+        labels: pd.DataFrame | None = None,
+        name: str = "organic pipeline",
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.dataset = dataset
+        self.config = config
+        self.through = through
+        self.use_ray = use_ray
+        self.labels = labels
+        self.name = name
+        self.log = log
+        self.models: OrganicModels | None = None
+
+    def fit(self, interactions: pd.DataFrame) -> None:
+        """With `labels` given at construction (the validation split), the ranker learns from
+        them; otherwise each user's newest `training.label_fraction` is held out for it."""
+        frame = interactions.assign(
+            rating=interactions.get("rating", pd.Series(5.0, index=interactions.index)).astype(np.float32),
+            position=np.int64(-1),
+        )
+        if self.labels is not None:
+            history = frame
+            labels = self.labels.assign(position=np.int64(-1))
+        else:
+            history, labels = production_split(frame, self.config.training.label_fraction)
+        world = dataclasses.replace(self.dataset, interactions=pd.concat([history, labels], ignore_index=True))
+        self.models = fit_organic(world, history, labels, self.config, use_ray=self.use_ray, log=self.log)
+        self.known_items = np.unique(frame["item_id"].to_numpy(np.int64))
+
+    def recommend(self, user_ids: np.ndarray, k: int, exclude: UserItemSets) -> np.ndarray:
+        if self.models is None:
+            raise RuntimeError(f"{self.name}: call fit before recommend")
+        pipeline = OrganicPipeline(self.models, self.config)
+        now = self.models.engagements.last_timestamp
+        out = np.full((len(user_ids), k), PAD, dtype=np.int64)
+        for row, user_id in enumerate(np.asarray(user_ids, np.int64)):
+            query = self.models.query(
+                int(user_id), now=now, limit=k, served_item_ids=frozenset(exclude.items_of(int(user_id)).tolist())
+            )
+            ranked = pipeline.run(query, through=self.through).candidates.item_ids
+            ranked = ranked[np.isin(ranked, self.known_items)][:k]
+            out[row, : len(ranked)] = ranked
+        return out
+
+
+def organic_recommender_factory(config: RayfeedConfig, use_ray: bool = True) -> Callable[[], OrganicRecommender]:
+    dataset = load_dataset(config.data)
+    return lambda: OrganicRecommender(dataset, config, use_ray=use_ray)
