@@ -9,12 +9,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import runpy
 import sys
 import uuid
 from pathlib import Path
+
+# Each module adds its subcommands with `register(subparsers)`; a command's code stays in its room.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 BENCHMARKS = {
     "quality": "benchmarks/quality.py",
@@ -188,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = sub.add_parser("monitor", help="offline monitor report (PSI, calibration, coverage) with plots")
     monitor.add_argument("rest", nargs=argparse.REMAINDER)
     monitor.set_defaults(func=cmd_monitor)
+
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
