@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app._config_base import Section
 from app.ads.config import AdsConfig
+from app.api.config import ApiConfig
 from app.collator.config import CollatorConfig
 from app.data.config import DataConfig
 from app.evaluation.config import EvaluationConfig
@@ -33,6 +34,13 @@ class TrainingConfig(Section):
     num_workers: int = Field(1, ge=1, le=64, description="Ray Train workers per job")
     use_gpu: bool | None = Field(None, description="None: use a GPU when torch sees one")
     storage_dir: Path = Field(Path("runs/train"), description="Ray Train checkpoints and results")
+    refit_retrieval: bool = Field(
+        True,
+        description=(
+            "after the ranker is trained, retrain the two-tower on history + labels for serving "
+            "(the ranker learned from a two-tower that had not seen the labels; serving uses all data)"
+        ),
+    )
     label_fraction: float = Field(
         0.1, gt=0, lt=0.5, description="each user's newest share of interactions the ranker learns to predict"
     )
@@ -58,6 +66,7 @@ class RayfeedConfig(BaseSettings):
     collator: CollatorConfig = Field(default_factory=CollatorConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
 
 class ConfigError(ValueError):

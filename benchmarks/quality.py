@@ -1,11 +1,19 @@
 """Offline quality of every model on MovieLens-100k: one markdown table on the test split.
 
-    python benchmarks/quality.py [--ratings PATH]
+    python benchmarks/quality.py [--no-pipeline] [--use-ray]
 
 Protocol (app/evaluation): per-user temporal split 80/10/10; hyper-parameters (EASE λ, ItemKNN k)
 chosen on the validation split (fit on train); reported figures fit on train+valid and score the
 test split, full ranking over every item with the user's train+valid history excluded.
 To add a model, append a (name, factory) pair to the list `models` builds.
+
+The organic pipeline rows train exactly what `rayfeed train` trains (training/organic.py):
+two-tower on train, ranker on the retrieval candidates with the validation interactions as
+labels, serving state rebased on train+valid; then every test user gets a page.
+  * "Two-tower" scores every item by exact inner product (the model, not the ANN index);
+  * "Organic: retrieval + ranking" is the ranker's top-K;
+  * "Organic: full pipeline" adds reranking (MMR diversity and the creator cap), i.e. what is served;
+  * "... without cf_score" drops the ranker's EASE-formula feature (an ablation).
 """
 from __future__ import annotations
 
@@ -37,19 +45,25 @@ from app.evaluation import (  # noqa: E402
     tune_itemknn,
 )
 
-RAW_RATINGS = Path("/tmp/rb/recbole/dataset_example/ml-100k/ml-100k.inter")
+def organic_models(split: Split, use_ray: bool, log: Callable[[str], None]) -> list[tuple[str, RecommenderFactory]]:
+    from app.config import load_config
+    from app.data import load_dataset
+    from app.retrieval.recommender import TwoTowerRecommender
+    from training.eval_topk import OrganicRecommender
 
-
-def load_ml100k_inter(path: Path = RAW_RATINGS) -> pd.DataFrame:
-    """The RecBole copy of ML-100k ratings (tab-separated, typed header) as the interactions schema."""
-    raw = pd.read_csv(path, sep="\t")
-    raw.columns = [c.split(":")[0] for c in raw.columns]
-    return pd.DataFrame({
-        "user_id": raw["user_id"].astype(np.int64),
-        "item_id": raw["item_id"].astype(np.int64),
-        "rating": raw["rating"].astype(np.float32),
-        "timestamp": raw["timestamp"].astype(np.int64),
-    })
+    config = load_config()
+    dataset = load_dataset(config.data)
+    quiet = lambda message: None  # noqa: E731 - training progress would drown the table
+    pipeline = OrganicRecommender(dataset, config, labels=split.valid, use_ray=use_ray, log=quiet, name="organic")
+    no_cf = config.model_copy(update={"ranking": config.ranking.model_copy(
+        update={"features": config.ranking.features.model_copy(update={"cf_max_items": 0})})})
+    ablation = OrganicRecommender(dataset, no_cf, labels=split.valid, use_ray=use_ray, log=quiet, name="no-cf")
+    return [
+        ("Two-tower (retrieval model alone)", lambda: TwoTowerRecommender(dataset, config.retrieval.two_tower)),
+        ("Organic: retrieval + ranking", lambda: pipeline),
+        ("Organic: full pipeline (+ MMR, creator cap)", lambda: pipeline.at_stage("reranking", "organic-full")),
+        ("Organic: retrieval + ranking without cf_score", lambda: ablation),
+    ]
 
 
 def models(split: Split, config: EvaluationConfig, log: Callable[[str], None]) -> list[tuple[str, RecommenderFactory]]:
@@ -62,7 +76,6 @@ def models(split: Split, config: EvaluationConfig, log: Callable[[str], None]) -
         ("Pop", PopularityRecommender),
         (f"ItemKNN (k={knn_config.k}, shrink={knn_config.shrink:g})", lambda: ItemKNNRecommender(knn_config)),
         (f"EASE (λ={ease_config.l2:g})", lambda: EASERecommender(ease_config)),
-        # The lead adds: ("Two-tower", ...), ("Full pipeline", ...) — factories of Recommenders.
     ]
 
 
@@ -72,16 +85,22 @@ def _grid(scores: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ratings", type=Path, default=RAW_RATINGS)
+    parser.add_argument("--no-pipeline", action="store_true", help="baselines only (seconds, not minutes)")
+    parser.add_argument("--use-ray", action="store_true", help="train the pipeline with Ray Train (as `rayfeed train`)")
     args = parser.parse_args()
+    from app.data import DataConfig, load_dataset
+
     config = EvaluationConfig()
     start = time.perf_counter()
-    interactions = load_ml100k_inter(args.ratings)
+    interactions = load_dataset(DataConfig()).interactions
     split = temporal_split(interactions, config.split)
     print(f"ML-100k: {len(interactions)} interactions, {interactions.user_id.nunique()} users, "
           f"{interactions.item_id.nunique()} items; split train/valid/test = "
           f"{len(split.train)}/{len(split.valid)}/{len(split.test)}")
-    table = evaluate_all(models(split, config, print), split, "test", config.metrics)
+    candidates = models(split, config, print)
+    if not args.no_pipeline:
+        candidates += organic_models(split, args.use_ray, print)
+    table = evaluate_all(candidates, split, "test", config.metrics)
     print()
     print(to_markdown(table))
     print(f"\ntotal {time.perf_counter() - start:.1f} s")

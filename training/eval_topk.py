@@ -41,22 +41,38 @@ class OrganicRecommender:
         self.name = name
         self.log = log
         self.models: OrganicModels | None = None
+        self._fitted_on: tuple[int, int] | None = None
+
+    def at_stage(self, through: str, name: str) -> "OrganicRecommender":
+        """The same fitted pipeline cut after another part (fit on the same data is not repeated)."""
+        other = OrganicRecommender.__new__(OrganicRecommender)
+        other.__dict__.update(self.__dict__, through=through, name=name)
+        return other
 
     def fit(self, interactions: pd.DataFrame) -> None:
-        """With `labels` given at construction (the validation split), the ranker learns from
-        them; otherwise each user's newest `training.label_fraction` is held out for it."""
+        """With `labels` given at construction (the validation split, contained in
+        `interactions`), the ranker learns to predict them from the rest; otherwise each user's
+        newest `training.label_fraction` is held out for it."""
+        key = (len(interactions), int(interactions["timestamp"].sum()))
+        if self.models is not None and self._fitted_on == key:
+            return
         frame = interactions.assign(
             rating=interactions.get("rating", pd.Series(5.0, index=interactions.index)).astype(np.float32),
             position=np.int64(-1),
         )
         if self.labels is not None:
-            history = frame
-            labels = self.labels.assign(position=np.int64(-1))
+            marked = frame.merge(
+                self.labels[["user_id", "item_id", "timestamp"]].assign(_label=True),
+                on=["user_id", "item_id", "timestamp"], how="left",
+            )
+            is_label = marked["_label"].fillna(False).to_numpy(bool)
+            history, labels = frame[~is_label], frame[is_label]
         else:
             history, labels = production_split(frame, self.config.training.label_fraction)
         world = dataclasses.replace(self.dataset, interactions=pd.concat([history, labels], ignore_index=True))
         self.models = fit_organic(world, history, labels, self.config, use_ray=self.use_ray, log=self.log)
         self.known_items = np.unique(frame["item_id"].to_numpy(np.int64))
+        self._fitted_on = key
 
     def recommend(self, user_ids: np.ndarray, k: int, exclude: UserItemSets) -> np.ndarray:
         if self.models is None:

@@ -6,7 +6,8 @@
          at their last history time, giving the candidates the ranker will see at serving;
       3. ranker examples from those candidates (positives = the user's `labels`), Ray Train;
       4. serving state rebased on history + labels: engagement logs, neighbours, feature
-         tables and user embeddings re-encoded from the newest histories (no retraining).
+         tables, and the two-tower refit on all of it (`training.refit_retrieval`; otherwise
+         user embeddings are only re-encoded from the newest histories).
 
 The same function serves offline evaluation (history = train split, labels = validation,
 scored on test) and production training (history = each user's older 90%, labels = the rest),
@@ -45,6 +46,17 @@ def retrieve_for_training(models: OrganicModels, labels: pd.DataFrame, config: R
     return out
 
 
+def _train_two_tower(
+    dataset: Dataset, interactions: pd.DataFrame, config: RayfeedConfig, use_ray: bool, log: Log
+) -> TwoTowerArtifacts:
+    if not use_ray:
+        return train_two_tower_in_process(dataset, interactions, config.retrieval.two_tower)
+    from training.two_tower import train_two_tower
+
+    log("two-tower: training with Ray Train")
+    return train_two_tower(dataset, interactions, config.retrieval, Path(config.training.storage_dir))
+
+
 def fit_organic(
     dataset: Dataset,
     history: pd.DataFrame,
@@ -55,13 +67,7 @@ def fit_organic(
     log: Log = print,
 ) -> OrganicModels:
     started = time.perf_counter()
-    if use_ray:
-        from training.two_tower import train_two_tower
-
-        log("two-tower: training with Ray Train")
-        two_tower = train_two_tower(dataset, history, config.retrieval, Path(config.training.storage_dir))
-    else:
-        two_tower = train_two_tower_in_process(dataset, history, config.retrieval.two_tower)
+    two_tower = _train_two_tower(dataset, history, config, use_ray, log)
     log(f"two-tower: done ({time.perf_counter() - started:.0f}s)")
 
     retrieval_state = OrganicModels.build(dataset, history, two_tower, None, config)
@@ -76,6 +82,9 @@ def fit_organic(
         storage_path=Path(config.training.storage_dir).resolve(), log=log,
     )
     log(f"ranker: done ({time.perf_counter() - started:.0f}s)")
+    if config.training.refit_retrieval:
+        two_tower = _train_two_tower(dataset, serving_history, config, use_ray, log)
+        log(f"two-tower: refit on history + labels for serving ({time.perf_counter() - started:.0f}s)")
     models = OrganicModels.build(dataset, serving_history, two_tower, ranker, config)
     models.meta.update({"as_of": models.engagements.last_timestamp, "train_seconds": time.perf_counter() - started})
     return models

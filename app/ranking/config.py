@@ -73,7 +73,7 @@ class DCNConfig(Section):
 class RankerTrainingConfig(Section):
     """Optimisation and example building (see training/ranker.py)."""
 
-    epochs: int = Field(4, ge=1, le=1000, description="passes over the training examples")
+    epochs: int = Field(2, ge=1, le=1000, description="passes over the training examples")
     batch_size: int = Field(2048, ge=8, le=1_000_000, description="examples per optimiser step")
     lr: float = Field(3e-3, gt=0, le=1.0, description="Adam learning rate")
     weight_decay: float = Field(1e-6, ge=0, le=1.0, description="Adam L2 penalty")

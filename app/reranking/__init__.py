@@ -1,7 +1,6 @@
 """Reranking: MMR diversity, policy filters and creator frequency caps. Pure stages."""
 from app.reranking.config import RerankingConfig
 from app.reranking.filters import (
-    AlreadyServedFilter,
     ContentRatingFilter,
     HiddenCreatorFilter,
     HiddenItemFilter,
@@ -12,7 +11,6 @@ from app.reranking.selectors import CreatorCapSelector, TopKSelector
 
 __all__ = [
     "RerankingConfig",
-    "AlreadyServedFilter",
     "ContentRatingFilter",
     "CreatorCapSelector",
     "HiddenCreatorFilter",

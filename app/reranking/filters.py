@@ -25,15 +25,6 @@ class UnknownItemFilter:
         return self.catalog.is_known(candidates.item_ids), "not in catalogue"
 
 
-class AlreadyServedFilter:
-    """Drops what the user has already consumed or been served (history, earlier pages)."""
-
-    name = "already_served_filter"
-
-    def keep(self, query: FeedQuery, candidates: Candidates) -> tuple[np.ndarray, str]:
-        return ~_member(candidates.item_ids, query.seen_item_ids), "already served or consumed"
-
-
 class HiddenItemFilter:
     name = "hidden_item_filter"
 

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 from app.catalog import Catalog, CatalogHydrator
 from app.data.tables import Dataset
 from app.pipeline import Candidates, FeedQuery, PipelineRunner
+from app.retrieval.sources import SeenItemFilter
 from app.reranking import (
-    AlreadyServedFilter,
     ContentRatingFilter,
     CreatorCapSelector,
     HiddenCreatorFilter,
@@ -55,7 +55,7 @@ def test_policy_filters_drop_with_reasons():
         [],
         [
             UnknownItemFilter(catalog),
-            AlreadyServedFilter(),
+            SeenItemFilter(),
             HiddenItemFilter(),
             CatalogHydrator(catalog),
             HiddenCreatorFilter(),
@@ -72,7 +72,7 @@ def test_policy_filters_drop_with_reasons():
     result = runner.run(query, scored([1, 2, 3, 4, 6, 7, 99], np.arange(7)))
     reasons = {r.item_id: r.reason for r in result.removals}
     assert reasons[99] == "not in catalogue"
-    assert reasons[2] == "already served or consumed"
+    assert reasons[2] == "seen"
     assert reasons[3] == "item hidden by user"
     assert reasons[4] == "creator hidden by user"  # item 4 → creator 4
     assert reasons[1].startswith("content rating above user age 15") and reasons[6].startswith("content rating")

@@ -1,0 +1,109 @@
+"""The organic pipeline and the feed service end to end on a small synthetic world."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.ads.pacing import BudgetPacer
+from app.ads.server import AdServer
+from app.collator.collator import Collator
+from app.collator.rules import page_violations
+from app.collator.types import SessionSignals
+from app.feed import FeedService
+from app.organic import OrganicModels, OrganicPipeline
+from app.state.budgets import InMemoryBudgetStore
+from app.state.caps import InMemoryCapStore
+from app.state.clock import ManualClock
+from training.ads import train_ads
+
+
+def test_pipeline_parts_shrink_candidates_in_order(trained_models, small_config_):
+    pipeline = OrganicPipeline(trained_models, small_config_)
+    query = trained_models.query(5, now=trained_models.engagements.last_timestamp, limit=20)
+    result = pipeline.run(query)
+    sizes = [len(result.parts[p].candidates) for p in ("retrieval", "ranking", "reranking")]
+    assert sizes[0] > sizes[1] >= sizes[2] > 0
+    assert sizes[1] <= small_config_.ranking.output_size and sizes[2] <= small_config_.reranking.output_size
+    served = result.candidates
+    assert not set(served.item_ids.tolist()) & query.seen_item_ids
+    assert {"p_click", "p_like", "p_share", "p_hide", "e_watch", "final"} <= set(served.scores)
+    assert set(served.sources) <= {"ann", "coengagement", "social", "trending"}
+    creators = pd.Series(served.features["creator_id"]).value_counts()
+    assert creators.max() <= small_config_.reranking.max_items_per_creator
+    stages = [r.name for p in result.parts.values() for r in p.records]
+    assert stages[:4] == ["ann", "coengagement", "social", "trending"] and stages[-1] == "creator_cap_selector"
+
+
+def test_pipeline_explains_every_removal(trained_models, small_config_):
+    pipeline = OrganicPipeline(trained_models, small_config_)
+    query = trained_models.query(7, now=trained_models.engagements.last_timestamp, limit=20,
+                                 hidden_item_ids=frozenset({1, 2, 3}))
+    retrieval = pipeline.run(query, through="retrieval").parts["retrieval"]
+    by_stage = {r.stage for r in retrieval.removals}
+    assert "seen_items" in by_stage
+    assert all(r.reason for r in retrieval.removals)
+    assert not {1, 2, 3} & set(retrieval.candidates.item_ids.tolist())
+
+
+def test_models_round_trip_through_an_artifact_directory(trained_models, small_world, small_config_, tmp_path):
+    trained_models.save(tmp_path / "organic")
+    loaded = OrganicModels.load(tmp_path / "organic", small_world, small_config_)
+    now = trained_models.engagements.last_timestamp
+    a = OrganicPipeline(trained_models, small_config_).run(trained_models.query(9, now=now, limit=20)).candidates
+    b = OrganicPipeline(loaded, small_config_).run(loaded.query(9, now=now, limit=20)).candidates
+    assert a.item_ids.tolist() == b.item_ids.tolist()
+    np.testing.assert_allclose(a.scores["final"], b.scores["final"], rtol=1e-5)
+
+
+def test_the_ranker_beats_popularity_on_held_out_interactions(small_world, small_config_):
+    """Trained on retrieval candidates, the ranker must find clearly more of each user's
+    held-out interactions than the trending (popularity) order of the same candidates."""
+    from training.organic import fit_organic, production_split
+
+    history, test = production_split(small_world.interactions, 0.1)
+    history, labels = production_split(history, 0.1)
+    models = fit_organic(small_world, history, labels, small_config_, use_ray=False, log=lambda m: None)
+    pipeline = OrganicPipeline(models, small_config_)
+    truth = test.groupby("user_id")["item_id"].apply(set)
+    hits_ranked, hits_retrieved = 0, 0
+    for user_id, items in truth.items():
+        query = models.query(int(user_id), now=models.engagements.last_timestamp, limit=20)
+        result = pipeline.run(query, through="ranking")
+        retrieved = result.parts["retrieval"].candidates
+        top_retrieved = retrieved.item_ids[np.argsort(-retrieved.features["src_trending"], kind="stable")][:20]
+        hits_ranked += len(items & set(result.candidates.item_ids[:20].tolist()))
+        hits_retrieved += len(items & set(top_retrieved.tolist()))
+    assert hits_ranked > 1.3 * hits_retrieved
+
+
+@pytest.fixture(scope="module")
+def feed_service(trained_models, small_world, small_config_):
+    bundle, figures = train_ads(small_world, small_world.interactions, small_config_.ads,
+                                now=trained_models.engagements.last_timestamp)
+    assert figures["ads.pctr_logloss"] < figures["ads.constant_logloss"]
+    clock = ManualClock(trained_models.engagements.last_timestamp)
+    ads = AdServer(bundle.world, bundle.ranker, BudgetPacer.from_config(bundle.forecast, small_config_.ads),
+                   InMemoryCapStore(), InMemoryBudgetStore(small_config_.ads.reservation_ttl_s),
+                   small_config_.ads, clock)
+    service = FeedService(OrganicPipeline(trained_models, small_config_), Collator(small_config_.collator), ads,
+                          dict(bundle.users), small_config_.collator.notifications, seed=3)
+    return service, clock
+
+
+def test_feed_pages_obey_the_blending_rules_and_release_unplaced_ads(feed_service, trained_models):
+    service, clock = feed_service
+    placed_ads = 0
+    for user_id in range(1, 60):
+        query = trained_models.query(user_id, now=clock(), limit=20, request_id=f"r{user_id}")
+        page = service.page(query, SessionSignals())
+        organic = [s.item for s in page.page.slots if s.kind == "organic"]
+        assert page_violations(page.page.slots, page.page.rules, organic) == []
+        placed = {s.ref_id for s in page.page.slots if s.kind == "ad"}
+        placed_ads += len(placed)
+        unplaced = {a.ad_id for a in page.page.unplaced_ads}
+        # Released reservations: committing an unplaced ad's impression must not charge anything.
+        for ad_id in unplaced:
+            assert service.ads.commit_impression(query.request_id, ad_id) is False
+        assert [s.position for s in page.page.slots] == list(range(1, len(page.page.slots) + 1))
+    assert placed_ads > 0
