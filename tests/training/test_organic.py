@@ -107,3 +107,28 @@ def test_feed_pages_obey_the_blending_rules_and_release_unplaced_ads(feed_servic
             assert service.ads.commit_impression(query.request_id, ad_id) is False
         assert [s.position for s in page.page.slots] == list(range(1, len(page.page.slots) + 1))
     assert placed_ads > 0
+
+
+def test_redis_unreachable_withholds_ads_and_keeps_the_organic_feed(trained_models, small_world, small_config_):
+    from app.ads.types import WithheldReason
+    from app.state._redis import fail_fast_client
+    from app.state.budgets import RedisBudgetStore
+    from app.state.caps import RedisCapStore
+    from app.state.local_redis import free_port
+
+    bundle, _ = train_ads(small_world, small_world.interactions, small_config_.ads,
+                          now=trained_models.engagements.last_timestamp)
+    dead = fail_fast_client(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.05)  # nothing listens there
+    config = small_config_.ads
+    clock = ManualClock(trained_models.engagements.last_timestamp)
+    ads = AdServer(bundle.world, bundle.ranker, BudgetPacer.from_config(bundle.forecast, config),
+                   RedisCapStore(dead, config.session_ttl_s, config.state_key_grace_s),
+                   RedisBudgetStore(dead, config.reservation_ttl_s, config.state_key_grace_s), config, clock)
+    service = FeedService(OrganicPipeline(trained_models, small_config_), Collator(small_config_.collator), ads,
+                          dict(bundle.users), small_config_.collator.notifications, seed=3)
+    query = trained_models.query(3, now=clock(), limit=20, request_id="r-down")
+    page = service.page(query, SessionSignals())
+    kinds = [s.kind for s in page.page.slots]
+    assert "ad" not in kinds
+    assert kinds.count("organic") >= 18
+    assert page.ads.withheld_reason == WithheldReason.STORE_UNAVAILABLE
