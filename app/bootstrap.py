@@ -43,11 +43,16 @@ def world_clock(loaded: LoadedArtifacts) -> ReplayClock:
 
 
 def build_ad_server(loaded: LoadedArtifacts, config: RayfeedConfig, client: redis.Redis, clock: Clock) -> AdServer:
+    return ad_server_from_bundle(loaded.ads, config, client, clock)
+
+
+def ad_server_from_bundle(bundle: AdsBundle, config: RayfeedConfig, client: redis.Redis, clock: Clock) -> AdServer:
+    """The ad server over one ads artifact (the serving layer's Auction loads only that)."""
     ads = config.ads
     return AdServer(
-        loaded.ads.world,
-        loaded.ads.ranker,
-        BudgetPacer.from_config(loaded.ads.forecast, ads),
+        bundle.world,
+        bundle.ranker,
+        BudgetPacer.from_config(bundle.forecast, ads),
         RedisCapStore(client, ads.session_ttl_s, ads.state_key_grace_s),
         RedisBudgetStore(client, ads.reservation_ttl_s, ads.state_key_grace_s),
         ads,

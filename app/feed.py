@@ -22,6 +22,7 @@ from app.collator.notifications import generate_notifications
 from app.collator.types import CollatedPage, Notification, OrganicEntry, SessionSignals
 from app.organic import OrganicModels, OrganicPipeline
 from app.pipeline import Candidates, FeedQuery, Removal, StageRecord
+from app.pipeline.runner import RemovalBatch
 from app.state.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,12 @@ class FeedPage:
     page: CollatedPage
     organic: Candidates  # the reranked organic candidates with every column (explain mode)
     ads: AdResult | None
-    removals: list[Removal] = field(default_factory=list)
+    removal_batches: list[RemovalBatch] = field(default_factory=list)
     records: list[StageRecord] = field(default_factory=list)
+
+    @property
+    def removals(self) -> list[Removal]:
+        return [r for batch in self.removal_batches for r in batch.expand()]
 
 
 class FeedService:
@@ -93,7 +98,7 @@ class FeedService:
             query.limit,
         )
         self.release_unplaced(query.request_id, page.unplaced_ads)
-        removals = [r for part in result.parts.values() for r in part.removals]
+        removals = [b for part in result.parts.values() for b in part.removal_batches]
         records = [r for part in result.parts.values() for r in part.records]
         return FeedPage(query, page, organic, ad_result, removals, records)
 

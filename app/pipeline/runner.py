@@ -51,11 +51,51 @@ class NullHook:
         return None
 
 
+@dataclass(frozen=True)
+class RemovalBatch:
+    """The candidates one stage removed, kept as columns: building a `Removal` object per
+    dropped candidate (thousands per request) cost more than the stages themselves, and only
+    explain mode and tests ever look at them."""
+
+    stage: str
+    item_ids: np.ndarray
+    reasons: np.ndarray | str
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def expand(self) -> list[Removal]:
+        if isinstance(self.reasons, str):
+            return [Removal(int(i), self.stage, self.reasons) for i in self.item_ids.tolist()]
+        return [Removal(int(i), self.stage, str(r)) for i, r in zip(self.item_ids.tolist(), self.reasons)]
+
+    def counts(self) -> dict[str, int]:
+        """Removed candidates per reason."""
+        if isinstance(self.reasons, str):
+            return {self.reasons: len(self.item_ids)} if len(self.item_ids) else {}
+        names, n = np.unique(np.asarray(self.reasons, dtype=str), return_counts=True)
+        return {str(k): int(v) for k, v in zip(names, n)}
+
+
 @dataclass
 class PipelineResult:
     candidates: Candidates
-    removals: list[Removal] = field(default_factory=list)
+    removal_batches: list[RemovalBatch] = field(default_factory=list)
     records: list[StageRecord] = field(default_factory=list)
+
+    @property
+    def removals(self) -> list[Removal]:
+        """Every removal, one object per removed candidate (materialised on access)."""
+        return [r for batch in self.removal_batches for r in batch.expand()]
+
+    def removal_counts(self) -> dict[str, int]:
+        """"<stage>: <reason>" -> candidates removed, without materialising removals."""
+        out: dict[str, int] = {}
+        for batch in self.removal_batches:
+            for reason, n in batch.counts().items():
+                key = f"{batch.stage}: {reason}"
+                out[key] = out.get(key, 0) + n
+        return out
 
 
 def stage_kind(stage: object) -> str:
@@ -167,18 +207,15 @@ class PipelineRunner:
             keep = np.asarray(keep, dtype=bool)
             if keep.shape != (len(candidates),):
                 raise ValueError(f"filter {stage.name} returned a mask of shape {keep.shape}")
-            dropped = np.flatnonzero(~keep)
-            reasons = np.broadcast_to(np.asarray(reason, dtype=object), (len(candidates),))
-            result.removals.extend(
-                Removal(int(candidates.item_ids[i]), stage.name, str(reasons[i])) for i in dropped
-            )
+            if not keep.all():
+                reasons = reason if isinstance(reason, str) else np.asarray(reason, dtype=object)[~keep]
+                result.removal_batches.append(RemovalBatch(stage.name, candidates.item_ids[~keep], reasons))
             return candidates.take(keep)
         chosen = np.asarray(stage.select(query, candidates), dtype=np.int64)  # type: ignore[union-attr]
         dropped_mask = np.ones(len(candidates), dtype=bool)
         dropped_mask[chosen] = False
-        result.removals.extend(
-            Removal(int(i), stage.name, "not selected") for i in candidates.item_ids[dropped_mask]
-        )
+        if dropped_mask.any():
+            result.removal_batches.append(RemovalBatch(stage.name, candidates.item_ids[dropped_mask], "not selected"))
         return candidates.take(chosen)
 
     def _record(self, result: PipelineResult, record: StageRecord) -> None:

@@ -52,3 +52,21 @@ def fail_fast_client(url: str, timeout_s: float, max_connections: int = 64) -> r
         retry=Retry(NoBackoff(), 0),
     )
     return redis.Redis(connection_pool=pool)
+
+
+def async_fail_fast_client(url: str, timeout_s: float, max_connections: int = 32):
+    """The asyncio twin of `fail_fast_client`, for async servers (the HTTP ingress).
+
+    The pool is bounded and blocking: under fan-out, callers wait up to `timeout_s` for a
+    connection instead of opening one per concurrent request (and exhausting Redis's)."""
+    import redis.asyncio as aioredis
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=None,
+    )
+    return aioredis.Redis(connection_pool=pool)

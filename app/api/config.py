@@ -1,0 +1,56 @@
+"""Tunables of the HTTP API, declared once. Wired into RayfeedConfig as `api`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from app._config_base import Section
+
+
+class ApiConfig(Section):
+    """Page sizes, pagination state, event intake and the admin token's source."""
+
+    default_limit: int = Field(20, ge=1, le=1000, description="page size when the request gives none")
+    min_limit: int = Field(1, ge=1, le=1000, description="smallest page a client may ask for")
+    max_limit: int = Field(100, ge=1, le=1000, description="largest page a client may ask for")
+    max_pages: int = Field(50, ge=1, le=10_000, description="pages one cursor chain may reach")
+    served_ttl_s: float = Field(
+        1800.0, gt=0, le=7 * 86_400, description="how long a pagination session's served items stay in Redis"
+    )
+    cursor_max_age_s: float = Field(
+        1800.0, gt=0, le=7 * 86_400, description="a cursor older than this is rejected (its served set has expired)"
+    )
+    max_events_per_request: int = Field(500, ge=1, le=100_000, description="larger event batches get 413")
+    event_stream_maxlen: int = Field(
+        1_000_000, ge=1000, le=100_000_000, description="approximate length bound of the Redis event stream (XADD MAXLEN ~)"
+    )
+    event_dedup_ttl_s: float = Field(
+        86_400.0, gt=0, le=30 * 86_400, description="an event id seen within this window counts as a duplicate"
+    )
+    max_event_age_s: float = Field(
+        7 * 86_400.0, gt=0, description="events with a timestamp further than this from world time are rejected"
+    )
+    session_ttl_s: float = Field(1800.0, gt=0, le=86_400, description="idle time after which session counters reset")
+    hidden_ttl_s: float = Field(
+        90 * 86_400.0, gt=0, description="how long a user's hidden items and creators are remembered"
+    )
+    quick_bounce_s: float = Field(
+        3.0, ge=0, le=600, description="a watch event shorter than this counts as a quick bounce"
+    )
+    redis_timeout_s: float = Field(0.05, gt=0, le=10, description="socket timeout of the ingress's Redis calls")
+    redis_max_connections: int = Field(
+        32, ge=1, le=10_000, description="bounded async connection pool of one ingress replica"
+    )
+    admin_token_env: str = Field(
+        "RAYFEED_ADMIN_TOKEN", min_length=1, description="environment variable holding the admin bearer token"
+    )
+    admin_token_file: Path | None = Field(
+        None, description="file holding the admin bearer token (used when the environment variable is unset)"
+    )
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> "ApiConfig":
+        if not self.min_limit <= self.default_limit <= self.max_limit:
+            raise ValueError("need min_limit <= default_limit <= max_limit")
+        return self

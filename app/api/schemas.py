@@ -1,0 +1,106 @@
+"""Typed bodies of the HTTP API (pydantic), shared by the ingress, the tests and the load generator.
+
+The feed response is built by `app.api.responses`; these models document it for OpenAPI and
+validate what clients send (events, admin requests). Unknown fields are rejected everywhere a
+client writes, so a typo is a 4xx naming the field rather than a silently ignored value.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+EventType = Literal["impression", "click", "like", "share", "hide", "watch", "conversion"]
+EVENT_TYPES: tuple[str, ...] = ("impression", "click", "like", "share", "hide", "watch", "conversion")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeedItem(BaseModel):
+    position: int = Field(description="1-based; continues across the pages of one cursor chain")
+    type: Literal["organic", "ad", "notification"]
+    item_id: int | None = None
+    ad_id: int | None = None
+    notification_id: str | None = None
+    score: float = Field(description="the slot's contribution to CollatorScore")
+    provenance: dict[str, object] | None = Field(None, description="explain mode only: why this item is here")
+
+
+class FeedResponse(BaseModel):
+    user_id: int
+    items: list[FeedItem]
+    cursor: str | None = Field(description="pass back for the next page; null when there is none")
+    request_id: str
+    cold_start: bool = Field(description="true when the user is unknown or has no history: a trending feed")
+    page: int
+    model_version: str
+    ads_withheld: str | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="server-side time per stage")
+    explain: dict[str, object] | None = None
+
+
+class Event(_Strict):
+    """One user event. Exactly one of item_id / ad_id names what it is about."""
+
+    event_id: str | None = Field(
+        None, min_length=1, max_length=128, description="client-chosen id for de-duplication (derived when absent)"
+    )
+    user_id: int = Field(ge=1, le=2**62)
+    item_id: int | None = Field(None, ge=0, le=2**62)
+    ad_id: int | None = Field(None, ge=0, le=2**62)
+    type: EventType
+    watch_seconds: float | None = Field(None, ge=0, le=86_400)
+    position: int | None = Field(None, ge=1, le=100_000)
+    request_id: str | None = Field(None, min_length=1, max_length=128)
+    ts: float | None = Field(None, gt=0, description="unix seconds of world time; the server's world time when absent")
+    creator_id: int | None = Field(None, ge=0, le=2**62, description="hide events only: also hide this creator")
+
+    @model_validator(mode="after")
+    def _target(self) -> "Event":
+        if (self.item_id is None) == (self.ad_id is None):
+            raise ValueError("exactly one of item_id and ad_id must be given")
+        if self.type == "watch" and self.watch_seconds is None:
+            raise ValueError("watch events need watch_seconds")
+        if self.ad_id is not None and self.type == "impression" and not self.request_id:
+            raise ValueError("ad impressions need the request_id of the feed that served the ad")
+        if self.creator_id is not None and self.type != "hide":
+            raise ValueError("creator_id is only meaningful on hide events")
+        return self
+
+
+class EventsAck(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class ReloadRequest(_Strict):
+    version: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="artifact version to serve; null follows LATEST",
+    )
+
+
+class RankingWeights(_Strict):
+    click: float | None = Field(None, ge=0, le=100)
+    like: float | None = Field(None, ge=0, le=100)
+    share: float | None = Field(None, ge=0, le=100)
+    hide: float | None = Field(None, ge=0, le=100)
+    watch: float | None = Field(None, ge=0, le=100)
+
+
+class WeightsRequest(_Strict):
+    """Collator α/β/γ and ranking head weights; fields left out keep their current value."""
+
+    alpha: float | None = Field(None, ge=0, le=10)
+    beta: float | None = Field(None, ge=0, le=100)
+    gamma: float | None = Field(None, ge=0, le=10)
+    ranking: RankingWeights | None = None
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    degraded: bool
+    models: dict[str, str]
+    redis: str

@@ -1,0 +1,223 @@
+"""Load generator for the served app: `rayfeed bench serve [options]`.
+
+Loopback only, bounded in requests and seconds. Two modes:
+  open loop    requests start on a fixed schedule (rate r: one every 1/r s) whether or not
+               earlier ones finished, so queueing shows up as latency, 503s or errors;
+  closed loop  c clients, each sends its next request when the last one returned.
+
+Prints per step: throughput, P50/P95/P99 end-to-end, error and 503 rates, and per-stage
+P50/P99 from the server's `timings_ms` (retrieval, ranking, reranking, ads, collate, ...).
+Then runs the same pipeline in one plain process (FeedService, one thread, torch threads 1)
+for the per-request compute cost and prints the ratio Ray-served / in-process.
+
+    rayfeed bench serve --closed 1,4 --open 20,40,60,120 --seconds 20 --max-requests 3000
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import numpy as np
+
+STAGES = ("state", "retrieval", "ranking", "reranking", "ads", "organic_and_ads_wall", "collate", "total")
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class StepResult:
+    label: str
+    seconds: float
+    latencies: list[float] = field(default_factory=list)  # accepted (200) requests only
+    statuses: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    errors: int = 0  # transport errors and timeouts
+    stages: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    batch_sizes: list[float] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return sum(self.statuses.values()) + self.errors
+
+    def summary(self) -> dict[str, object]:
+        lat = np.asarray(self.latencies) * 1000
+        pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
+        sent = max(self.sent, 1)
+        other = sum(n for s, n in self.statuses.items() if s not in (200, 503))
+        return {
+            "step": self.label, "sent": self.sent, "ok": self.statuses.get(200, 0),
+            "throughput_rps": self.statuses.get(200, 0) / self.seconds,
+            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+            "rate_503": self.statuses.get(503, 0) / sent, "error_rate": (self.errors + other) / sent,
+            "stages_p50_ms": {k: float(np.percentile(v, 50)) for k, v in self.stages.items() if v},
+            "stages_p99_ms": {k: float(np.percentile(v, 99)) for k, v in self.stages.items() if v},
+            "mean_rank_batch": float(np.mean(self.batch_sizes)) if self.batch_sizes else None,
+        }
+
+
+async def _one(client, url: str, users: int, limit: int, result: StepResult, rng: random.Random) -> None:
+    import httpx
+
+    started = time.perf_counter()
+    try:
+        response = await client.get(url, params={"user_id": rng.randint(1, users), "limit": limit})
+    except httpx.HTTPError:
+        result.errors += 1
+        return
+    result.statuses[response.status_code] += 1
+    if response.status_code == 200:
+        result.latencies.append(time.perf_counter() - started)
+        timings = response.json().get("timings_ms", {})
+        for stage in STAGES:
+            if stage in timings:
+                result.stages[stage].append(float(timings[stage]))
+        if "ranking_batch_size" in timings:
+            result.batch_sizes.append(float(timings["ranking_batch_size"]))
+
+
+async def open_loop(base: str, rate: float, seconds: float, max_requests: int, users: int, limit: int,
+                    timeout: float) -> StepResult:
+    import httpx
+
+    result = StepResult(f"open {rate:g}/s", seconds)
+    rng = random.Random(0)
+    n = min(int(rate * seconds), max_requests)
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        start = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(_one(client, f"{base}/v1/feed", users, limit, result, rng)))
+        await asyncio.gather(*tasks)
+        result.seconds = max(time.perf_counter() - start, seconds if n == int(rate * seconds) else 0.001)
+    return result
+
+
+async def closed_loop(base: str, concurrency: int, seconds: float, max_requests: int, users: int, limit: int,
+                      timeout: float) -> StepResult:
+    import httpx
+
+    result = StepResult(f"closed c={concurrency}", seconds)
+    rng = random.Random(0)
+    budget = [max_requests]
+    deadline = time.perf_counter() + seconds
+
+    async def worker(client) -> None:
+        while time.perf_counter() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            await _one(client, f"{base}/v1/feed", users, limit, result, rng)
+
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+def in_process_cost(requests: int, limit: int, users: int) -> dict[str, float]:
+    """Per-request compute of the same pipeline in one plain process (organic + ads + collator)."""
+    import uuid
+
+    import torch
+
+    from app.bootstrap import build_feed_service, load_artifacts, world_clock
+    from app.collator.types import SessionSignals
+    from app.config import load_config
+    from app.state.local_redis import LocalRedis
+
+    torch.set_num_threads(1)
+    config = load_config()
+    loaded = load_artifacts(config)
+    local = None if config.redis_url else LocalRedis.start()
+    try:
+        clock = world_clock(loaded)
+        service = build_feed_service(loaded, config, config.redis_url or local.url, clock)
+        rng = random.Random(1)
+        times = []
+        for i in range(requests + 10):
+            query = loaded.organic.query(rng.randint(1, users), now=clock(), limit=limit, request_id=uuid.uuid4().hex)
+            started = time.perf_counter()
+            service.page(query, SessionSignals())
+            if i >= 10:  # warm-up
+                times.append(time.perf_counter() - started)
+    finally:
+        if local is not None:
+            local.stop()
+    t = np.asarray(times) * 1000
+    return {"requests": requests, "mean_ms": float(t.mean()), "p50_ms": float(np.percentile(t, 50)),
+            "p99_ms": float(np.percentile(t, 99)), "max_rps_one_core": 1000.0 / float(t.mean())}
+
+
+def _print_step(s: dict[str, object]) -> None:
+    print(f"{s['step']:<14} sent {s['sent']:>5}  ok {s['ok']:>5}  {s['throughput_rps']:6.1f} req/s  "
+          f"P50 {s['p50_ms']:6.1f}  P95 {s['p95_ms']:6.1f}  P99 {s['p99_ms']:6.1f} ms  "
+          f"503 {100 * s['rate_503']:5.1f}%  errors {100 * s['error_rate']:5.1f}%"
+          + (f"  rank batch {s['mean_rank_batch']:.1f}" if s["mean_rank_batch"] else ""))
+    p50, p99 = s["stages_p50_ms"], s["stages_p99_ms"]
+    print("               stages P50/P99 ms: " + ", ".join(f"{k} {p50[k]:.1f}/{p99[k]:.1f}" for k in STAGES if k in p50))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rayfeed bench serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the app (loopback only)")
+    parser.add_argument("--closed", default="1", help="closed-loop concurrencies, comma-separated ('' for none)")
+    parser.add_argument("--open", dest="open_rates", default="", help="open-loop rates in req/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each step (max 300)")
+    parser.add_argument("--max-requests", type=int, default=3000, help="requests per step at most (max 20000)")
+    parser.add_argument("--warmup", type=int, default=20, help="requests sent first and not measured")
+    parser.add_argument("--users", type=int, default=943)
+    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=10.0, help="client timeout per request (s)")
+    parser.add_argument("--inprocess", type=int, default=200, help="in-process requests for the ratio (0: skip)")
+    parser.add_argument("--json", default=None, help="write all figures to this file")
+    args = parser.parse_args(argv)
+    host = urlparse(args.url).hostname
+    if host not in LOOPBACK:
+        parser.error(f"--url must be a loopback address (got {host!r}): this tool never loads other hosts")
+    if not 0 < args.seconds <= 300 or not 0 < args.max_requests <= 20_000:
+        parser.error("--seconds must be in (0, 300] and --max-requests in (0, 20000]")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    figures: dict[str, object] = {"url": args.url, "steps": []}
+    asyncio.run(closed_loop(args.url, 1, 60, args.warmup, args.users, args.limit, args.timeout))
+    for c in [int(x) for x in args.closed.split(",") if x.strip()]:
+        step = asyncio.run(closed_loop(args.url, c, args.seconds, args.max_requests, args.users, args.limit, args.timeout)).summary()
+        figures["steps"].append(step)
+        _print_step(step)
+    for r in [float(x) for x in args.open_rates.split(",") if x.strip()]:
+        step = asyncio.run(open_loop(args.url, r, args.seconds, args.max_requests, args.users, args.limit, args.timeout)).summary()
+        figures["steps"].append(step)
+        _print_step(step)
+    if args.inprocess:
+        cost = in_process_cost(args.inprocess, args.limit, args.users)
+        figures["in_process"] = cost
+        print(f"in-process   {cost['requests']} requests, one thread: mean {cost['mean_ms']:.1f} ms, "
+              f"P50 {cost['p50_ms']:.1f}, P99 {cost['p99_ms']:.1f} ms (≈ {cost['max_rps_one_core']:.0f} req/s per core)")
+        c1 = next((s for s in figures["steps"] if s["step"] == "closed c=1"), None)
+        if c1 is not None:
+            ratio = c1["p50_ms"] / cost["p50_ms"]
+            figures["ratio_served_over_in_process_p50"] = ratio
+            print(f"ratio Ray-served / in-process (P50 latency at c=1): {ratio:.2f}x")
+        best = max((s["throughput_rps"] for s in figures["steps"] if s["error_rate"] == 0), default=None)
+        if best:
+            figures["ratio_in_process_over_served_throughput"] = cost["max_rps_one_core"] * 2 / best
+            print(f"throughput: served best {best:.1f} req/s vs in-process {cost['max_rps_one_core'] * 2:.0f} req/s "
+                  f"on 2 cores (ratio {cost['max_rps_one_core'] * 2 / best:.2f}x)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

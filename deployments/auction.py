@@ -1,0 +1,92 @@
+"""Auction: the ads side (targeting → pCTR·pCVR → eligibility → auction → reservations in Redis).
+
+Runs beside the organic chain. AdServer's Redis stores are synchronous, so the methods are
+plain `def`: Serve runs them in its thread pool, off the replica's event loop. Any store
+failure withholds the ads (fail closed) — AdServer does that and says why.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from ray import serve
+
+from app.ads.bundle import AdsBundle
+from app.ads.server import AdServer
+from app.ads.types import AdResult, AdUser, WithheldReason
+from app.bootstrap import ad_server_from_bundle
+from app.config import RayfeedConfig
+from app.state._redis import fail_fast_client
+from app.state.errors import StoreUnavailable
+from deployments.common import DeploymentSettings, ReloadableDeployment, observability, resolve_version, serving_clock
+from deployments.messages import AdsAnswer, AdsRequest
+from observability.tracing import continue_trace
+
+log = logging.getLogger("rayfeed.serve")
+
+
+@dataclass(frozen=True)
+class AuctionState:
+    config: RayfeedConfig
+    key: tuple[str, str]
+    version: str
+    bundle: AdsBundle
+    server: AdServer | None  # None without Redis: no caps or budgets can be checked, so no ads
+
+
+@serve.deployment(name="Auction")
+class Auction(ReloadableDeployment[AuctionState]):
+    stage_name = "auction"
+
+    def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: AuctionState | None) -> AuctionState:
+        version = resolve_version(config)
+        key = (str(version.root), version.version)
+        bundle = previous.bundle if previous is not None and previous.key == key else AdsBundle.load(version.path / "ads")
+        server = None
+        if config.redis_url:
+            client = fail_fast_client(config.redis_url, config.ads.redis_socket_timeout_s)
+            server = ad_server_from_bundle(bundle, config, client, serving_clock(version))
+        observability(config)
+        return AuctionState(config, key, version.version, bundle, server)
+
+    def _current(self) -> AuctionState:
+        if self._state is None:
+            raise RuntimeError("auction: state not loaded yet")
+        return self._state
+
+    def serve_ads(self, request: AdsRequest) -> AdsAnswer:
+        state = self._current()
+        started = time.perf_counter()
+        user = state.bundle.users.get(request.user_id)
+        if user is None or state.server is None:
+            result = None if user is None else AdResult([], WithheldReason.STORE_UNAVAILABLE)
+            return AdsAnswer(result, time.perf_counter() - started, state.version)
+        user = AdUser(
+            user.user_id, user.age, user.gender, user.occupation, user.top_genres,
+            user.opted_out_categories, user.opted_out_all, user.blocked_creator_ids | request.hidden_creator_ids,
+        )
+        with continue_trace("auction", request.trace):
+            result = state.server.serve(user, request.request_id, request.n_slots, now=request.now,
+                                        session_id=request.session_id)
+        if result.withheld_reason == WithheldReason.STORE_UNAVAILABLE:
+            observability(state.config).redis_error("ads_serve")
+        return AdsAnswer(result, time.perf_counter() - started, state.version)
+
+    def release(self, request_id: str, ad_ids: list[int]) -> None:
+        state = self._current()
+        if state.server is None or not ad_ids:
+            return
+        try:
+            state.server.release(request_id, ad_ids)
+        except StoreUnavailable as exc:  # reservations expire on their own
+            observability(state.config).redis_error("ads_release")
+            log.warning("release of %s failed: %s", request_id, exc)
+
+    def commit_impressions(self, impressions: list[tuple[str, int]]) -> int:
+        """Ad impression events: each (request_id, ad_id) reservation becomes spend. Raises
+        StoreUnavailable so the caller can report the events as not applied."""
+        state = self._current()
+        if state.server is None:
+            raise StoreUnavailable("no Redis configured")
+        return sum(bool(state.server.commit_impression(rid, ad_id)) for rid, ad_id in impressions)

@@ -1,0 +1,171 @@
+"""What every deployment shares: typed user_config, artifact resolution, the serving clock,
+tracing/metrics set-up and hot reload (`ReloadableDeployment`).
+
+user_config (serve_config.yaml, per deployment) is validated by `DeploymentSettings`:
+
+    user_config:
+      rayfeed: {artifacts: {root: artifacts, version: null}, collator: {alpha: 1.0}, ...}  # RayfeedConfig
+      max_batch_size: 16          # Ranking only: @serve.batch
+      batch_wait_timeout_s: 0.002
+      admin_poll_s: 1.0           # how often a replica looks for /admin overrides in Redis
+
+Hot reload, two ways, one mechanism: Serve calls `reconfigure(user_config)` when the YAML's
+user_config changes (`serve deploy`), and every replica polls Redis for the overrides that
+`/admin/reload` and `/admin/weights` write (a handle call reaches one replica, a Redis key
+reaches all of them). Either way the new state (models, runners, weights) is built BESIDE the
+old one in a worker thread and then swapped in with one reference assignment: requests in
+flight finish on the state they started with, none waits for the load, none fails.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.artifacts import ArtifactStore, ArtifactVersion
+from app.config import RayfeedConfig, _deep_merge, config_from_mapping
+from app.state.clock import ReplayClock
+
+log = logging.getLogger("rayfeed.serve")
+
+OVERRIDES_KEY = "rf:admin:overrides"  # JSON {"generation": n, "overrides": {RayfeedConfig mapping}}
+
+# Outside Ray's own CPU accounting, libraries must not start a thread per core each.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+class DeploymentSettings(BaseModel):
+    """One deployment's user_config. Unknown keys are errors (a typo must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rayfeed: dict[str, Any] = Field(default_factory=dict, description="RayfeedConfig sections (validated there)")
+    max_batch_size: int = Field(16, ge=1, le=1024, description="Ranking: requests per @serve.batch call")
+    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1, description="Ranking: wait for a batch to fill")
+    admin_poll_s: float = Field(1.0, gt=0, le=3600, description="period of the admin-override poll (Redis)")
+
+
+def resolve_version(config: RayfeedConfig) -> ArtifactVersion:
+    store = ArtifactStore(Path(config.artifacts.root).resolve())
+    return store.get(config.artifacts.version) if config.artifacts.version else store.latest()
+
+
+def serving_clock(version: ArtifactVersion) -> ReplayClock:
+    """World time shared by every replica and restart: the artifact's `as_of` plus the wall
+    time elapsed since the version was published (its manifest's mtime)."""
+    manifest = version.manifest()
+    clock = ReplayClock(anchor=float(manifest["as_of"]))
+    clock.started = (version.path / "manifest.json").stat().st_mtime
+    return clock
+
+
+_observability_lock = threading.Lock()
+_metrics = None
+
+
+def observability(config: RayfeedConfig):
+    """This process's tracer provider (once) and metrics recorder."""
+    global _metrics
+    from observability.metrics import RayMetrics
+    from observability.tracing import setup_tracing
+
+    setup_tracing(config.observability)
+    with _observability_lock:
+        if _metrics is None:
+            _metrics = RayMetrics.from_config(config.observability)
+    return _metrics
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+State = TypeVar("State")
+
+
+class ReloadableDeployment(Generic[State]):
+    """Base of the deployments: holds one immutable `State`, rebuilt on reconfigure/overrides."""
+
+    stage_name = "stage"
+
+    def __init__(self) -> None:
+        self._state: State | None = None
+        self._settings = DeploymentSettings()
+        self._overrides: dict[str, Any] = {}
+        self._generation = 0  # no overrides written yet (a missing key reads as generation 0)
+        self._rebuild_lock: asyncio.Lock | None = None
+        self._poller: asyncio.Task | None = None
+        self.config: RayfeedConfig | None = None
+
+    # -- to implement ----------------------------------------------------------------------------
+    def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: State | None) -> State:
+        """Build the full serving state for `config` (may reuse `previous`'s loaded artifacts)."""
+        raise NotImplementedError
+
+    def after_swap(self, state: State, settings: DeploymentSettings) -> None:
+        """Cheap, loop-side adjustments after a swap (e.g. @serve.batch sizes)."""
+
+    # -- Serve hooks ---------------------------------------------------------------------------
+    async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        self._settings = DeploymentSettings.model_validate(user_config or {})
+        await self._rebuild()
+        self._start_poller()
+
+    async def state(self) -> State:
+        if self._state is None:  # deployed without a user_config
+            await self.reconfigure({})
+        return self._state  # type: ignore[return-value]
+
+    async def loaded_version(self) -> str:
+        """The artifact version this replica serves (readiness checks, tests)."""
+        return (await self.state()).version  # type: ignore[attr-defined]
+
+    # -- internals -----------------------------------------------------------------------------
+    async def _rebuild(self) -> None:
+        if self._rebuild_lock is None:
+            self._rebuild_lock = asyncio.Lock()
+        async with self._rebuild_lock:
+            mapping = _deep_merge(self._settings.rayfeed, self._overrides)
+            config = config_from_mapping(mapping, f"{self.stage_name} user_config")
+            started = time.perf_counter()
+            # Built in a worker thread, beside the old state: requests keep being served meanwhile.
+            state = await asyncio.to_thread(self.build_state, config, self._settings, self._state)
+            self.config, self._state = config, state  # the swap
+            self.after_swap(state, self._settings)
+            log.info("%s: state ready in %.2fs", self.stage_name, time.perf_counter() - started)
+
+    def _start_poller(self) -> None:
+        if self._poller is not None or not (self.config and self.config.redis_url):
+            return
+        self._poller = asyncio.get_running_loop().create_task(self._poll_overrides(self.config.redis_url))
+
+    async def _poll_overrides(self, url: str) -> None:
+        from app.state._redis import async_fail_fast_client
+
+        client = async_fail_fast_client(url, 0.5, max_connections=2)
+        while True:
+            try:
+                raw = await client.get(OVERRIDES_KEY)
+                found = json.loads(raw) if raw is not None else {"generation": 0, "overrides": {}}
+                generation = int(found.get("generation", 0))  # a deleted key resets to generation 0
+                if generation != self._generation:
+                    self._generation = generation  # tried once: a bad override is not retried forever
+                    previous, self._overrides = self._overrides, dict(found.get("overrides", {}))
+                    try:
+                        await self._rebuild()
+                        log.info("%s: applied admin overrides generation %d", self.stage_name, generation)
+                    except Exception:
+                        self._overrides = previous
+                        raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bad override or a Redis blip must not kill the poller
+                log.warning("%s: admin override poll failed: %s", self.stage_name, exc)
+            await asyncio.sleep(self._settings.admin_poll_s)

@@ -1,0 +1,497 @@
+"""FeedIngress: the HTTP API (FastAPI) and the Collator, in one deployment.
+
+Per feed request: read the feed state from Redis in one round trip (served items of the cursor
+chain, hidden items/creators, session counters), then start the organic chain
+Retrieval → Ranking → Reranking as chained DeploymentResponses (each stage hands its output
+straight to the next, never back through here) and, concurrently, the Auction; collate;
+release the ads the collator did not place; record the page's items for the next cursor.
+
+The collator lives here because it is cheap (~1 ms) and needs both branches: a separate
+Collator deployment would add a hop (~7 ms of Ray CPU) to every request for no parallelism.
+
+Failure behaviour: Redis unreachable → the organic feed is still served, ads are withheld,
+no cursor is issued (no served-set can be stored), an error metric and a log line say so, and
+/readyz reports `redis` as the part that is down. Bad input is a 4xx naming the field.
+"""
+# No `from __future__ import annotations` here: FastAPI must see real annotations on the
+# methods Serve wraps (with strings, `request: Request` became a required query parameter).
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from app.ads.types import WithheldReason
+from app.api.cursor import Cursor, CursorCodec, InvalidCursor
+from app.api.responses import bearer_token_matches, page_items
+from app.api.schemas import Event, EventsAck, FeedResponse, ReadyResponse, ReloadRequest, WeightsRequest
+from app.artifacts import ArtifactNotFound, ArtifactStore
+from app.collator.collator import Collator
+from app.config import ConfigError, RayfeedConfig, _deep_merge, config_from_mapping
+from app.state._redis import async_fail_fast_client
+from app.state.clock import ReplayClock
+from app.state.errors import StoreUnavailable
+from app.state.events import EventStream, StreamEvent
+from app.state.sessions import FeedState, FeedStateStore
+from deployments.common import (
+    OVERRIDES_KEY,
+    DeploymentSettings,
+    ReloadableDeployment,
+    ms,
+    observability,
+    resolve_version,
+    serving_clock,
+)
+from deployments.messages import AdsAnswer, AdsRequest, OrganicPage, OrganicRequest
+from observability.tracing import inject_context, request_span
+
+log = logging.getLogger("rayfeed.serve")
+
+MAX_EVENTS_BODY_BYTES = 4 * 1024 * 1024
+_EVENTS = TypeAdapter(list[Event])
+
+app = FastAPI(
+    title="rayfeed",
+    description="Feed ranking on Ray Serve: retrieval → ranking → reranking ∥ ads auction → collator.",
+    version="1",
+)
+
+
+class ApiError(Exception):
+    """An error answered as JSON naming the field at fault."""
+
+    def __init__(self, status: int, field: str | None, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.field, self.message, self.headers = status, field, message, headers
+
+
+def _error_body(status: int, problems: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"error": {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "too_large",
+                      422: "validation", 503: "unavailable"}.get(status, "error"), "detail": problems}
+
+
+@app.exception_handler(ApiError)
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse(_error_body(exc.status, [{"field": exc.field, "message": exc.message}]), exc.status,
+                        headers=exc.headers)
+
+
+def _field_name(loc: tuple | list) -> str:
+    """("query", "limit") -> "limit"; ("body", 0, "type") -> "[0].type"."""
+    parts = [p for p in loc if p not in ("query", "body", "header", "path")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "body"
+
+
+def validation_problems(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"field": _field_name(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in errors]
+
+
+class _ValidationFailure(Exception):
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__("validation failed")
+        self.problems = problems
+
+
+@app.exception_handler(_ValidationFailure)
+async def _validation_failure(request: Request, exc: _ValidationFailure) -> JSONResponse:
+    return JSONResponse(_error_body(422, exc.problems), 422)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(_error_body(422, validation_problems(list(exc.errors()))), 422)
+
+
+@dataclass(frozen=True)
+class IngressState:
+    config: RayfeedConfig
+    version: str
+    clock: ReplayClock
+    collator: Collator
+    admin_token: str | None
+
+
+def load_admin_token(config: RayfeedConfig) -> str | None:
+    """The admin bearer token: the configured environment variable, else the token file.
+    Never a default: without one, the admin API answers 401 to everyone."""
+    token = os.environ.get(config.api.admin_token_env, "").strip()
+    if not token and config.api.admin_token_file is not None:
+        try:
+            token = Path(config.api.admin_token_file).expanduser().read_text().strip()
+        except OSError as exc:
+            log.warning("admin token file unreadable: %s", exc)
+    return token or None
+
+
+@serve.deployment(name="FeedIngress")
+@serve.ingress(app)
+class FeedIngress(ReloadableDeployment[IngressState]):
+    stage_name = "ingress"
+
+    def __init__(
+        self,
+        retrieval: DeploymentHandle,
+        ranking: DeploymentHandle,
+        reranking: DeploymentHandle,
+        auction: DeploymentHandle,
+    ) -> None:
+        super().__init__()
+        self.retrieval, self.ranking, self.reranking, self.auction = retrieval, ranking, reranking, auction
+        self._redis = None
+        self._redis_url: str | None = None
+        self._codec: CursorCodec | None = None
+
+    def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: IngressState | None) -> IngressState:
+        version = resolve_version(config)
+        observability(config)
+        return IngressState(config, version.version, serving_clock(version), Collator(config.collator),
+                            load_admin_token(config))
+
+    # -- Redis -------------------------------------------------------------------------------
+    def _client(self, config: RayfeedConfig):
+        if not config.redis_url:
+            return None
+        if self._redis is None or self._redis_url != config.redis_url:
+            self._redis = async_fail_fast_client(config.redis_url, config.api.redis_timeout_s,
+                                                 config.api.redis_max_connections)
+            self._redis_url, self._codec = config.redis_url, None
+        return self._redis
+
+    def _store(self, config: RayfeedConfig) -> FeedStateStore | None:
+        client = self._client(config)
+        if client is None:
+            return None
+        a = config.api
+        return FeedStateStore(client, a.served_ttl_s, a.session_ttl_s, a.hidden_ttl_s, a.quick_bounce_s)
+
+    async def _cursor_codec(self, store: FeedStateStore, config: RayfeedConfig) -> CursorCodec:
+        if self._codec is None:
+            self._codec = CursorCodec(await store.cursor_secret(), config.api.cursor_max_age_s)
+        return self._codec
+
+    def _redis_down(self, config: RayfeedConfig, op: str, exc: Exception) -> None:
+        observability(config).redis_error(op)
+        log.warning("redis unavailable (%s): %s", op, exc)
+
+    # -- feed ----------------------------------------------------------------------------------
+    @app.get("/v1/feed", response_model=FeedResponse, response_model_exclude_none=True)
+    async def feed(
+        self,
+        request: Request,
+        user_id: int = Query(..., ge=1, le=2**62, description="the user whose feed this is"),
+        limit: int | None = Query(None, description="items on this page (bounds: api.min_limit..api.max_limit)"),
+        cursor: str | None = Query(None, min_length=1, max_length=CursorCodec.MAX_LENGTH),
+        explain: bool = Query(False, description="add per-item provenance and removal counts"),
+    ) -> JSONResponse:
+        started = time.perf_counter()
+        state = await self.state()
+        config, metrics = state.config, observability(state.config)
+        limit = config.api.default_limit if limit is None else limit
+        if not config.api.min_limit <= limit <= config.api.max_limit:
+            metrics.record_request(422, time.perf_counter() - started)
+            raise ApiError(422, "limit", f"must be between {config.api.min_limit} and {config.api.max_limit}")
+        request_id = uuid.uuid4().hex
+        with request_span("GET /v1/feed", request.headers, user_id=user_id, request_id=request_id,
+                          salt=config.observability.user_id_hash_salt):
+            try:
+                body = await self._feed(state, user_id, limit, cursor, explain, request_id, started)
+            except ApiError as exc:
+                metrics.record_request(exc.status, time.perf_counter() - started)
+                raise
+            except BackPressureError as exc:
+                metrics.record_request(503, time.perf_counter() - started)
+                raise ApiError(503, None, f"overloaded: {exc}", {"Retry-After": "1"}) from None
+        metrics.record_request(200, time.perf_counter() - started)
+        return JSONResponse(body)
+
+    async def _feed(self, state: IngressState, user_id: int, limit: int, cursor_token: str | None, explain: bool,
+                    request_id: str, started: float) -> dict[str, Any]:
+        config = state.config
+        store = self._store(config)
+        now = state.clock()
+        timings: dict[str, float] = {}
+        cursor: Cursor | None = None
+        feed_state, redis_ok = FeedState(), store is not None
+        t = time.perf_counter()
+        if store is not None:
+            try:
+                if cursor_token is not None:
+                    cursor = (await self._cursor_codec(store, config)).decode(cursor_token, user_id, time.time())
+                feed_state = await store.read(user_id, cursor.session_id if cursor else None)
+            except InvalidCursor as exc:
+                raise ApiError(400, "cursor", str(exc)) from None
+            except StoreUnavailable as exc:
+                self._redis_down(config, "feed_state", exc)
+                redis_ok = False
+        if cursor_token is not None and not redis_ok:
+            raise ApiError(503, "cursor", "pagination state unavailable (Redis); retry, or start without a cursor",
+                           {"Retry-After": "1"})
+        timings["state"] = ms(time.perf_counter() - t)
+        session_id = cursor.session_id if cursor else uuid.uuid4().hex
+        page_number = cursor.page if cursor else 1
+        first_position = cursor.next_position if cursor else 1
+        carrier = inject_context()
+
+        organic_request = OrganicRequest(
+            user_id, now, limit, request_id, feed_state.served_item_ids, feed_state.hidden_item_ids,
+            feed_state.hidden_creator_ids, explain, carrier,
+        )
+        # Chained responses: Ranking receives Retrieval's output directly, Reranking Ranking's.
+        organic_call = self.reranking.rerank.remote(
+            self.ranking.rank.remote(self.retrieval.retrieve.remote(organic_request)))
+        t = time.perf_counter()
+        ads_answer: AdsAnswer | None = None
+        if redis_ok:
+            n_slots = max(1, limit // config.collator.organic_per_ad)
+            ads_call = self.auction.serve_ads.remote(AdsRequest(
+                user_id, request_id, n_slots, now, session_id, feed_state.hidden_creator_ids, carrier))
+            organic, ads_answer = await asyncio.gather(organic_call, ads_call)
+        else:
+            organic = await organic_call
+        assert isinstance(organic, OrganicPage)
+        timings["organic_and_ads_wall"] = ms(time.perf_counter() - t)
+        timings.update({k: v for k, v in organic.timings_ms.items()})
+        ad_result = ads_answer.result if ads_answer else None
+        if ads_answer is not None:
+            timings["ads"] = ms(ads_answer.seconds)
+
+        t = time.perf_counter()
+        notifications = organic.notifications if page_number == 1 else []  # shown once per chain
+        page = state.collator.collate(organic.entries, ad_result.ads if ad_result else (), notifications,
+                                      feed_state.session, limit)
+        timings["collate"] = ms(time.perf_counter() - t)
+        if page.unplaced_ads:
+            # Fire and forget: an unreleased reservation expires by itself (reservation_ttl_s).
+            self.auction.release.remote(request_id, [a.ad_id for a in page.unplaced_ads])
+
+        organic_ids = [int(s.ref_id) for s in page.slots if s.kind == "organic"]
+        n_ads = sum(1 for s in page.slots if s.kind == "ad")
+        next_cursor = None
+        if redis_ok and store is not None:
+            try:
+                await store.record_page(user_id, session_id, organic_ids, n_ads)
+                more = len(organic.entries) > len(organic_ids) and page_number < config.api.max_pages
+                if more:
+                    codec = await self._cursor_codec(store, config)
+                    next_cursor = codec.encode(Cursor(session_id, user_id, page_number + 1,
+                                                      first_position + len(page.slots), time.time()))
+            except StoreUnavailable as exc:
+                self._redis_down(config, "record_page", exc)
+
+        withheld = None
+        if not redis_ok:
+            withheld = WithheldReason.STORE_UNAVAILABLE.value
+        elif ad_result is not None and ad_result.withheld_reason is not None:
+            withheld = ad_result.withheld_reason.value
+        timings["total"] = ms(time.perf_counter() - started)
+        body: dict[str, Any] = {
+            "user_id": user_id,
+            "items": page_items(page, first_position, explain, organic.provenance),
+            "cursor": next_cursor,
+            "request_id": request_id,
+            "cold_start": organic.cold_start,
+            "page": page_number,
+            "model_version": organic.versions.get("ranking", state.version),
+            "timings_ms": timings,
+        }
+        if withheld:
+            body["ads_withheld"] = withheld
+        if explain:
+            body["explain"] = {
+                "removed": organic.removed or {},
+                "ads_removed": dict(ad_result.removed) if ad_result else {},
+                "guardrails_fired": list(page.guardrails_fired),
+                "rules": {"max_ads": page.rules.max_ads} if hasattr(page.rules, "max_ads") else {},
+                "collator_score": {"organic_value": page.score.organic_value, "ad_revenue": page.score.ad_revenue,
+                                   "experience_penalty": page.score.experience_penalty, "total": page.score.total},
+                "solver": page.solver,
+                "fallback": page.fallback,
+                "versions": organic.versions,
+                "served_before": len(feed_state.served_item_ids),
+            }
+        self._record_page_metrics(state, page)
+        return body
+
+    def _record_page_metrics(self, state: IngressState, page) -> None:
+        try:
+            observability(state.config).record_page(
+                [s.kind for s in page.slots],
+                [s.item.creator_id for s in page.slots if s.kind == "organic"],
+            )
+        except Exception:  # noqa: BLE001 - metrics never fail a request
+            log.exception("page metrics failed")
+
+    # -- events --------------------------------------------------------------------------------
+    @app.post("/v1/events", response_model=EventsAck, status_code=200)
+    async def events(self, request: Request) -> EventsAck:
+        started = time.perf_counter()
+        state = await self.state()
+        config, metrics = state.config, observability(state.config)
+        raw = await request.body()
+        if len(raw) > MAX_EVENTS_BODY_BYTES:
+            raise ApiError(413, "body", f"body larger than {MAX_EVENTS_BODY_BYTES} bytes")
+        try:
+            payload = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "body", f"not JSON: {exc}") from None
+        if not isinstance(payload, list):
+            raise ApiError(422, "body", "expected a JSON list of events")
+        if len(payload) > config.api.max_events_per_request:
+            raise ApiError(413, "body", f"at most {config.api.max_events_per_request} events per request")
+        try:
+            events = _EVENTS.validate_python(payload)
+        except ValidationError as exc:
+            raise _ValidationFailure(validation_problems(list(exc.errors()))) from None
+        store = self._store(config)
+        if store is None:
+            raise ApiError(503, None, "no event store configured (REDIS_URL)")
+        now = state.clock()
+        stream_events = [self._stream_event(e, now) for e in events]
+        stream = EventStream(store.client, config.api.event_stream_maxlen, config.api.event_dedup_ttl_s)
+        try:
+            flags = await stream.append(stream_events)  # durable BEFORE we acknowledge
+        except StoreUnavailable as exc:
+            self._redis_down(config, "events_append", exc)
+            metrics.record_request(503, time.perf_counter() - started, route="events")
+            raise ApiError(503, None, "event stream unavailable; retry the batch (it is de-duplicated)",
+                           {"Retry-After": "1"}) from None
+        accepted = [e for e, new in zip(stream_events, flags) if new]
+        try:
+            await store.apply_events(accepted)
+        except StoreUnavailable as exc:  # on the stream already: consumers can rebuild the counters
+            self._redis_down(config, "events_apply", exc)
+        impressions = [(e.request_id, e.ad_id) for e in accepted
+                       if e.type == "impression" and e.ad_id is not None and e.request_id]
+        if impressions:
+            try:
+                await self.auction.commit_impressions.remote(impressions)
+            except StoreUnavailable as exc:
+                self._redis_down(config, "ads_commit", exc)
+            except Exception as exc:  # noqa: BLE001 - the stream holds them; reservations expire
+                log.warning("committing %d ad impressions failed: %s", len(impressions), exc)
+        counts: dict[str, int] = {}
+        for e in accepted:
+            counts[e.type] = counts.get(e.type, 0) + 1
+        for kind, n in counts.items():
+            metrics.record_event(kind, n)
+        metrics.record_request(200, time.perf_counter() - started, route="events")
+        return EventsAck(accepted=len(accepted), duplicates=len(events) - len(accepted))
+
+    @staticmethod
+    def _stream_event(event: Event, now: float) -> StreamEvent:
+        fields = event.model_dump(exclude={"event_id"})
+        fields["ts"] = event.ts if event.ts is not None else now
+        event_id = event.event_id or StreamEvent.derive_id(fields)
+        return StreamEvent(event_id=event_id, **fields)
+
+    # -- health --------------------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", response_model=ReadyResponse)
+    async def readyz(self) -> JSONResponse:
+        models: dict[str, str] = {}
+        state = self._state
+        models["ingress"] = state.version if state else "not loaded"
+        for name, handle in (("retrieval", self.retrieval), ("ranking", self.ranking),
+                             ("reranking", self.reranking), ("auction", self.auction)):
+            try:
+                models[name] = await asyncio.wait_for(handle.loaded_version.remote(), timeout=5.0)
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                models[name] = f"not ready: {type(exc).__name__}"
+        models_ok = all(not v.startswith("not ") for v in models.values())
+        redis = "not configured"
+        if state is not None:
+            store = self._store(state.config)
+            if store is not None:
+                try:
+                    await store.ping()
+                    redis = "ok"
+                except StoreUnavailable as exc:
+                    redis = f"unreachable: {exc}"
+        ready = models_ok and redis == "ok"
+        body = ReadyResponse(ready=ready, degraded=models_ok and redis != "ok", models=models, redis=redis)
+        return JSONResponse(body.model_dump(), 200 if ready else 503)
+
+    # -- admin ---------------------------------------------------------------------------------
+    def _authorise(self, request: Request, state: IngressState) -> None:
+        if not bearer_token_matches(request.headers.get("authorization"), state.admin_token):
+            raise ApiError(401, "Authorization", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+    async def _write_overrides(self, state: IngressState, change: dict[str, Any]) -> dict[str, Any]:
+        """Merge `change` into the admin overrides in Redis; every replica applies them within
+        `admin_poll_s`. The merged configuration is validated first (422 naming the key)."""
+        client = self._client(state.config)
+        if client is None:
+            raise ApiError(503, None, "admin overrides need Redis (REDIS_URL)")
+        try:
+            raw = await client.get(OVERRIDES_KEY)
+            current = json.loads(raw) if raw else {"generation": 0, "overrides": {}}
+            merged = _deep_merge(current.get("overrides", {}), change)
+            try:
+                config_from_mapping(_deep_merge(self._settings.rayfeed, merged), "admin override")
+            except ConfigError as exc:
+                raise ApiError(422, None, str(exc)) from None
+            generation = int(current.get("generation", 0)) + 1
+            await client.set(OVERRIDES_KEY, json.dumps({"generation": generation, "overrides": merged}))
+        except StoreUnavailable as exc:
+            raise ApiError(503, None, f"Redis unavailable: {exc}") from None
+        except Exception as exc:
+            if isinstance(exc, ApiError):
+                raise
+            raise ApiError(503, None, f"Redis unavailable: {type(exc).__name__}") from None
+        return {"generation": generation, "overrides": merged, "applies_within_s": self._settings.admin_poll_s}
+
+    async def _admin_body(self, request: Request, model):
+        """Authorise FIRST (a caller without the token learns nothing, not even a 422), then parse."""
+        state = await self.state()
+        self._authorise(request, state)
+        raw = await request.body()
+        try:
+            return state, model.model_validate_json(raw or b"{}")
+        except ValidationError as exc:
+            raise _ValidationFailure(validation_problems(list(exc.errors()))) from None
+
+    @app.post("/admin/reload", openapi_extra={"requestBody": {"content": {"application/json": {
+        "schema": ReloadRequest.model_json_schema()}}}})
+    async def admin_reload(self, request: Request) -> dict[str, Any]:
+        state, body = await self._admin_body(request, ReloadRequest)
+        if body.version is not None:
+            try:
+                ArtifactStore(Path(state.config.artifacts.root).resolve()).get(body.version)
+            except (ArtifactNotFound, ValueError) as exc:
+                raise ApiError(404, "version", str(exc)) from None
+        return await self._write_overrides(state, {"artifacts": {"version": body.version}})
+
+    @app.post("/admin/weights", openapi_extra={"requestBody": {"content": {"application/json": {
+        "schema": WeightsRequest.model_json_schema()}}}})
+    async def admin_weights(self, request: Request) -> dict[str, Any]:
+        state, body = await self._admin_body(request, WeightsRequest)
+        change: dict[str, Any] = {}
+        collator = {k: v for k, v in body.model_dump(include={"alpha", "beta", "gamma"}).items() if v is not None}
+        if collator:
+            change["collator"] = collator
+        if body.ranking is not None:
+            weights = {k: v for k, v in body.ranking.model_dump().items() if v is not None}
+            if weights:
+                change["ranking"] = {"weights": weights}
+        if not change:
+            raise ApiError(422, "body", "give at least one of alpha, beta, gamma, ranking")
+        return await self._write_overrides(state, change)
+

@@ -1,0 +1,68 @@
+"""What travels between deployments: plain dataclasses (pickled by Ray), no Ray imports.
+
+Every message carries the W3C trace context of the ingress span (`trace`), so each stage's
+spans join the request's trace (observability.tracing.continue_trace).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.ads.types import AdResult
+from app.collator.types import Notification, OrganicEntry
+from app.pipeline import Candidates, FeedQuery
+
+
+@dataclass(frozen=True)
+class OrganicRequest:
+    user_id: int
+    now: float
+    limit: int
+    request_id: str
+    served_item_ids: frozenset[int] = frozenset()
+    hidden_item_ids: frozenset[int] = frozenset()
+    hidden_creator_ids: frozenset[int] = frozenset()
+    explain: bool = False
+    trace: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class OrganicWork:
+    """Retrieval → Ranking → Reranking: the query and the candidates so far."""
+
+    request: OrganicRequest
+    query: FeedQuery
+    candidates: Candidates
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)  # explain mode: "<stage>: <reason>" -> n
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class OrganicPage:
+    """Reranking's answer: what the collator needs, plus explain details."""
+
+    entries: list[OrganicEntry]
+    notifications: list[Notification]
+    cold_start: bool
+    timings_ms: dict[str, float]
+    versions: dict[str, str]
+    provenance: dict[int, dict[str, object]] | None = None
+    removed: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class AdsRequest:
+    user_id: int
+    request_id: str
+    n_slots: int
+    now: float
+    session_id: str
+    hidden_creator_ids: frozenset[int] = frozenset()
+    trace: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AdsAnswer:
+    result: AdResult | None
+    seconds: float
+    version: str

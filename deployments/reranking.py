@@ -1,0 +1,45 @@
+"""Reranking: MMR diversity and the creator cap (~500 → 100), then the collator's view of the
+items and the user's notifications (both need the catalogue and the friend graph held here)."""
+from __future__ import annotations
+
+import time
+
+from ray import serve
+
+from app.api.responses import organic_provenance
+from app.config import RayfeedConfig
+from app.feed import notifications_for, organic_entries
+from app.organic import reranking_pipeline
+from deployments.common import DeploymentSettings, ReloadableDeployment, ms
+from deployments.messages import OrganicPage, OrganicWork
+from deployments.retrieval import OrganicState, load_organic_state
+from observability.tracing import continue_trace
+
+
+@serve.deployment(name="Reranking")
+class Reranking(ReloadableDeployment[OrganicState]):
+    stage_name = "reranking"
+
+    def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: OrganicState | None) -> OrganicState:
+        return load_organic_state(config, previous, "reranking", reranking_pipeline)
+
+    async def rerank(self, work: OrganicWork) -> OrganicPage:
+        state = await self.state()
+        started = time.perf_counter()
+        request = work.request
+        with continue_trace("reranking", request.trace):
+            result = state.runner.run(work.query, work.candidates)
+            candidates = result.candidates
+            entries = organic_entries(candidates, state.models.catalog)
+            notifications = notifications_for(
+                work.query, state.models, state.config.collator.notifications, state.config.data.seed)
+        timings = {**work.timings_ms, "reranking": ms(time.perf_counter() - started)}
+        page = OrganicPage(entries, notifications, work.query.cold_start, timings,
+                           {**work.versions, "reranking": state.version})
+        if request.explain:
+            page.provenance = organic_provenance(candidates)
+            removed = dict(work.removed)
+            for reason, n in result.removal_counts().items():
+                removed[reason] = removed.get(reason, 0) + n
+            page.removed = removed
+        return page

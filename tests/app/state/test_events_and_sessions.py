@@ -1,0 +1,89 @@
+"""The event stream and the feed's session state against the real Redis."""
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from app.state.events import EventStream, StreamEvent
+from app.state.sessions import FeedStateStore
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def _event(i: int, **kw) -> StreamEvent:
+    fields = {"event_id": f"e{i}", "user_id": 7, "type": "click", "ts": 1000.0 + i, "item_id": i, **kw}
+    return StreamEvent(**fields)
+
+
+def test_append_deduplicates_and_reads_back(redis_client, redis_url):
+    async def scenario():
+        client = aioredis.Redis.from_url(redis_url)
+        stream = EventStream(client, maxlen=1000, dedup_ttl_s=60)
+        first = await stream.append([_event(1), _event(2), _event(1)])
+        again = await stream.append([_event(2), _event(3)])
+        entries = await stream.read()
+        length = await stream.length()
+        await client.aclose()
+        return first, again, entries, length
+
+    first, again, entries, length = run(scenario())
+    assert first == [True, True, False] and again == [False, True]
+    assert length == 3
+    assert [e.event_id for _, e in entries] == ["e1", "e2", "e3"]
+    assert entries[0][1] == _event(1)
+    assert redis_client.ttl("rf:events:seen:e1") > 0
+
+
+def test_stream_is_bounded(redis_client, redis_url):
+    async def scenario():
+        client = aioredis.Redis.from_url(redis_url)
+        stream = EventStream(client, maxlen=100, dedup_ttl_s=60)
+        for chunk in range(10):
+            await stream.append([_event(chunk * 100 + i) for i in range(100)])
+        n = await stream.length()
+        await client.aclose()
+        return n
+
+    assert run(scenario()) < 1000  # MAXLEN ~ trims whole macro-nodes: approximately 100
+
+
+def test_derived_ids_are_deterministic():
+    a = StreamEvent.derive_id({"user_id": 1, "type": "click", "item_id": 2, "ts": 3.0})
+    assert a == StreamEvent.derive_id({"ts": 3.0, "item_id": 2, "type": "click", "user_id": 1})
+    assert a != StreamEvent.derive_id({"user_id": 1, "type": "click", "item_id": 2, "ts": 4.0})
+
+
+def test_feed_state_round_trip(redis_client, redis_url):
+    async def scenario():
+        client = aioredis.Redis.from_url(redis_url)
+        store = FeedStateStore(client, served_ttl_s=60, session_ttl_s=30, hidden_ttl_s=600, quick_bounce_s=3.0)
+        empty = await store.read(7, "s1")
+        await store.record_page(7, "s1", [1, 2, 3], n_ads=2)
+        await store.record_page(7, "s1", [4], n_ads=0)
+        await store.apply_events([
+            _event(1, type="hide", creator_id=99),
+            _event(2, type="impression"),
+            _event(3, type="impression", item_id=None, ad_id=5, request_id="r"),
+            _event(4, type="watch", watch_seconds=1.0),
+            _event(5, type="watch", watch_seconds=30.0),
+        ])
+        state = await store.read(7, "s1")
+        other_chain = await store.read(7, "s2")
+        secret_a, secret_b = await store.cursor_secret(), await store.cursor_secret()
+        await client.aclose()
+        return empty, state, other_chain, secret_a, secret_b
+
+    empty, state, other_chain, secret_a, secret_b = run(scenario())
+    assert empty.served_item_ids == frozenset() and empty.session.impressions_in_session == 0
+    assert state.served_item_ids == {1, 2, 3, 4}
+    assert state.hidden_item_ids == {1} and state.hidden_creator_ids == {99}
+    s = state.session
+    assert (s.ads_shown_in_session, s.impressions_in_session, s.ads_in_session_impressions) == (2, 2, 1)
+    assert (s.quick_bounces, s.hides_in_session) == (1, 1)
+    assert other_chain.served_item_ids == frozenset()
+    assert secret_a == secret_b and len(secret_a) >= 32
+    assert 0 < redis_client.pttl("rf:session:7") <= 30_000
+    assert 0 < redis_client.pttl("rf:feed:served:s1") <= 60_000

@@ -1,0 +1,101 @@
+"""One Ray instance, one deployed rayfeed app and one set of trained artifacts per test session.
+
+The app is deployed from serve_config.yaml through Serve's config path (what `serve deploy`
+does), with the artifact root pointed at a temporary directory and every deployment at one
+replica, so a user_config change is an in-place reconfigure exactly as in production.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from app.artifacts import ArtifactVersion
+from app.state.local_redis import free_port
+from tests.integration.artifacts import REPO, train_two_versions
+
+ADMIN_TOKEN = "integration-admin-token"
+
+
+@dataclass
+class ServedApp:
+    url: str
+    first: ArtifactVersion
+    second: ArtifactVersion
+    config: dict  # the deployed ServeDeploySchema mapping
+    redis_url: str
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30.0)
+
+    def deploy(self, config: dict) -> None:
+        from ray.serve.context import _get_global_client
+        from ray.serve.schema import ServeDeploySchema
+
+        _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
+        self.config = config
+
+
+def app_config(artifact_root: Path, version: str, port: int) -> dict:
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = port
+    for deployment in config["applications"][0]["deployments"]:
+        deployment.pop("autoscaling_config", None)
+        deployment["num_replicas"] = 1
+        deployment["ray_actor_options"] = {"num_cpus": 0.1}
+        settings = copy.deepcopy(deployment["user_config"])
+        settings["admin_poll_s"] = 0.2
+        settings["rayfeed"]["artifacts"] = {"root": str(artifact_root), "version": version}
+        settings["rayfeed"]["data"] = {"cache_dir": str(REPO / "data_cache")}
+        deployment["user_config"] = settings
+    return config
+
+
+def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready within {timeout_s}s")
+
+
+@pytest.fixture(scope="session")
+def served_app(redis_url, tmp_path_factory) -> ServedApp:
+    import ray
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("artifacts")
+    first, second = train_two_versions(root)
+    # A database of its own: the unit tests' redis_client fixture flushes db 0.
+    url = redis_url.rsplit("/", 1)[0] + "/5"
+    # Replicas inherit the driver's environment (ray.init starts the local cluster).
+    os.environ["REDIS_URL"] = url
+    os.environ["RAYFEED_ADMIN_TOKEN"] = ADMIN_TOKEN
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+    # address="local": always a fresh cluster of our own, never another user's running one.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="rayfeed-integration",
+             log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = ServedApp(f"http://127.0.0.1:{port}", first, second, {}, url)
+    try:
+        app.deploy(app_config(root, first.version, port))
+        wait_ready(app.url)
+        yield app
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        os.environ.pop("RAYFEED_ADMIN_TOKEN", None)
+        os.environ.pop("REDIS_URL", None)
