@@ -42,11 +42,15 @@ def world_clock(loaded: LoadedArtifacts) -> ReplayClock:
     return ReplayClock(anchor=float(loaded.organic.meta.get("as_of", loaded.organic.engagements.last_timestamp)))
 
 
-def build_ad_server(loaded: LoadedArtifacts, config: RayfeedConfig, client: redis.Redis, clock: Clock) -> AdServer:
-    return ad_server_from_bundle(loaded.ads, config, client, clock)
+def build_ad_server(
+    loaded: LoadedArtifacts, config: RayfeedConfig, client: redis.Redis, clock: Clock, hook: StageHook | None = None
+) -> AdServer:
+    return ad_server_from_bundle(loaded.ads, config, client, clock, hook)
 
 
-def ad_server_from_bundle(bundle: AdsBundle, config: RayfeedConfig, client: redis.Redis, clock: Clock) -> AdServer:
+def ad_server_from_bundle(
+    bundle: AdsBundle, config: RayfeedConfig, client: redis.Redis, clock: Clock, hook: StageHook | None = None
+) -> AdServer:
     """The ad server over one ads artifact (the serving layer's Auction loads only that)."""
     ads = config.ads
     return AdServer(
@@ -57,16 +61,20 @@ def ad_server_from_bundle(bundle: AdsBundle, config: RayfeedConfig, client: redi
         RedisBudgetStore(client, ads.reservation_ttl_s, ads.state_key_grace_s),
         ads,
         clock,
+        hook,
     )
 
 
 def build_feed_service(
-    loaded: LoadedArtifacts, config: RayfeedConfig, redis_url: str | None, clock: Clock, hook: StageHook | None = None
+    loaded: LoadedArtifacts, config: RayfeedConfig, redis_url: str | None, clock: Clock, hook: StageHook | None = None,
+    ads_hook: StageHook | None = None,
 ) -> FeedService:
-    """Without a Redis URL there are no ads: caps and budgets cannot be checked (fail closed)."""
+    """Without a Redis URL there are no ads: caps and budgets cannot be checked (fail closed).
+    `hook` observes the organic stages, `ads_hook` the ads funnel."""
     ad_server = None
     if redis_url:
-        ad_server = build_ad_server(loaded, config, fail_fast_client(redis_url, config.ads.redis_socket_timeout_s), clock)
+        client = fail_fast_client(redis_url, config.ads.redis_socket_timeout_s)
+        ad_server = build_ad_server(loaded, config, client, clock, ads_hook)
     return FeedService(
         OrganicPipeline(loaded.organic, config, hook),
         Collator(config.collator),

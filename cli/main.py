@@ -3,7 +3,7 @@
     rayfeed train                      train on the configured dataset and publish artifacts
     rayfeed feed --user 42 --explain   print one blended page (trains first if no artifacts)
     rayfeed eval topk --interactions H.csv --users U.txt --k 50 --out TOPK.csv
-    rayfeed bench quality|ann|ranking|pacing|collator [args...]
+    rayfeed bench quality|ann|ranking|pacing|collator|observability [args...]
     rayfeed monitor BASELINE CURRENT --out DIR | --demo
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "ranking": "benchmarks/ranking.py",
     "pacing": "benchmarks/pacing_sim.py",
     "collator": "benchmarks/collator_gap.py",
+    "observability": "benchmarks/observability_overhead.py",
 }
 
 
@@ -152,9 +153,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from observability.report import main as monitor_main
+    from observability.report import run
 
-    return int(monitor_main(args.rest) or 0)
+    return int(run(args, args.monitor_parser) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,9 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
 
+    # The same arguments as observability.report.add_arguments, declared here so that building the
+    # parser does not import pandas; not a REMAINDER pass-through (argparse keeps `--demo` from it).
     monitor = sub.add_parser("monitor", help="offline monitor report (PSI, calibration, coverage) with plots")
-    monitor.add_argument("rest", nargs=argparse.REMAINDER)
-    monitor.set_defaults(func=cmd_monitor)
+    monitor.add_argument("baseline", nargs="?", help="baseline table (.csv or .parquet)")
+    monitor.add_argument("current", nargs="?", help="current window table (.csv or .parquet)")
+    monitor.add_argument("--out", default="reports/monitor", help="directory for plots and report.txt")
+    monitor.add_argument("--demo", action="store_true", help="use synthetic drifted data instead of files")
+    monitor.set_defaults(func=cmd_monitor, monitor_parser=monitor)
 
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)

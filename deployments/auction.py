@@ -21,7 +21,8 @@ from app.state._redis import fail_fast_client
 from app.state.errors import StoreUnavailable
 from deployments.common import DeploymentSettings, ReloadableDeployment, observability, resolve_version, serving_clock
 from deployments.messages import AdsAnswer, AdsRequest
-from observability.tracing import continue_trace
+from observability.metrics import ObservabilityHook
+from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, continue_trace
 
 log = logging.getLogger("rayfeed.serve")
 
@@ -44,10 +45,10 @@ class Auction(ReloadableDeployment[AuctionState]):
         key = (str(version.root), version.version)
         bundle = previous.bundle if previous is not None and previous.key == key else AdsBundle.load(version.path / "ads")
         server = None
+        hook = ObservabilityHook("ads", observability(config), model_version=version.version)
         if config.redis_url:
             client = fail_fast_client(config.redis_url, config.ads.redis_socket_timeout_s)
-            server = ad_server_from_bundle(bundle, config, client, serving_clock(version))
-        observability(config)
+            server = ad_server_from_bundle(bundle, config, client, serving_clock(version), hook)
         return AuctionState(config, key, version.version, bundle, server)
 
     def _current(self) -> AuctionState:
@@ -66,9 +67,10 @@ class Auction(ReloadableDeployment[AuctionState]):
             user.user_id, user.age, user.gender, user.occupation, user.top_genres,
             user.opted_out_categories, user.opted_out_all, user.blocked_creator_ids | request.hidden_creator_ids,
         )
-        with continue_trace("auction", request.trace):
+        with continue_trace("auction", request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:
             result = state.server.serve(user, request.request_id, request.n_slots, now=request.now,
                                         session_id=request.session_id)
+            span.set_attribute(ATTR_N_OUT, len(result.ads))
         if result.withheld_reason == WithheldReason.STORE_UNAVAILABLE:
             observability(state.config).redis_error("ads_serve")
         return AdsAnswer(result, time.perf_counter() - started, state.version)

@@ -40,6 +40,7 @@ from app.api.schemas import Event, EventsAck, FeedResponse, ReadyResponse, Reloa
 from app.artifacts import ArtifactNotFound, ArtifactStore
 from app.collator.collator import Collator
 from app.config import ConfigError, RayfeedConfig, _deep_merge, config_from_mapping
+from app.pipeline import timed_step
 from app.state._redis import async_fail_fast_client
 from app.state.clock import ReplayClock
 from app.state.errors import StoreUnavailable
@@ -55,7 +56,8 @@ from deployments.common import (
     serving_clock,
 )
 from deployments.messages import AdsAnswer, AdsRequest, OrganicPage, OrganicRequest
-from observability.tracing import inject_context, request_span
+from observability.metrics import ObservabilityHook
+from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, inject_context, request_span
 
 log = logging.getLogger("rayfeed.serve")
 
@@ -66,6 +68,11 @@ app = FastAPI(
     title="rayfeed",
     description="Feed ranking on Ray Serve: retrieval → ranking → reranking ∥ ads auction → collator.",
     version="1",
+    # The ingress span is ours (observability.tracing.request_span): it honours the client's
+    # traceparent and carries the user id only as a keyed hash. FastAPI's native server span would
+    # be a second, parallel ingress span with the raw `user_id` in `url.query`; off. Request
+    # counts and latency are rayfeed's own metrics (observability.metric_names), not FastAPI's.
+    telemetry={"tracing": False, "metrics": False, "logs": False},
 )
 
 
@@ -124,6 +131,7 @@ class IngressState:
     clock: ReplayClock
     collator: Collator
     admin_token: str | None
+    hook: ObservabilityHook  # the ingress's own steps (feed-state read, collation): spans + stage metrics
 
 
 def load_admin_token(config: RayfeedConfig) -> str | None:
@@ -158,9 +166,9 @@ class FeedIngress(ReloadableDeployment[IngressState]):
 
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: IngressState | None) -> IngressState:
         version = resolve_version(config)
-        observability(config)
+        hook = ObservabilityHook("ingress", observability(config), model_version=version.version)
         return IngressState(config, version.version, serving_clock(version), Collator(config.collator),
-                            load_admin_token(config))
+                            load_admin_token(config), hook)
 
     # -- Redis -------------------------------------------------------------------------------
     def _client(self, config: RayfeedConfig):
@@ -207,9 +215,11 @@ class FeedIngress(ReloadableDeployment[IngressState]):
             raise ApiError(422, "limit", f"must be between {config.api.min_limit} and {config.api.max_limit}")
         request_id = uuid.uuid4().hex
         with request_span("GET /v1/feed", request.headers, user_id=user_id, request_id=request_id,
-                          salt=config.observability.user_id_hash_salt):
+                          salt=config.observability.user_id_hash_salt) as span:
             try:
                 body = await self._feed(state, user_id, limit, cursor, explain, request_id, started)
+                span.set_attribute(ATTR_MODEL_VERSION, body["model_version"])
+                span.set_attribute(ATTR_N_OUT, len(body["items"]))
             except ApiError as exc:
                 metrics.record_request(exc.status, time.perf_counter() - started)
                 raise
@@ -230,9 +240,11 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         t = time.perf_counter()
         if store is not None:
             try:
-                if cursor_token is not None:
-                    cursor = (await self._cursor_codec(store, config)).decode(cursor_token, user_id, time.time())
-                feed_state = await store.read(user_id, cursor.session_id if cursor else None)
+                with timed_step(state.hook, "feed_state", "hydrator") as figures:
+                    if cursor_token is not None:
+                        cursor = (await self._cursor_codec(store, config)).decode(cursor_token, user_id, time.time())
+                    feed_state = await store.read(user_id, cursor.session_id if cursor else None)
+                    figures.update(served=len(feed_state.served_item_ids), hidden=len(feed_state.hidden_item_ids))
             except InvalidCursor as exc:
                 raise ApiError(400, "cursor", str(exc)) from None
             except StoreUnavailable as exc:
@@ -272,8 +284,10 @@ class FeedIngress(ReloadableDeployment[IngressState]):
 
         t = time.perf_counter()
         notifications = organic.notifications if page_number == 1 else []  # shown once per chain
-        page = state.collator.collate(organic.entries, ad_result.ads if ad_result else (), notifications,
-                                      feed_state.session, limit)
+        ads = ad_result.ads if ad_result else ()
+        with timed_step(state.hook, "collator", "selector") as figures:
+            page = state.collator.collate(organic.entries, ads, notifications, feed_state.session, limit)
+            figures.update(n_in=len(organic.entries) + len(ads) + len(notifications), n_out=len(page.slots))
         timings["collate"] = ms(time.perf_counter() - t)
         if page.unplaced_ads:
             # Fire and forget: an unreleased reservation expires by itself (reservation_ttl_s).

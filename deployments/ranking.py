@@ -1,9 +1,16 @@
 """Ranking: the multi-task DCN over every candidate, batched ACROSS concurrent requests.
 
-`@serve.batch` gathers up to `max_batch_size` requests (it only fills when the deployment's
-max_ongoing_requests is at least that) and `MultiTaskScorer.score_batch` scores all their
-candidates in ONE tensor pass, on CUDA when the replica was given a GPU (ray_actor_options
-num_gpus; `ranking.device: auto`), else on the CPU. Then each request keeps its top K.
+`rank` (one call per request) waits on `_score`, which `@serve.batch` gathers up to
+`max_batch_size` requests at a time (it only fills when the deployment's max_ongoing_requests is
+at least that); `MultiTaskScorer.score_batch` scores all their candidates in ONE tensor pass, on
+CUDA when the replica was given a GPU (ray_actor_options num_gpus; `ranking.device: auto`), else
+on the CPU. Back in `rank`, each request keeps its top K.
+
+Tracing: each request gets a `ranking` span (child of the ingress span) holding
+`ranking.batch_wait` (time queued for the batch), `ranking.multitask_ranker` (the shared model
+pass, with the batch size) and `ranking.ranked_top_k`. Inside the batch handler the ambient
+context is whichever request started the batch, so its spans are parented explicitly on each
+request's carrier.
 """
 from __future__ import annotations
 
@@ -15,6 +22,8 @@ from ray import serve
 
 from app.artifacts import ArtifactVersion
 from app.config import RayfeedConfig
+import numpy as np
+
 from app.pipeline import PipelineRunner, StageRecord
 from app.ranking.artifacts import RankerArtifacts
 from app.ranking.scorer import MultiTaskScorer
@@ -22,7 +31,9 @@ from app.reranking import TopKSelector
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
 from deployments.messages import OrganicWork
 from observability.metrics import ObservabilityHook
-from observability.tracing import ATTR_MODEL_VERSION, batch_span
+from observability.tracing import (
+    ATTR_BATCH_SIZE, ATTR_MODEL_VERSION, ATTR_N_IN, ATTR_N_OUT, batch_span, continue_trace, inject_context, record_span,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,23 @@ class RankingState:
     scorer: MultiTaskScorer
     top_k: PipelineRunner
     hook: ObservabilityHook
+
+
+@dataclass(frozen=True)
+class _ScoreCall:
+    """One request's entry in a batch: its work, its `ranking` span's context, when it queued."""
+
+    work: OrganicWork
+    trace: dict[str, str]
+    queued_ns: int
+
+
+@dataclass(frozen=True)
+class _Scored:
+    scores: dict[str, np.ndarray]
+    model_seconds: float  # the whole batch's pass (shared)
+    batch_size: int
+    version: str
 
 
 def _load(config: RayfeedConfig, version: ArtifactVersion) -> RankerArtifacts:
@@ -62,33 +90,53 @@ class Ranking(ReloadableDeployment[RankingState]):
         return RankingState(config, key, version.version, artifacts, scorer, top_k, hook)
 
     def after_swap(self, state: RankingState, settings: DeploymentSettings) -> None:
-        self.rank.set_max_batch_size(settings.max_batch_size)
-        self.rank.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self._score.set_max_batch_size(settings.max_batch_size)
+        self._score.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    async def rank(self, work: OrganicWork) -> OrganicWork:
+        state = await self.state()
+        with continue_trace("ranking", work.request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:
+            scored = await self._score(_ScoreCall(work, inject_context(), time.time_ns()))
+            t = time.perf_counter()
+            result = state.top_k.run(work.query, work.candidates.with_scores(scored.scores))
+            span.set_attribute(ATTR_N_IN, len(work.candidates))
+            span.set_attribute(ATTR_N_OUT, len(result.candidates))
+            span.set_attribute(ATTR_BATCH_SIZE, scored.batch_size)
+        work.timings_ms["ranking"] = ms(scored.model_seconds + time.perf_counter() - t)
+        work.timings_ms["ranking_batch_size"] = float(scored.batch_size)
+        work.versions["ranking"] = scored.version
+        if work.request.explain:
+            for reason, n in result.removal_counts().items():
+                work.removed[reason] = work.removed.get(reason, 0) + n
+        work.candidates = result.candidates
+        return work
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def rank(self, works: list[OrganicWork]) -> list[OrganicWork]:
+    async def _score(self, calls: list[_ScoreCall]) -> list[_Scored]:
         state = await self.state()
-        started = time.perf_counter()
-        with batch_span("ranking.multitask_ranker", [w.request.trace for w in works],
+        began_ns, started = time.time_ns(), time.perf_counter()
+        for call in calls:
+            record_span("ranking.batch_wait", call.trace, call.queued_ns, began_ns,
+                        attributes={ATTR_BATCH_SIZE: len(calls)})
+            state.hook.metrics.record_stage(StageRecord(
+                "batch_wait", "wait", (began_ns - call.queued_ns) / 1e9, len(call.work.candidates),
+                len(call.work.candidates)), "ranking")
+        with batch_span("ranking.multitask_ranker", [c.trace for c in calls],
+                        mode=state.config.observability.batch_span_mode,
                         attributes={ATTR_MODEL_VERSION: state.version}) as spans:
-            columns = state.scorer.score_batch([(w.query, w.candidates) for w in works])
-            spans.set_attribute("rayfeed.candidates.in", int(sum(len(w.candidates) for w in works)))
+            columns = state.scorer.score_batch([(c.work.query, c.work.candidates) for c in calls])
+            spans.set_attribute("rayfeed.batch.candidates", int(sum(len(c.work.candidates) for c in calls)))
+            if spans.per_request:
+                for i, call in enumerate(calls):
+                    spans.span_for(i).set_attribute(ATTR_N_IN, len(call.work.candidates))
+                    spans.span_for(i).set_attribute(ATTR_N_OUT, len(call.work.candidates))
         model_seconds = time.perf_counter() - started
-        n_total = max(sum(len(w.candidates) for w in works), 1)
-        for work, scores in zip(works, columns):
-            share = model_seconds * len(work.candidates) / n_total  # this request's share of the pass
-            state.hook.metrics.record_stage(
-                StageRecord("multitask_ranker", "scorer", share, len(work.candidates), len(work.candidates)), "ranking")
-            t = time.perf_counter()
-            result = state.top_k.run(work.query, work.candidates.with_scores(scores))
-            work.candidates = result.candidates
-            work.timings_ms["ranking"] = ms(model_seconds + time.perf_counter() - t)
-            work.timings_ms["ranking_batch_size"] = float(len(works))
-            work.versions["ranking"] = state.version
-            if work.request.explain:
-                for reason, n in result.removal_counts().items():
-                    work.removed[reason] = work.removed.get(reason, 0) + n
-        return works
+        n_total = max(sum(len(c.work.candidates) for c in calls), 1)
+        for call in calls:
+            n = len(call.work.candidates)
+            share = model_seconds * n / n_total  # this request's share of the pass
+            state.hook.metrics.record_stage(StageRecord("multitask_ranker", "scorer", share, n, n), "ranking")
+        return [_Scored(scores, model_seconds, len(calls), state.version) for scores in columns]
 
     async def device(self) -> str:
         """Where the model runs ("cuda:0" / "cpu"): for `serve status`-style checks and tests."""

@@ -10,10 +10,11 @@ from app.api.responses import organic_provenance
 from app.config import RayfeedConfig
 from app.feed import notifications_for, organic_entries
 from app.organic import reranking_pipeline
+from app.pipeline import timed_step
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms
 from deployments.messages import OrganicPage, OrganicWork
 from deployments.retrieval import OrganicState, load_organic_state
-from observability.tracing import continue_trace
+from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_IN, ATTR_N_OUT, continue_trace
 
 
 @serve.deployment(name="Reranking")
@@ -27,12 +28,16 @@ class Reranking(ReloadableDeployment[OrganicState]):
         state = await self.state()
         started = time.perf_counter()
         request = work.request
-        with continue_trace("reranking", request.trace):
+        with continue_trace("reranking", request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:
             result = state.runner.run(work.query, work.candidates)
             candidates = result.candidates
             entries = organic_entries(candidates, state.models.catalog)
-            notifications = notifications_for(
-                work.query, state.models, state.config.collator.notifications, state.config.data.seed)
+            with timed_step(state.runner.hook, "notifications", "source") as figures:
+                notifications = notifications_for(
+                    work.query, state.models, state.config.collator.notifications, state.config.data.seed)
+                figures.update(n_out=len(notifications))
+            span.set_attribute(ATTR_N_IN, len(work.candidates))
+            span.set_attribute(ATTR_N_OUT, len(candidates))
         timings = {**work.timings_ms, "reranking": ms(time.perf_counter() - started)}
         page = OrganicPage(entries, notifications, work.query.cold_start, timings,
                            {**work.versions, "reranking": state.version})

@@ -9,11 +9,11 @@ from ray import serve
 from app.config import RayfeedConfig
 from app.data import load_dataset
 from app.organic import OrganicModels, retrieval_pipeline
-from app.pipeline import PipelineRunner
+from app.pipeline import PipelineRunner, timed_step
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
 from deployments.messages import OrganicRequest, OrganicWork
 from observability.metrics import ObservabilityHook
-from observability.tracing import continue_trace
+from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, continue_trace
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,17 @@ class Retrieval(ReloadableDeployment[OrganicState]):
     async def retrieve(self, request: OrganicRequest) -> OrganicWork:
         state = await self.state()
         started = time.perf_counter()
-        with continue_trace("retrieval", request.trace):
-            query = state.models.query(
-                request.user_id, now=request.now, limit=request.limit, request_id=request.request_id,
-                served_item_ids=request.served_item_ids, hidden_item_ids=request.hidden_item_ids,
-                hidden_creator_ids=request.hidden_creator_ids,
-            )
+        with continue_trace("retrieval", request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:
+            with timed_step(state.runner.hook, "query_hydration", "hydrator") as figures:
+                query = state.models.query(
+                    request.user_id, now=request.now, limit=request.limit, request_id=request.request_id,
+                    served_item_ids=request.served_item_ids, hidden_item_ids=request.hidden_item_ids,
+                    hidden_creator_ids=request.hidden_creator_ids,
+                )
+                figures.update(seen_items=len(query.seen_item_ids), friends=len(query.friend_ids),
+                               cold_start=query.cold_start)
             result = state.runner.run(query)
+            span.set_attribute(ATTR_N_OUT, len(result.candidates))
         work = OrganicWork(request, query, result.candidates, {"retrieval": ms(time.perf_counter() - started)},
                            versions={"retrieval": state.version})
         if request.explain:

@@ -111,6 +111,13 @@ def build_rules(config: ObservabilityConfig | None = None) -> list[AlertRule]:
             "Feature-store lookups miss: the model sees defaults, so calibration and ranking quality degrade next.",
         ),
         AlertRule(
+            "RayfeedFeatureNullRate", "feature",
+            f"{_ratio(m.FEATURE_NULLS.series(), m.FEATURE_VALUES.series(), '10m', 'feature')} > {t.null_rate.warn:g}",
+            "5m", "critical",
+            f"Feature {{{{ $labels.feature }}}} served null in more than {t.null_rate.warn:.0%} of values",
+            "Served feature values are missing (NaN/None): the model sees defaults, so calibration degrades next.",
+        ),
+        AlertRule(
             "RayfeedFeatureStale", "feature",
             f"time() - max by (table) ({m.FEATURE_LAST_UPDATE.series()}) > {t.freshness_seconds.warn:g}",
             "5m", "warning",

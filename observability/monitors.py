@@ -159,7 +159,9 @@ def calibration(predicted, observed, n_bins: int = 10, head: str = "") -> Calibr
     else:
         ratio = float("inf") if mean_p > 0 else 1.0
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    index = np.clip(np.searchsorted(edges, np.clip(p, 0.0, 1.0), side="right") - 1, 0, n_bins - 1)
+    # floor(p * n_bins), the textbook ECE binning: searching the linspace edges put values that sit
+    # on an edge (0.3 vs edges[3] = 0.30000000000000004) one bin lower.
+    index = np.minimum((np.clip(p, 0.0, 1.0) * n_bins).astype(np.int64), n_bins - 1)
     bins, ece = [], 0.0
     for b in range(n_bins):
         mask = index == b

@@ -211,13 +211,16 @@ def make_demo_frames(n: int = 5000, seed: int = 0) -> tuple[pd.DataFrame, pd.Dat
     return frame(0.0, 0.0, 1.0, 300), frame(6.0, 0.03, 1.25, 10)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rayfeed monitor", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The monitor command's arguments (shared by `rayfeed monitor` and `python -m observability.report`)."""
     parser.add_argument("baseline", nargs="?", help="baseline table (.csv or .parquet)")
     parser.add_argument("current", nargs="?", help="current window table (.csv or .parquet)")
     parser.add_argument("--out", default="reports/monitor", help="directory for plots and report.txt")
     parser.add_argument("--demo", action="store_true", help="use synthetic drifted data instead of files")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.demo:
         baseline, current = make_demo_frames()
     elif args.baseline and args.current:
@@ -226,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give BASELINE and CURRENT files, or --demo")
     print(run_monitor_report(baseline, current, args.out))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_arguments(argparse.ArgumentParser(prog="rayfeed monitor", description=__doc__.split("\n\n")[0]))
+    return run(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":

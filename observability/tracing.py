@@ -218,6 +218,23 @@ def request_span(
         yield span
 
 
+def record_span(
+    name: str,
+    carrier: Mapping[str, str] | None,
+    start_ns: int,
+    end_ns: int,
+    *,
+    attributes: Mapping[str, object] | None = None,
+    tracer: trace.Tracer | None = None,
+) -> None:
+    """A finished span for an interval measured before the span could exist, e.g. the time a
+    request waited in an @serve.batch queue (known only when the batch starts)."""
+    tracer = tracer or get_tracer()
+    span = tracer.start_span(name, context=extract_context(carrier), attributes=dict(attributes or {}),
+                             start_time=start_ns)
+    span.end(end_time=max(end_ns, start_ns))
+
+
 # -- batched handlers --------------------------------------------------------------------------
 
 class BatchSpans:
@@ -376,5 +393,5 @@ class TracingStageHook:
 __all__ = [
     "ATTR_BATCH_SIZE", "ATTR_MODEL_VERSION", "ATTR_USER", "BatchSpans", "TracingStageHook", "batch_span",
     "build_tracer_provider", "continue_trace", "extract_context", "get_tracer", "hash_user_id",
-    "inject_context", "request_span", "setup_tracing",
+    "inject_context", "record_span", "request_span", "setup_tracing",
 ]

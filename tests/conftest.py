@@ -1,12 +1,19 @@
-"""Shared fixtures: one real redis-server per test session (or REDIS_URL when set)."""
+"""Shared fixtures: one real redis-server per test session (or REDIS_URL when set), and a
+promtool binary (found, cached or extracted) for the alert-rule tests."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import redis
 
 from app.state.local_redis import LocalRedis
+
+ROOT = Path(__file__).resolve().parents[1]
+GET_PROMTOOL = ROOT / "observability" / "alerts" / "get_promtool.sh"
 
 # Contention on 2 cores multiplies latency when every library spawns a thread pool.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -33,3 +40,17 @@ def redis_client(redis_url: str) -> redis.Redis:
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """PROMTOOL, promtool on PATH, or Debian's package unpacked into data_cache/promtool."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash is needed to obtain promtool")
+    result = subprocess.run(
+        ["bash", str(GET_PROMTOOL), str(ROOT / "data_cache" / "promtool")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ),
+    )
+    if result.returncode != 0:
+        pytest.skip(f"promtool cannot be obtained here: {result.stderr.strip()}")
+    return result.stdout.strip().splitlines()[-1]

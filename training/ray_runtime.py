@@ -19,7 +19,8 @@ def local_ray() -> Iterator[bool]:
     if ray.is_initialized():
         yield False
         return
-    ray.init(num_cpus=LOCAL_RAY_CPUS, include_dashboard=True, dashboard_host="127.0.0.1",
+    # address="local": a new instance even when `ray start` left /tmp/ray/ray_current_cluster behind.
+    ray.init(address="local", num_cpus=LOCAL_RAY_CPUS, include_dashboard=True, dashboard_host="127.0.0.1",
              logging_config=ray.LoggingConfig(log_level="ERROR"))
     try:
         yield True

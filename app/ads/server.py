@@ -28,6 +28,7 @@ from app.ads.ranking import AdRanker
 from app.ads.targeting import TargetingIndex
 from app.ads.types import Ad, AdCandidate, AdResult, AdUser, WithheldReason
 from app.ads.world import AdWorld
+from app.pipeline.runner import NullHook, StageHook, timed_step
 from app.state.budgets import BudgetStatus, BudgetStore
 from app.state.caps import CapStatus, CapStore
 from app.state.clock import Clock
@@ -68,8 +69,11 @@ class AdServer:
         budgets: BudgetStore,
         config: AdsConfig,
         clock: Clock,
+        hook: StageHook | None = None,
     ) -> None:
         self.config = config
+        # Times, counts and traces each step of the funnel (observability's hook in serving).
+        self.hook: StageHook = hook or NullHook()
         self.campaigns = world.campaigns_by_id
         self._ads_by_campaign: dict[int, list[Ad]] = {}
         for ad in world.ads:
@@ -103,29 +107,40 @@ class AdServer:
         session_id = session_id or request_id
         if user.opted_out_all:
             return AdResult([], WithheldReason.OPTED_OUT)
-        ads = [ad for cid in self.targeting.match(user, now) for ad in self._ads_by_campaign.get(int(cid), ())]
+        with timed_step(self.hook, "targeting", "source") as figures:
+            ads = [ad for cid in self.targeting.match(user, now) for ad in self._ads_by_campaign.get(int(cid), ())]
+            figures.update(n_out=len(ads))
         if not ads or n_slots <= 0:
             return AdResult([])
         try:
-            request = self._hydrate(user, session_id, now, ads)
+            with timed_step(self.hook, "cap_budget_hydration", "hydrator") as figures:
+                request = self._hydrate(user, session_id, now, ads)
+                figures.update(n_in=len(ads), n_out=len(ads))
         except StoreUnavailable as exc:
             log.warning("ads withheld for request %s: %s", request_id, exc)
             return AdResult([], WithheldReason.STORE_UNAVAILABLE)
 
         removed: dict[str, int] = {}
-        for f in self.filters:
-            keep = f.keep(request, ads, self.campaigns)
-            removed[f.name] = int(len(ads) - keep.sum())
-            ads = [a for a, k in zip(ads, keep) if k]
-        if len(ads) > self.config.max_candidates:  # cheapest prior: the campaign's own bid
-            ads = sorted(ads, key=lambda a: (-self.campaigns[a.campaign_id].bid, a.ad_id))[: self.config.max_candidates]
+        with timed_step(self.hook, "eligibility", "filter") as figures:
+            figures["n_in"] = len(ads)
+            for f in self.filters:
+                keep = f.keep(request, ads, self.campaigns)
+                removed[f.name] = int(len(ads) - keep.sum())
+                ads = [a for a, k in zip(ads, keep) if k]
+            if len(ads) > self.config.max_candidates:  # cheapest prior: the campaign's own bid
+                ads = sorted(ads, key=lambda a: (-self.campaigns[a.campaign_id].bid, a.ad_id))[: self.config.max_candidates]
+            figures["n_out"] = len(ads)
 
-        bids, scores, pacing = self._bids(request, ads)
+        with timed_step(self.hook, "ad_ranker", "scorer") as figures:
+            bids, scores, pacing = self._bids(request, ads)
+            figures.update(n_in=len(ads), n_out=len(bids))
         by_id = {a.ad_id: a for a in ads}
-        ranked = sorted(bids, key=lambda b: (-b.ecpm, b.ad_id))
-        kept = self.page.select(request, [by_id[b.ad_id] for b in ranked], self.campaigns)
-        removed[self.page.name] = len(ranked) - len(kept)
-        awards = self.auction.run([ranked[i] for i in kept], n_slots)
+        with timed_step(self.hook, "auction", "selector") as figures:
+            ranked = sorted(bids, key=lambda b: (-b.ecpm, b.ad_id))
+            kept = self.page.select(request, [by_id[b.ad_id] for b in ranked], self.campaigns)
+            removed[self.page.name] = len(ranked) - len(kept)
+            awards = self.auction.run([ranked[i] for i in kept], n_slots)
+            figures.update(n_in=len(ranked), n_out=len(awards))
 
         winners: list[AdCandidate] = []
         attempted: list[str] = []  # every id that may hold something, for the failure path

@@ -4,7 +4,7 @@ Stages never call other stages; the runner times them, counts kept/removed candi
 applies their failure policy through a hook that observability/ implements.
 """
 from app.pipeline.candidates import Candidates, FeedQuery, Removal
-from app.pipeline.runner import PipelineResult, PipelineRunner, StageHook, StageRecord
+from app.pipeline.runner import NullHook, PipelineResult, PipelineRunner, StageHook, StageRecord, timed_step
 from app.pipeline.stages import (
     CandidateSource,
     Filter,
@@ -28,4 +28,6 @@ __all__ = [
     "PipelineResult",
     "StageHook",
     "StageRecord",
+    "NullHook",
+    "timed_step",
 ]

@@ -51,6 +51,26 @@ class NullHook:
         return None
 
 
+@contextlib.contextmanager
+def timed_step(hook: StageHook, name: str, kind: str) -> Iterator[dict[str, object]]:
+    """A step that is not a declared stage (query hydration, the ads funnel, collation), timed,
+    counted and traced through the same hook as the runner's stages.
+
+    The block puts `n_in`/`n_out` (and any extra figures) into the yielded dict. An exception
+    propagates (fail closed) after the hook's span has recorded it; no record is emitted then,
+    as for a stage that fails closed in the runner.
+
+        with timed_step(hook, "query_hydration", "hydrator") as figures:
+            query = models.query(user_id, ...)
+            figures.update(n_in=0, n_out=len(query.seen_item_ids))
+    """
+    start = time.perf_counter()
+    with hook.span(name, kind) as figures:
+        yield figures
+    hook.record(StageRecord(name, kind, time.perf_counter() - start,
+                            int(figures.get("n_in", 0)), int(figures.get("n_out", 0))))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class RemovalBatch:
     """The candidates one stage removed, kept as columns: building a `Removal` object per

@@ -3,6 +3,10 @@
 The app is deployed from serve_config.yaml through Serve's config path (what `serve deploy`
 does), with the artifact root pointed at a temporary directory and every deployment at one
 replica, so a user_config change is an in-place reconfigure exactly as in production.
+
+Tracing is on as an operator would turn it on: the application's `runtime_env.env_vars` carry
+the standard OTel variables, pointing every replica's exporter at an in-test OTLP/HTTP receiver
+(`otlp_receiver`), sampling every trace and flushing batches every 100 ms.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import yaml
 from app.artifacts import ArtifactVersion
 from app.state.local_redis import free_port
 from tests.integration.artifacts import REPO, train_two_versions
+from tests.integration.otlp_receiver import OtlpReceiver
 
 ADMIN_TOKEN = "integration-admin-token"
 
@@ -30,6 +35,7 @@ class ServedApp:
     second: ArtifactVersion
     config: dict  # the deployed ServeDeploySchema mapping
     redis_url: str
+    otlp: OtlpReceiver
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30.0)
@@ -42,9 +48,21 @@ class ServedApp:
         self.config = config
 
 
-def app_config(artifact_root: Path, version: str, port: int) -> dict:
+def tracing_env(otlp_endpoint: str) -> dict[str, str]:
+    """The standard OTel variables a deployment needs to export every span to `otlp_endpoint`."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms; the SDK default (5 s) would only slow the tests
+        "OTEL_SERVICE_NAME": "rayfeed-integration",
+    }
+
+
+def app_config(artifact_root: Path, version: str, port: int, otlp_endpoint: str | None = None) -> dict:
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
+    if otlp_endpoint:
+        config["applications"][0]["runtime_env"] = {"env_vars": tracing_env(otlp_endpoint)}
     for deployment in config["applications"][0]["deployments"]:
         deployment.pop("autoscaling_config", None)
         deployment["num_replicas"] = 1
@@ -70,7 +88,13 @@ def wait_ready(url: str, timeout_s: float = 120.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def served_app(redis_url, tmp_path_factory) -> ServedApp:
+def otlp_receiver():
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def served_app(redis_url, tmp_path_factory, otlp_receiver) -> ServedApp:
     import ray
     from ray import serve
 
@@ -86,12 +110,13 @@ def served_app(redis_url, tmp_path_factory) -> ServedApp:
     redis.Redis.from_url(url).flushdb()
     # address="local": always a fresh cluster of our own, never another user's running one.
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="rayfeed-integration",
-             log_to_driver=False)
+             log_to_driver=False,
+             _system_config={"metrics_report_interval_ms": 1000})  # scrapes see new values within ~1 s, not 10 s
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = ServedApp(f"http://127.0.0.1:{port}", first, second, {}, url)
+    app = ServedApp(f"http://127.0.0.1:{port}", first, second, {}, url, otlp_receiver)
     try:
-        app.deploy(app_config(root, first.version, port))
+        app.deploy(app_config(root, first.version, port, otlp_receiver.endpoint))
         wait_ready(app.url)
         yield app
     finally:

@@ -106,10 +106,13 @@ def test_hook_survives_broken_metrics():
 def test_ray_metrics_are_exported_with_registered_names():
     """One real Ray driver: RayMetrics' objects appear on the metrics port under registry names."""
     ray = pytest.importorskip("ray")
-    ray.init(
-        num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,
-        _system_config={"metrics_report_interval_ms": 1000},  # export within ~1s, not 10s
-    )
+    # In a full run the integration suite's session Ray (same 1 s report interval) is still up.
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,
+            _system_config={"metrics_report_interval_ms": 1000},  # export within ~1s, not 10s
+        )
     try:
         metrics = RayMetrics()
         metrics.record_request(200, 0.03)
@@ -125,4 +128,5 @@ def test_ray_metrics_are_exported_with_registered_names():
         assert wanted <= seen, f"missing {wanted - seen}"
         assert seen <= m.exported_series()
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()

@@ -44,3 +44,13 @@ def test_cli_reads_csv_and_parquet(tmp_path, capsys):
         load_frame(tmp_path / "x.json")
     with pytest.raises(SystemExit):
         main([])
+
+
+def test_rayfeed_monitor_demo_writes_the_report_and_plots(tmp_path, capsys):
+    """Through the installed CLI's parser (`rayfeed monitor --demo --out DIR`), not only report.main."""
+    from cli.main import main as rayfeed
+
+    assert rayfeed(["monitor", "--demo", "--out", str(tmp_path)]) == 0
+    assert "CRITICAL" in capsys.readouterr().out
+    assert (tmp_path / "report.txt").stat().st_size > 0
+    assert len(list(tmp_path.glob("*.png"))) >= 3

@@ -90,14 +90,18 @@ def test_concurrent_cap_reservations_never_exceed_caps(redis_url, redis_client) 
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(worker, range(THREADS)))
 
+    political_shown = 0
     for user in users:
         counts = store.counts(user, "s", ads, [100], ["political", "retail"], NOW)
         per_ad = [granted[(user, ad)] for ad in ads]
         assert [counts.ad[a] for a in ads] == per_ad  # the store counted exactly what was shown
-        assert counts.ad[2] == political_cap  # the political ad: capped by its session category cap
-        assert counts.category["political"] == political_cap
+        # The political ad is capped by its session category cap (it may not get in at all when
+        # the retail ads fill the advertiser cap first: that depends on thread interleaving).
+        assert counts.ad[2] == counts.category["political"] <= political_cap
+        political_shown += counts.ad[2]
         assert counts.advertiser[100] == advertiser_cap  # all ads share one advertiser: its cap binds
         assert all(c <= ad_cap for c in per_ad)
+    assert political_shown >= 1  # the category cap was exercised, not vacuously true
 
 
 def test_same_request_reserved_concurrently_counts_once(redis_url, redis_client) -> None:
