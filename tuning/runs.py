@@ -5,6 +5,8 @@ Each writes JSON into its output directory and rebuilds the report (tuning.repor
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +34,7 @@ from tuning.world import SimWorld, world_from_artifacts
 
 Progress = Callable[[str], None]
 OBD_WHEEL_GLOB = "data_cache/obp/obp-*.whl"
+OBD_WHEEL = "obp==0.4.1"  # the Open Bandit Pipeline wheel that ships the OBD sample
 
 
 def load_world(config: RayfeedConfig, sim: SimulationConfig, progress: Progress = print) -> SimWorld:
@@ -142,7 +145,19 @@ def _reusable_runs(previous: dict, configs: dict[str, CollatorConfig], seeds: li
 
 
 def _obd_wheel() -> Path | None:
+    """The obp wheel (fetched once with `pip download --no-deps`, never installed: only its
+    bundled OBD sample is read). None when PyPI cannot be reached."""
     found = sorted(Path(".").glob(OBD_WHEEL_GLOB))
+    if not found:
+        target = Path(OBD_WHEEL_GLOB).parent
+        target.mkdir(parents=True, exist_ok=True)
+        fetched = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", OBD_WHEEL, "-d", str(target)],
+            capture_output=True, text=True,
+        )
+        if fetched.returncode != 0:
+            return None
+        found = sorted(Path(".").glob(OBD_WHEEL_GLOB))
     return found[-1] if found else None
 
 
