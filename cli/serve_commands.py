@@ -227,7 +227,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     state = _read_state()
     redis_url = _ensure_redis(state)
-    _ensure_artifacts(config, no_ray=not args.train_with_ray)
+    _ensure_artifacts(config, no_ray=args.train_in_process)
     env = serve_environment(redis_url)
     # Token auth stays on: make sure the token exists where every Ray CLI looks for it.
     _run([_bin("ray"), "get-auth-token", "--generate"], env, capture=True)
@@ -251,6 +251,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")
+
+
+def _forget_current_cluster(address: str) -> None:
+    """`ray start` records its head here and a later ray.init()/state-API call without an
+    address attaches to it; `ray stop` removes it, so stopping our head must too (only when the
+    pointer names our head: its GCS port)."""
+    try:
+        recorded = RAY_CURRENT_CLUSTER.read_text().strip()
+    except OSError:
+        return
+    if address and recorded.rsplit(":", 1)[-1] == address.rsplit(":", 1)[-1]:
+        RAY_CURRENT_CLUSTER.unlink(missing_ok=True)
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     state = _read_state()
     env = serve_environment(state.get("redis_url", os.environ.get("REDIS_URL", "")))
@@ -264,6 +279,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
             time.sleep(0.5)
         if _pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
+        _forget_current_cluster(state.get("ray_address", ""))
         print(f"stopped Ray (head pid {pid})")
     else:
         print("no Ray started by rayfeed is running")
@@ -287,7 +303,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--limit", type=int, default=20)
     serve.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
-    serve.add_argument("--train-with-ray", action="store_true", help="if training is needed, use Ray Train")
+    serve.add_argument(
+        "--train-in-process", action="store_true",
+        help="if training is needed, train in this process instead of with Ray Train (faster start, same models)",
+    )
     serve.add_argument("--verbose", action="store_true", help="show `ray start` output")
     serve.set_defaults(func=cmd_serve)
 
