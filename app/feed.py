@@ -106,12 +106,10 @@ class FeedService:
         user = self.ad_users.get(query.user_id)
         if self.ads is None or user is None:
             return None
-        user = AdUser(
-            user.user_id, user.age, user.gender, user.occupation, user.top_genres,
-            user.opted_out_categories, user.opted_out_all, user.blocked_creator_ids | query.hidden_creator_ids,
+        return self.ads.serve(
+            user.hiding_creators(query.hidden_creator_ids), query.request_id,
+            self.collator.config.ad_slots(query.limit), now=query.now, session_id=session_id,
         )
-        n_slots = max(1, query.limit // self.collator.config.organic_per_ad)
-        return self.ads.serve(user, query.request_id, n_slots, now=query.now, session_id=session_id)
 
     def release_unplaced(self, request_id: str, unplaced: Sequence[AdCandidate]) -> None:
         if self.ads is None or not unplaced:

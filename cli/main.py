@@ -37,14 +37,17 @@ def _config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    return train(_config(args), no_ray=args.no_ray)
+
+
+def train(config, no_ray: bool) -> int:
     from app.data import load_dataset
     from training.organic import train_and_publish
 
-    config = _config(args)
     dataset = load_dataset(config.data)
     print(f"training on {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
           f"{len(dataset.interactions)} interactions", flush=True)
-    version = train_and_publish(dataset, config, use_ray=not args.no_ray, log=lambda m: print(m, flush=True))
+    version = train_and_publish(dataset, config, use_ray=not no_ray, log=lambda m: print(m, flush=True))
     print(f"published {version.path}")
     return 0
 
@@ -56,7 +59,7 @@ def _ensure_artifacts(config, no_ray: bool) -> None:
         ArtifactStore(config.artifacts.root).latest()
     except ArtifactNotFound:
         print(f"no artifacts under {config.artifacts.root}: training first (a few minutes on 2 cores)", flush=True)
-        cmd_train(argparse.Namespace(config=None, no_ray=no_ray))
+        train(config, no_ray)
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
@@ -103,7 +106,8 @@ def render_page(page, loaded, explain: bool) -> str:
             if explain:
                 r = row_of[int(slot.ref_id)]
                 heads = " ".join(f"{h}={organic.scores[h][r]:.3f}" for h in ("p_click", "p_like", "p_share", "p_hide", "e_watch"))
-                sources = [s.removeprefix("src_") for s in organic.features if s.startswith("src_") and organic.features[s][r] > 0]
+                sources = [s.removeprefix("src_") for s in organic.features
+                           if s.startswith("src_") and organic.features[s][r] > 0 and s != f"src_{organic.sources[r]}"]
                 line += (f"\n       source={organic.sources[r]} (also: {', '.join(sources) or '-'}) final={organic.scores['final'][r]:.3f} "
                          f"{heads}\n       kept: passed seen/policy/content-rating filters, ranked in top "
                          f"{len(organic)}, survived MMR and the creator cap")

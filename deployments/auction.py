@@ -14,7 +14,7 @@ from ray import serve
 
 from app.ads.bundle import AdsBundle
 from app.ads.server import AdServer
-from app.ads.types import AdResult, AdUser, WithheldReason
+from app.ads.types import AdResult, WithheldReason
 from app.bootstrap import ad_server_from_bundle
 from app.config import RayfeedConfig
 from app.state._redis import fail_fast_client
@@ -63,10 +63,7 @@ class Auction(ReloadableDeployment[AuctionState]):
         if user is None or state.server is None:
             result = None if user is None else AdResult([], WithheldReason.STORE_UNAVAILABLE)
             return AdsAnswer(result, time.perf_counter() - started, state.version)
-        user = AdUser(
-            user.user_id, user.age, user.gender, user.occupation, user.top_genres,
-            user.opted_out_categories, user.opted_out_all, user.blocked_creator_ids | request.hidden_creator_ids,
-        )
+        user = user.hiding_creators(request.hidden_creator_ids)
         with continue_trace("auction", request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:
             result = state.server.serve(user, request.request_id, request.n_slots, now=request.now,
                                         session_id=request.session_id)

@@ -269,7 +269,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         t = time.perf_counter()
         ads_answer: AdsAnswer | None = None
         if redis_ok:
-            n_slots = max(1, limit // config.collator.organic_per_ad)
+            n_slots = config.collator.ad_slots(limit)
             ads_call = self.auction.serve_ads.remote(AdsRequest(
                 user_id, request_id, n_slots, now, session_id, feed_state.hidden_creator_ids, carrier))
             organic, ads_answer = await asyncio.gather(organic_call, ads_call)

@@ -7,6 +7,7 @@ evidence about them), and neither is anything in the user's history.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 
@@ -45,8 +46,8 @@ class OrganicRecommender:
 
     def at_stage(self, through: str, name: str) -> "OrganicRecommender":
         """The same fitted pipeline cut after another part (fit on the same data is not repeated)."""
-        other = OrganicRecommender.__new__(OrganicRecommender)
-        other.__dict__.update(self.__dict__, through=through, name=name)
+        other = copy.copy(self)
+        other.through, other.name = through, name
         return other
 
     def fit(self, interactions: pd.DataFrame) -> None:

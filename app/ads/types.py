@@ -1,7 +1,7 @@
 """Ad world entities and the typed hand-off from the auction to the collator."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -70,6 +70,12 @@ class AdUser:
     opted_out_categories: frozenset[str] = frozenset()
     opted_out_all: bool = False
     blocked_creator_ids: frozenset[int] = frozenset()
+
+    def hiding_creators(self, creator_ids: frozenset[int]) -> "AdUser":
+        """The same user with creators they hid in the feed blocked for sponsored ads too."""
+        if not creator_ids:
+            return self
+        return replace(self, blocked_creator_ids=self.blocked_creator_ids | creator_ids)
 
 
 @dataclass(frozen=True)

@@ -118,3 +118,7 @@ class CollatorConfig(Section):
         if any(m < 0 for m in v.values()):
             raise ValueError("category_penalty multipliers must be >= 0")
         return v
+
+    def ad_slots(self, page_size: int) -> int:
+        """Ads the auction should fill for a page: the most the ratio rule could ever place."""
+        return max(1, page_size // self.organic_per_ad)

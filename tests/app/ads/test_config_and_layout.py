@@ -49,3 +49,12 @@ def test_ads_and_state_never_import_ray_or_read_the_environment() -> None:
                     assert (node.module or "").split(".")[0] != "ray", path
                 if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
                     assert path.name == "local_redis.py", path
+
+
+def test_hidden_creators_extend_an_ad_users_blocked_creators():
+    from app.ads.types import AdUser
+
+    user = AdUser(1, 30, "F", "writer", blocked_creator_ids=frozenset({5}))
+    assert user.hiding_creators(frozenset()) is user
+    assert user.hiding_creators(frozenset({7})).blocked_creator_ids == {5, 7}
+    assert user.blocked_creator_ids == {5}  # frozen: the stored profile is unchanged

@@ -163,3 +163,8 @@ def test_docstring_examples_run():
     for module in (app.collator.collator, app.collator.notifications):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0
+
+
+def test_ad_slots_follow_the_ratio_rule():
+    config = CollatorConfig(organic_per_ad=5)
+    assert [config.ad_slots(n) for n in (1, 5, 20, 23)] == [1, 1, 4, 4]
