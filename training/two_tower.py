@@ -76,7 +76,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     sampler = getattr(loader, "sampler", None)
     set_epoch = sampler.set_epoch if hasattr(sampler, "set_epoch") else None
-    fit(model, loader, config, on_epoch=report, set_epoch=set_epoch)
+    init = loop_config.get("init_state")
+    init_state = None if init is None else {k: torch.tensor(v) for k, v in init.items()}
+    fit(
+        model, loader, config, on_epoch=report, set_epoch=set_epoch,
+        init_state=init_state, anchor_l2=float(loop_config.get("anchor_l2", 0.0)),
+    )
 
 
 def train_two_tower(
@@ -85,16 +90,21 @@ def train_two_tower(
     config: RetrievalConfig,
     storage_dir: Path,
     run_name: str | None = None,
+    *,
+    init_state: dict[str, torch.Tensor] | None = None,
+    anchor_l2: float = 0.0,
+    features: TowerFeatures | None = None,
 ) -> TwoTowerArtifacts:
     """Train the two-tower on `train_interactions` with Ray Train and export its embeddings.
 
     Checkpoints go to `storage_dir/run_name` (default a fresh `two_tower-<time>-<id>` name).
     Uses the GPU when torch sees one and `config.two_tower.use_gpu`; shuts Ray down afterwards
-    only if this call started it.
+    only if this call started it. Fine-tuning a base model: pass its `init_state` (state_dict)
+    and `features`, and `anchor_l2` to keep the weights near it (`app.retrieval.two_tower.fit`).
     """
     tt = config.two_tower
     start = time.perf_counter()
-    prepared = prepare_training(dataset, train_interactions, tt)
+    prepared = prepare_training(dataset, train_interactions, tt, features)
     run_name = run_name or f"two_tower-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with local_ray():
         trainer = TorchTrainer(
@@ -104,6 +114,9 @@ def train_two_tower(
                 "features": prepared.features.to_dict(),
                 "tables": prepared.tables.to_dict(),
                 "examples": prepared.examples.to_dict(),
+                # numpy arrays travel through the object store; workers turn them back into tensors
+                "init_state": None if init_state is None else {k: v.cpu().numpy() for k, v in init_state.items()},
+                "anchor_l2": anchor_l2,
             },
             scaling_config=ScalingConfig(
                 num_workers=tt.num_workers, use_gpu=tt.use_gpu and torch.cuda.is_available()
@@ -135,6 +148,6 @@ def _epoch_metrics(result: ray.train.Result) -> list[dict[str, float]]:
     """Per-epoch metrics of the run (all reported rows when available, else the last)."""
     frame = getattr(result, "metrics_dataframe", None)
     if isinstance(frame, pd.DataFrame) and not frame.empty:
-        keep = [c for c in ("epoch", "loss", "temperature", "seconds") if c in frame]
+        keep = [c for c in ("epoch", "loss", "temperature", "seconds", "anchor") if c in frame]
         return [{k: float(v) for k, v in row.items()} for row in frame[keep].to_dict("records")]
     return [{k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, np.floating))}]

@@ -274,18 +274,47 @@ def make_loader(examples: TrainingExamples, config: TwoTowerConfig) -> torch.uti
     )
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module itself, under a data-parallel wrapper (DistributedDataParallel.module) if any."""
+    return model.module if hasattr(model, "module") else model
+
+
+def anchor_penalty(model: nn.Module, anchor: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ ||θ − θ_anchor||² over the anchored (trainable) parameters: the L2-SP term of
+    Li et al. (ICML 2018), which keeps a fine-tuned model near the weights it started from."""
+    params = dict(_unwrapped(model).named_parameters())
+    terms = [(params[name] - ref).pow(2).sum() for name, ref in anchor.items()]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
 def fit(
     model: nn.Module,
     loader: Sequence | torch.utils.data.DataLoader,
     config: TwoTowerConfig,
     on_epoch: EpochCallback | None = None,
     set_epoch: Callable[[int], None] | None = None,
+    *,
+    init_state: dict[str, torch.Tensor] | None = None,
+    anchor_l2: float = 0.0,
 ) -> list[dict[str, float]]:
     """The training loop shared by the in-process path and the Ray Train workers.
 
     `model` may be wrapped (DistributedDataParallel); batches must already be on its device.
     `on_epoch(epoch, metrics)` reports progress (and, under Ray Train, the checkpoint).
+
+    Fine-tuning (freshness): `init_state` warm-starts from a previous model's state_dict (same
+    features and vocabulary as the base model: ids the base did not know use its OOV rows);
+    `anchor_l2 > 0` adds anchor_l2 × Σ ||θ − θ_start||² to every step's loss, θ_start being the
+    trainable weights when fit begins (the init_state when given), so the fine-tuned model stays
+    near its base. The reported "loss" is the retrieval loss alone; "anchor" is the penalty term.
     """
+    if anchor_l2 < 0:
+        raise ValueError(f"anchor_l2 must be >= 0, got {anchor_l2}")
+    if init_state is not None:
+        _unwrapped(model).load_state_dict(init_state)  # load_state_dict copies onto the model's device
+    anchor = {
+        name: p.detach().clone() for name, p in _unwrapped(model).named_parameters() if p.requires_grad
+    } if anchor_l2 > 0 else {}
     optimizer = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
@@ -294,7 +323,7 @@ def fit(
         if set_epoch is not None:
             set_epoch(epoch)
         model.train()
-        start, total, rows = time.perf_counter(), 0.0, 0
+        start, total, rows, anchor_total = time.perf_counter(), 0.0, 0, 0.0
         temperature = torch.tensor(float("nan"))
         for user_rows, hist, item_rows, log_q, weights in loader:
             user_vectors, item_vectors, temperature = model(user_rows, hist, item_rows)
@@ -303,8 +332,13 @@ def fit(
                 log_q if config.logq_correction else None,
                 weights if config.rating_weighted else None,
             )
+            objective = loss
+            if anchor:
+                penalty = anchor_penalty(model, anchor)
+                objective = loss + anchor_l2 * penalty
+                anchor_total += float(penalty.detach()) * len(user_rows)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             optimizer.step()
             total += float(loss.detach()) * len(user_rows)
             rows += len(user_rows)
@@ -314,6 +348,8 @@ def fit(
             "temperature": float(temperature.detach()),
             "seconds": time.perf_counter() - start,
         }
+        if anchor:
+            metrics["anchor"] = anchor_total / max(rows, 1)
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
@@ -469,8 +505,15 @@ class PreparedTraining:
     histories: np.ndarray
 
 
-def prepare_training(dataset: Dataset, train_interactions: pd.DataFrame, config: TwoTowerConfig) -> PreparedTraining:
-    features = TowerFeatures.from_dataset(dataset, config)
+def prepare_training(
+    dataset: Dataset,
+    train_interactions: pd.DataFrame,
+    config: TwoTowerConfig,
+    features: TowerFeatures | None = None,
+) -> PreparedTraining:
+    """Arrays for `fit`. `features`: a base model's vocabulary when fine-tuning it (default: built
+    from `dataset`), so rows line up with the base state_dict and unknown ids fall to OOV."""
+    features = features if features is not None else TowerFeatures.from_dataset(dataset, config)
     return PreparedTraining(
         features=features,
         tables=ModelTables.build(features, dataset),
@@ -484,10 +527,19 @@ def train_two_tower_in_process(
     train_interactions: pd.DataFrame,
     config: TwoTowerConfig,
     on_epoch: EpochCallback | None = print_progress,
+    *,
+    init_state: dict[str, torch.Tensor] | None = None,
+    anchor_l2: float = 0.0,
+    features: TowerFeatures | None = None,
 ) -> TwoTowerArtifacts:
-    """Train without Ray, on CPU, in this process (unit tests, notebooks): the same `fit` loop."""
-    prepared = prepare_training(dataset, train_interactions, config)
+    """Train without Ray, on CPU, in this process (unit tests, notebooks): the same `fit` loop.
+
+    Fine-tuning: pass the base model's `init_state` and `features` (and `anchor_l2`; see `fit`).
+    """
+    prepared = prepare_training(dataset, train_interactions, config, features)
     torch.set_num_threads(config.torch_threads)
     model = build_model(prepared.features, config, prepared.tables)
-    metrics = fit(model, make_loader(prepared.examples, config), config, on_epoch)
+    metrics = fit(
+        model, make_loader(prepared.examples, config), config, on_epoch, init_state=init_state, anchor_l2=anchor_l2
+    )
     return TwoTowerArtifacts.from_model(model, prepared.features, config, prepared.histories, metrics)
