@@ -19,6 +19,7 @@ from app.api.config import ApiConfig
 from app.collator.config import CollatorConfig
 from app.data.config import DataConfig
 from app.evaluation.config import EvaluationConfig
+from app.freshness.config import FreshnessConfig
 from app.ranking.config import RankingConfig
 from app.reranking.config import RerankingConfig
 from app.retrieval.config import RetrievalConfig
@@ -66,6 +67,7 @@ class RayfeedConfig(BaseSettings):
     collator: CollatorConfig = Field(default_factory=CollatorConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
 
 

@@ -199,19 +199,30 @@ class TrainingExamples:
 
 
 def build_training_examples(
-    features: TowerFeatures, interactions: pd.DataFrame, config: TwoTowerConfig
+    features: TowerFeatures,
+    interactions: pd.DataFrame,
+    config: TwoTowerConfig,
+    history: pd.DataFrame | None = None,
 ) -> TrainingExamples:
     """One row per positive interaction; its history holds every earlier interaction of the user.
 
     q(item) is the item's frequency among the positive rows: the probability that a random
     in-batch column holds it, which is what the logQ correction needs.
+    `history` (fine-tuning on recent events): earlier interactions that fill the rows' histories
+    without being training rows themselves.
     """
-    ordered = ordered_interactions(interactions)
+    combined = interactions.assign(_train=True)
+    if history is not None:
+        combined = pd.concat([history.assign(_train=False), combined], ignore_index=True)
+    ordered = ordered_interactions(combined)
     user_rows = features.user_rows(ordered["user_id"].to_numpy())
     item_rows = features.item_rows(ordered["item_id"].to_numpy())
     history = _histories(user_rows, item_rows, config.history_length, include_self=False)
     ratings = ordered["rating"].to_numpy(np.float32)
-    positive = (ratings >= config.min_positive_rating) & (user_rows != OOV) & (item_rows != OOV)
+    positive = (
+        (ratings >= config.min_positive_rating) & (user_rows != OOV) & (item_rows != OOV)
+        & ordered["_train"].to_numpy(bool)
+    )
     user_rows, item_rows = user_rows[positive], item_rows[positive]
     history, ratings = history[positive], ratings[positive]
     if len(user_rows) == 0:
