@@ -121,6 +121,7 @@ class OrganicModels:
         hidden_item_ids: frozenset[int] = frozenset(),
         hidden_creator_ids: frozenset[int] = frozenset(),
         user_embedding: np.ndarray | None = None,
+        fresh_item_ids: tuple[int, ...] = (),
     ) -> FeedQuery:
         """Hydrate the query: profile, consumed history + already served, friends."""
         profile = self.dataset.user_row(user_id)
@@ -136,6 +137,7 @@ class OrganicModels:
             friend_ids=tuple(int(f) for f in self.dataset.friends_of(user_id)),
             close_friend_ids=frozenset(int(f) for f in self.dataset.close_friends_of(user_id)),
             user_embedding=user_embedding,
+            fresh_item_ids=fresh_item_ids,
             request_id=request_id,
             cold_start=profile is None or len(history) == 0,
         )

@@ -209,8 +209,12 @@ def train_loop(
     report: Callable[[dict, MultiTaskDCN], None] | None = None,
     device: torch.device | None = None,
     log: Callable[[str], None] = print,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> MultiTaskDCN:
-    """Train a MultiTaskDCN on `examples` (5% of users held out for the reported metrics)."""
+    """Train a MultiTaskDCN on `examples` (5% of users held out for the reported metrics).
+
+    `init_state` continues a trained model (fine-tuning): its weights AND its feature normaliser,
+    so the continued model reads features exactly as the serving one does."""
     t = config.training
     torch.manual_seed(t.seed)
     torch.set_num_threads(t.threads)
@@ -222,7 +226,10 @@ def train_loop(
     train_idx, valid_idx = np.flatnonzero(~held), np.flatnonzero(held)
 
     model = build_model(config, examples.schema)
-    model.fit_normaliser(examples.dense[train_idx])
+    if init_state is not None:
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in init_state.items()})
+    else:
+        model.fit_normaliser(examples.dense[train_idx])
     model.to(device)
     # Copies: arrays handed over by Ray's object store are read-only.
     dense = torch.tensor(examples.dense, device=device)
@@ -294,7 +301,9 @@ def _ray_train_loop(loop_config: dict) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 
-    train_loop(examples, config, report=report, device=ray.train.torch.get_device())
+    init = loop_config.get("init_state")
+    init_state = None if init is None else {k: torch.tensor(v) for k, v in init.items()}
+    train_loop(examples, config, report=report, device=ray.train.torch.get_device(), init_state=init_state)
 
 
 @dataclass
@@ -309,6 +318,7 @@ def train_ranker(
     config: RankingConfig,
     storage_path: str | Path = "artifacts/ray_train",
     name: str = "ranker",
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train with Ray Train (TorchTrainer, one worker, GPU when available); a checkpoint per epoch.
 
@@ -323,7 +333,10 @@ def train_ranker(
     with local_ray():
         trainer = TorchTrainer(
             _ray_train_loop,
-            train_loop_config={"examples": ray.put(examples), "config": config.model_dump(mode="json")},
+            train_loop_config={
+                "examples": ray.put(examples), "config": config.model_dump(mode="json"),
+                "init_state": None if init_state is None else {k: v.cpu().numpy() for k, v in init_state.items()},
+            },
             scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=torch.cuda.is_available()),
             run_config=ray.train.RunConfig(
                 name=name,
@@ -355,6 +368,7 @@ def fit_ranker(
     use_ray: bool = True,
     storage_path: str | Path = "artifacts/ray_train",
     log: Callable[[str], None] = print,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> RankerArtifacts:
     """Examples → training (Ray Train, or in-process with use_ray=False) → artifacts whose
     feature tables come from `serving_history` (default: feature_history + labels)."""
@@ -365,9 +379,9 @@ def fit_ranker(
         f"{examples.dense.shape[1]} dense + {examples.categorical.shape[1]} categorical features "
         f"({time.perf_counter() - start:.1f}s)")
     if use_ray:
-        model = train_ranker(examples, config, storage_path=storage_path).model
+        model = train_ranker(examples, config, storage_path=storage_path, init_state=init_state).model
     else:
-        model = train_loop(examples, config, log=log)
+        model = train_loop(examples, config, log=log, init_state=init_state)
     if serving_history is None:
         serving_history = pd.concat([feature_history, labels], ignore_index=True)
     store = FeatureStore.build(serving_history, items, users, config.features)

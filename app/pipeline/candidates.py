@@ -26,6 +26,9 @@ class FeedQuery:
     user_embedding: np.ndarray | None = None
     request_id: str = ""
     cold_start: bool = False
+    # Items engaged since the serving artifact's snapshot (event stream), newest first: ranking
+    # features add them to the user's history, so a burst of likes moves the scores at once.
+    fresh_item_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -362,8 +363,14 @@ class FeatureStore:
         return cls(RankingFeatureConfig.model_validate(saved["config"]), saved["meta"], arrays)
 
     # -- per-pair features ---------------------------------------------------------------------
-    def pair_features(self, user_ids: np.ndarray, item_ids: np.ndarray, now: np.ndarray) -> dict[str, np.ndarray]:
-        """User, item and cross features of each (user_ids[k], item_ids[k]) pair as of now[k]."""
+    def pair_features(
+        self, user_ids: np.ndarray, item_ids: np.ndarray, now: np.ndarray,
+        fresh: Mapping[int, Sequence[int]] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """User, item and cross features of each (user_ids[k], item_ids[k]) pair as of now[k].
+
+        `fresh` (user → items engaged since the snapshot, newest first) extends those users'
+        histories for the history-driven features (see `_with_fresh_history`)."""
         users = np.asarray(user_ids, dtype=np.int64)
         items = np.asarray(item_ids, dtype=np.int64)
         now_rel = np.clip(np.asarray(now, dtype=np.float64) - self.origin, -1, 2**_TS_BITS - 1)
@@ -450,7 +457,47 @@ class FeatureStore:
         f["user_occupation"] = np.where(user_ok, self.user_occupation[us], _UNKNOWN)
         age = np.where(user_ok, self.user_age[us], 0.0)
         f["user_age_bucket"] = np.where(age > 0, np.searchsorted(_AGE_BUCKETS, age, side="right") + 1, _UNKNOWN)
+        for user, items_since in (fresh or {}).items():
+            if len(items_since):
+                self._with_fresh_history(f, users, items, int(user), np.asarray(items_since, dtype=np.int64))
         return f
+
+    def _with_fresh_history(self, f: dict[str, np.ndarray], users: np.ndarray, items: np.ndarray,
+                            user: int, fresh_newest_first: np.ndarray) -> None:
+        """Recompute, in place, the features of `user`'s pairs that read the user's history
+        (count, genre shares, creator counts, co-occurrence, item-item regression, mean year) over
+        the snapshot history followed by the fresh items. One user's rows: O(history × catalogue)."""
+        rows = np.flatnonzero(users == user)
+        fresh = fresh_newest_first[(fresh_newest_first >= 0) & (fresh_newest_first < self.n_item_slots)][::-1]
+        if not len(rows) or not len(fresh):
+            return
+        hist = np.concatenate([self.user_history(user), fresh])  # oldest first, like user_history
+        it = items[rows]
+        ok = (it >= 0) & (it < self.n_item_slots)
+        it = np.where(ok, it, 0)
+        n_hist = float(len(hist))
+        f["user_log_count"][rows] = np.log1p(n_hist)
+        shares = self.item_topics[hist].mean(axis=0)
+        item_topics = self.item_topics[it] * ok[:, None]
+        weighted = item_topics * shares[None, :]
+        f["genre_affinity"][rows] = weighted.sum(axis=1) / np.maximum(item_topics.sum(axis=1), 1.0)
+        if weighted.shape[1]:
+            f["genre_affinity_max"][rows] = weighted.max(axis=1)
+        creators = self.item_creator[hist]
+        creators = creators[creators >= 0]
+        counts = np.bincount(creators, minlength=int(self.meta["n_creator_slots"])) if len(creators) else None
+        item_creators = np.where(ok, self.item_creator[it], -1)
+        ccount = np.where(item_creators >= 0, counts[np.maximum(item_creators, 0)], 0.0) if counts is not None else 0.0
+        f["creator_log_count"][rows] = np.log1p(ccount)
+        f["creator_share"][rows] = ccount / n_hist
+        cooc_all = np.asarray(self.cooc[hist].sum(axis=0)).ravel()
+        cooc_recent = np.asarray(self.cooc[hist[-self.config.recent_items:]].sum(axis=0)).ravel()
+        f["cooc_sum"][rows] = cooc_all[it] * ok
+        f["cooc_mean"][rows] = cooc_all[it] * ok / n_hist
+        f["cooc_recent"][rows] = cooc_recent[it] * ok
+        if self.cf_weights.size:
+            f["cf_score"][rows] = self.cf_weights[hist].sum(axis=0)[it] * ok
+        f["year_gap"][rows] = np.where(ok, self.item_year[it] - self.item_year[hist].mean(), 0.0)
 
     def _history_scores(self, users: np.ndarray, items: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, ...]:
         """Co-occurrence of each item with its user's whole history and with the latest items,
@@ -559,13 +606,14 @@ class RankingFeatureAssembler:
         item_ids: np.ndarray,
         now: np.ndarray | float,
         source_columns: dict[str, np.ndarray] | None = None,
+        fresh: Mapping[int, Sequence[int]] | None = None,
     ) -> FeatureBatch:
         """Model inputs for many pairs at once (the vectorised path used by training and serving)."""
         item_ids = np.asarray(item_ids, dtype=np.int64)
         n = len(item_ids)
         user_ids = np.broadcast_to(np.asarray(user_ids, dtype=np.int64), (n,))
         now = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
-        f = self.store.pair_features(user_ids, item_ids, now)
+        f = self.store.pair_features(user_ids, item_ids, now, fresh)
         source_columns = source_columns or {}
         for name in self.source_columns:
             column = source_columns.get(name)
@@ -589,7 +637,8 @@ class RankingFeatureAssembler:
             for name in self.source_columns
             if any(name in c.features for c in cands)
         }
-        return self.batch(np.asarray(users, np.int64), items, np.asarray(now, np.float64), sources)
+        fresh = {q.user_id: q.fresh_item_ids for q, _ in requests if q.fresh_item_ids}
+        return self.batch(np.asarray(users, np.int64), items, np.asarray(now, np.float64), sources, fresh)
 
     def hydrate(self, query: FeedQuery, candidates: Candidates) -> dict[str, np.ndarray]:
         return self.batch_for_requests([(query, candidates)]).columns(self.schema)

@@ -144,9 +144,44 @@ class SourcesConfig(Section):
         return self
 
 
+class DynamicEmbeddingConfig(Section):
+    """Dynamic user embeddings: each Retrieval replica follows the event stream and re-encodes an
+    engaging user's embedding within milliseconds, with the trained weights untouched."""
+
+    enabled: bool = Field(True, description="follow the event stream (needs REDIS_URL); off: stored embeddings only")
+    engagement_types: tuple[str, ...] = Field(
+        ("click", "like", "share", "watch", "conversion"),
+        description="event types that count as engaging with an item (hide and impression do not)",
+    )
+    min_watch_seconds: float = Field(
+        10.0, ge=0, le=86_400, description="a watch event shorter than this is a bounce, not engagement"
+    )
+    max_fresh_items: int = Field(200, ge=1, le=100_000, description="newest fresh items kept per user")
+    active_session_s: float = Field(
+        1800.0, gt=0, le=30 * DAY, description="a user with an event this recent is in an active session"
+    )
+    dynamic_weight_active: float = Field(
+        0.8, ge=0, le=1,
+        description="static+dynamic ensemble: weight of the re-encoded embedding for users in an active session",
+    )
+    dynamic_weight_idle: float = Field(
+        0.4, ge=0, le=1, description="the same weight for users whose last event is older than active_session_s"
+    )
+    read_block_ms: int = Field(
+        250, ge=1, le=60_000,
+        description="XREAD BLOCK timeout: a new event wakes the reader at once, this only bounds idle polls",
+    )
+    read_count: int = Field(1000, ge=1, le=100_000, description="stream entries read per call")
+    retained_engagements: int = Field(
+        1_000_000, ge=1, le=100_000_000,
+        description="engagements a replica keeps to re-apply when it swaps in a newly loaded artifact",
+    )
+
+
 class RetrievalConfig(Section):
     """Retrieval: the two-tower model, its ANN index, and the candidate sources and merge."""
 
     two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
     index: AnnIndexConfig = Field(default_factory=AnnIndexConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    dynamic: DynamicEmbeddingConfig = Field(default_factory=DynamicEmbeddingConfig)

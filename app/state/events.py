@@ -99,15 +99,69 @@ class EventStream:
             rows = await self.client.xrange(self.key, min=f"({after}" if after != "0-0" else "-", count=count)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"event stream read: {type(exc).__name__}: {exc}") from exc
-        out = []
-        for entry_id, fields in rows:
-            entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            raw = fields.get(b"event", fields.get("event"))
-            out.append((entry_id, StreamEvent(**json.loads(raw))))
-        return out
+        return _decode(rows)
+
+    async def follow(self, after: str, count: int, block_ms: int) -> list[tuple[str, StreamEvent]]:
+        """Entries after `after`, waiting up to `block_ms` for the first (XREAD BLOCK): a new
+        event wakes the reader at once. For broadcast readers, where every replica needs every
+        event (dynamic embeddings); the client's socket timeout must exceed `block_ms`."""
+        try:
+            found = await self.client.xread({self.key: after}, count=count, block=block_ms)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"event stream follow: {type(exc).__name__}: {exc}") from exc
+        return _decode(found[0][1]) if found else []
+
+    # -- consumer groups: each entry handled once per group, acknowledged after it is processed --
+    async def ensure_group(self, group: str, start: str = "0") -> None:
+        """Create `group` (reading from `start`; "0" = the whole retained stream) unless it exists."""
+        try:
+            await self.client.xgroup_create(self.key, group, id=start, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise StoreUnavailable(f"event stream group {group}: {exc}") from exc
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"event stream group {group}: {type(exc).__name__}: {exc}") from exc
+
+    async def read_group(self, group: str, consumer: str, count: int, block_ms: int | None = None,
+                         pending: bool = False) -> list[tuple[str, StreamEvent]]:
+        """New entries for `consumer` of `group` (XREADGROUP >), or with `pending=True` the ones
+        it was given before but never acknowledged (to resume after a crash)."""
+        try:
+            found = await self.client.xreadgroup(group, consumer, {self.key: "0" if pending else ">"},
+                                                 count=count, block=None if pending else block_ms)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"event stream group read: {type(exc).__name__}: {exc}") from exc
+        return _decode(found[0][1]) if found else []
+
+    async def ack(self, group: str, entry_ids: Sequence[str]) -> int:
+        if not entry_ids:
+            return 0
+        try:
+            return int(await self.client.xack(self.key, group, *entry_ids))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"event stream ack: {type(exc).__name__}: {exc}") from exc
+
+    async def last_id(self) -> str:
+        """The newest entry's id ("0-0" when empty): where a reader that wants only new events starts."""
+        try:
+            rows = await self.client.xrevrange(self.key, count=1)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"event stream last id: {type(exc).__name__}: {exc}") from exc
+        return _decode(rows)[0][0] if rows else "0-0"
 
     async def length(self) -> int:
         try:
             return int(await self.client.xlen(self.key))
         except redis.RedisError as exc:
             raise StoreUnavailable(f"event stream length: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode(rows) -> list[tuple[str, StreamEvent]]:
+    out = []
+    for entry_id, fields in rows:
+        entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        if not fields:  # an entry trimmed away while still pending in a group
+            continue
+        raw = fields.get(b"event", fields.get("event"))
+        out.append((entry_id, StreamEvent(**json.loads(raw))))
+    return out

@@ -87,3 +87,29 @@ def test_feed_state_round_trip(redis_client, redis_url):
     assert secret_a == secret_b and len(secret_a) >= 32
     assert 0 < redis_client.pttl("rf:session:7") <= 30_000
     assert 0 < redis_client.pttl("rf:feed:served:s1") <= 60_000
+
+
+def test_follow_wakes_on_a_new_event_and_groups_hand_each_entry_out_once(redis_client, redis_url):
+    async def scenario():
+        client = aioredis.Redis.from_url(redis_url)
+        stream = EventStream(client, maxlen=1000, dedup_ttl_s=60)
+        await stream.append([_event(1)])
+        start = await stream.last_id()
+        waiter = asyncio.create_task(stream.follow(start, count=10, block_ms=5000))
+        await asyncio.sleep(0.05)
+        await stream.append([_event(2)])
+        followed = await asyncio.wait_for(waiter, timeout=2)  # woken by the append, not the 5 s timeout
+        await stream.ensure_group("trainer")
+        await stream.ensure_group("trainer")  # idempotent
+        first = await stream.read_group("trainer", "a", count=1)
+        second = await stream.read_group("trainer", "b", count=10)
+        pending_a = await stream.read_group("trainer", "a", count=10, pending=True)  # crashed before ack
+        acked = await stream.ack("trainer", [entry for entry, _ in pending_a])
+        pending_after = await stream.read_group("trainer", "a", count=10, pending=True)
+        await client.aclose()
+        return followed, first, second, pending_a, acked, pending_after
+
+    followed, first, second, pending_a, acked, pending_after = run(scenario())
+    assert [e.event_id for _, e in followed] == ["e2"]
+    assert [e.event_id for _, e in first] == ["e1"] and [e.event_id for _, e in second] == ["e2"]
+    assert [e.event_id for _, e in pending_a] == ["e1"] and acked == 1 and pending_after == []

@@ -1,0 +1,1 @@
+"""Freshness: models and embeddings that follow the event stream (see docs/freshness.md)."""
