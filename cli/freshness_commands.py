@@ -34,7 +34,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     write_outputs(result, args.out, command)
     print(format_table(result))
     print(format_buckets(result))
-    print(f"ensemble weights (dynamic share per context): {result.weights}")
+    print(f"ensemble weights (dynamic share per context, learned on validation): {result.weights}")
     print(f"wrote {args.out}/per_window.csv, summary.json, table.md, replay.png ({result.meta['seconds']:.0f}s)")
     return 0
 

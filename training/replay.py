@@ -42,6 +42,7 @@ from app.freshness.towers import TowerSnapshot
 from app.retrieval.two_tower import train_two_tower_in_process
 
 Log = Callable[[str], None]
+ENSEMBLE = "ensemble"
 
 # `--quick`: a handful of windows and a small model, for tests and a smoke run (seconds).
 QUICK_OVERRIDES: dict[str, Any] = {
@@ -67,30 +68,40 @@ def split_timeline(interactions: pd.DataFrame, base_fraction: float) -> tuple[pd
     return ordered[~later].reset_index(drop=True), ordered[later].reset_index(drop=True), float(cut)
 
 
+def ensemble_member(name: str, config: FreshnessConfig) -> str | None:
+    """The dynamic member of an ensemble strategy name ("ensemble" uses the configured one,
+    "ensemble:<member>" names it); None for a strategy that is not an ensemble."""
+    if name == ENSEMBLE:
+        return config.ensemble.dynamic_member
+    if name.startswith(f"{ENSEMBLE}:"):
+        return name.split(":", 1)[1]
+    return None
+
+
 def build_strategies(base: TowerSnapshot, log: InteractionLog, base_period: pd.DataFrame,
                      config: FreshnessConfig) -> dict[str, Strategy]:
-    """The strategies named in `config.strategies`, in that order; the ensemble reuses the
-    static and dynamic-member instances, which must be listed too (they are observed once)."""
-    makers: dict[str, Callable[[dict[str, Strategy]], Strategy]] = {
-        "static": lambda _: StaticStrategy(base, log, base_period),
-        "dynamic_embeddings": lambda _: DynamicEmbeddingStrategy(base, log),
-        "naive_incremental": lambda _: NaiveIncrementalStrategy(base, log, config.naive),
-        "microbatch_regularised": lambda _: MicrobatchRegularisedStrategy(
+    """The strategies named in `config.strategies`, in that order. An ensemble reuses the static
+    and dynamic-member instances, which must be listed before it (each is observed once)."""
+    makers: dict[str, Callable[[], Strategy]] = {
+        "static": lambda: StaticStrategy(base, log, base_period),
+        "dynamic_embeddings": lambda: DynamicEmbeddingStrategy(base, log),
+        "naive_incremental": lambda: NaiveIncrementalStrategy(base, log, config.naive),
+        "microbatch_regularised": lambda: MicrobatchRegularisedStrategy(
             base, log, base_period, config.microbatch, config.replay.seed),
-        "ensemble": lambda built: ContextEnsembleStrategy(
-            built["static"], built[config.ensemble.dynamic_member], log, config.ensemble),
     }
-    unknown = [n for n in config.strategies if n not in makers]
-    if unknown:
-        raise ValueError(f"freshness.strategies: unknown {unknown}; known {sorted(makers)}")
-    if "ensemble" in config.strategies:
-        needed = ["static", config.ensemble.dynamic_member]
-        missing = [n for n in needed if n not in config.strategies[: config.strategies.index("ensemble")]]
-        if missing:
-            raise ValueError(f"freshness.strategies: the ensemble needs {missing} listed before it")
     built: dict[str, Strategy] = {}
     for name in config.strategies:
-        built[name] = makers[name](built)
+        member = ensemble_member(name, config)
+        if member is None and name not in makers:
+            raise ValueError(f"freshness.strategies: unknown {name!r}; known {sorted(makers)}, "
+                             f"{ENSEMBLE}, {ENSEMBLE}:<member>")
+        if member is None:
+            built[name] = makers[name]()
+            continue
+        missing = [n for n in ("static", member) if n not in built]
+        if missing:
+            raise ValueError(f"freshness.strategies: {name} needs {missing} listed before it")
+        built[name] = ContextEnsembleStrategy(built["static"], built[member], log, config.ensemble, name=name)
     return built
 
 
@@ -100,7 +111,7 @@ class ReplayResult:
     per_user: pd.DataFrame
     summary: pd.DataFrame
     buckets: pd.DataFrame
-    weights: dict[str, float]
+    weights: dict[str, dict[str, float]]  # per ensemble: dynamic weight per context bucket
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -123,13 +134,12 @@ def run(dataset: Dataset, config: RayfeedConfig, log: Log = print) -> ReplayResu
         strategies, event_log, windows, fresh.replay, fresh.ensemble.recent_activity_s, progress=log
     )
     reference = fresh.strategies[0]
-    ensemble = next((s for s in strategies.values() if isinstance(s, ContextEnsembleStrategy)), None)
     return ReplayResult(
         per_window=per_window,
         per_user=per_user,
         summary=summarise(per_window, reference, fresh.replay),
         buckets=bucket_table(per_user),
-        weights=dict(ensemble.weights) if ensemble is not None else {},
+        weights={n: dict(s.weights) for n, s in strategies.items() if isinstance(s, ContextEnsembleStrategy)},
         meta={
             "dataset": dataset.name, "reference": reference, "k": fresh.replay.k,
             "windows": len(windows), "validation_windows": fresh.replay.validation_windows,
@@ -172,27 +182,28 @@ def format_buckets(result: ReplayResult) -> str:
 
 
 def plot(result: ReplayResult, path: Path) -> None:
-    """Recall@k and NDCG@k per window per strategy; the validation windows shaded."""
+    """Recall@k and NDCG@k per window (at its midpoint) per strategy; the validation windows shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     k = result.meta["k"]
-    frame = result.per_window.assign(date=lambda f: pd.to_datetime(f["start"], unit="s"))
+    frame = result.per_window.assign(date=lambda f: pd.to_datetime((f["start"] + f["end"]) / 2, unit="s"))
     fig, axes = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     for ax, metric, label in zip(axes, ("recall", "ndcg"), (f"Recall@{k}", f"NDCG@{k}")):
         for strategy, rows in frame.groupby("strategy", sort=False):
             ax.plot(rows["date"], rows[metric], marker="o", markersize=3, label=strategy)
         valid = frame[frame["phase"] == "valid"]
         if len(valid):
-            ax.axvspan(valid["date"].min(), pd.to_datetime(valid["end"].max(), unit="s"), color="grey", alpha=0.15,
+            ax.axvspan(pd.to_datetime(valid["start"].min(), unit="s"), pd.to_datetime(valid["end"].max(), unit="s"),
+                       color="grey", alpha=0.15,
                        label="validation (ensemble weights)" if metric == "recall" else None)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_title(f"Prequential replay of {result.meta['dataset']}: each window scored before the strategy sees it")
     axes[0].legend(fontsize=8, ncol=3)
-    axes[1].set_xlabel("window start")
+    axes[1].set_xlabel("window (midpoint)")
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -208,5 +219,5 @@ def write_outputs(result: ReplayResult, out: Path, command: str) -> None:
                "bucket_users": result.buckets.attrs.get("users", {})}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     (out / "table.md").write_text(f"`{command}`\n\n{format_table(result)}\n\n{format_buckets(result)}\n\n"
-                                  f"ensemble weights (dynamic share per context): {result.weights}\n")
+                                  f"ensemble weights (dynamic share per context, learned on validation): {result.weights}\n")
     plot(result, out / "replay.png")

@@ -48,7 +48,9 @@ class EnsembleConfig(Section):
     """Static + dynamic ensemble: score = (1 − w)·log p_static + w·log p_dynamic, w by context."""
 
     dynamic_member: DynamicMember = Field(
-        "naive_incremental", description="the frequently updated member blended with the static model"
+        "microbatch_regularised",
+        description="the frequently updated member blended with the static model by the strategy named "
+        "'ensemble' ('ensemble:<member>' names another); chosen on the validation windows (docs/freshness.md)",
     )
     weight_grid: tuple[float, ...] = Field(
         (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
@@ -111,6 +113,8 @@ class FreshnessConfig(Section):
     microbatch: MicrobatchConfig = Field(default_factory=MicrobatchConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     strategies: tuple[str, ...] = Field(
-        ("static", "dynamic_embeddings", "naive_incremental", "microbatch_regularised", "ensemble"),
-        description="strategies replayed side by side (the first is the reference of the paired differences)",
+        ("static", "dynamic_embeddings", "naive_incremental", "microbatch_regularised",
+         "ensemble:naive_incremental", "ensemble:microbatch_regularised"),
+        description="strategies replayed side by side (the first is the reference of the paired differences); "
+        "'ensemble:<member>' blends static with that member, which must be listed before it",
     )

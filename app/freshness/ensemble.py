@@ -60,8 +60,9 @@ class ContextEnsembleStrategy(ScoringStrategy):
     name = "ensemble"
 
     def __init__(self, static: ScoringStrategy, dynamic: ScoringStrategy, log: InteractionLog,
-                 config: EnsembleConfig) -> None:
+                 config: EnsembleConfig, name: str = "ensemble") -> None:
         super().__init__(log)
+        self.name = name
         self.static, self.dynamic, self.config = static, dynamic, config
         self.weights: dict[ContextBucket, float] = dict(config.initial_weights)
         self._metrics: list[np.ndarray] = []

@@ -9,7 +9,8 @@ from app.config import ConfigError, load_config
 from cli.main import build_parser
 from training.replay import QUICK_OVERRIDES, build_strategies, format_table, run, split_timeline, write_outputs
 
-STRATEGIES = ("static", "dynamic_embeddings", "naive_incremental", "microbatch_regularised", "ensemble")
+STRATEGIES = ("static", "dynamic_embeddings", "naive_incremental", "microbatch_regularised",
+              "ensemble:naive_incremental", "ensemble:microbatch_regularised")
 
 
 def _quick(**replay):
@@ -28,7 +29,8 @@ def test_quick_replay_reports_every_strategy_on_test_windows_only(small_world, t
     assert (result.summary["windows"] == test_windows).all() and test_windows >= 2
     assert result.summary.set_index("strategy").loc["static", "recall_diff"] == 0
     assert ((result.summary["recall_mean"] >= 0) & (result.summary["recall_mean"] <= 1)).all()
-    assert set(result.weights) == {"new", "recent", "returning"}
+    assert set(result.weights) == set(STRATEGIES[4:])
+    assert all(set(w) == {"new", "recent", "returning"} for w in result.weights.values())
 
     write_outputs(result, tmp_path, "rayfeed replay --quick")
     saved = json.loads((tmp_path / "summary.json").read_text())
@@ -41,9 +43,10 @@ def test_quick_replay_reports_every_strategy_on_test_windows_only(small_world, t
 def test_the_ensemble_needs_its_members_listed_first(small_world) -> None:
     config = _quick()
     base_period, _, start = split_timeline(small_world.interactions, 0.5)
-    bad = config.freshness.model_copy(update={"strategies": ("ensemble", "static", "naive_incremental")})
-    with pytest.raises(ValueError, match="needs"):
-        build_strategies(None, None, base_period, bad)
+    for order in (("ensemble", "static", "microbatch_regularised"), ("static", "ensemble:naive_incremental")):
+        bad = config.freshness.model_copy(update={"strategies": order})
+        with pytest.raises(ValueError, match="needs"):
+            build_strategies(None, None, base_period, bad)
     with pytest.raises(ValueError, match="unknown"):
         build_strategies(None, None, base_period, config.freshness.model_copy(update={"strategies": ("oracle",)}))
 
