@@ -155,13 +155,14 @@ def format_table(result: ReplayResult) -> str:
     """The markdown table: per strategy over the test windows, and the paired differences."""
     k, ref = result.meta["k"], result.meta["reference"]
     lines = [
-        f"| strategy | Recall@{k} mean ± std | worst window | NDCG@{k} mean ± std | worst window "
-        f"| ΔRecall vs {ref} [95% CI] | ΔNDCG vs {ref} [95% CI] |",
-        "|---|---|---|---|---|---|---|",
+        f"| strategy | Recall@{k} mean ± std | worst window | windows below {ref} | mean window-to-window |Δ| "
+        f"| NDCG@{k} mean ± std | worst window | ΔRecall vs {ref} [95% CI] | ΔNDCG vs {ref} [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result.summary.to_dict("records"):
         lines.append(
             f"| {r['strategy']} | {r['recall_mean']:.4f} ± {r['recall_std']:.4f} | {r['recall_worst']:.4f} "
+            f"| {r['recall_below']}/{r['windows']} | {r['recall_step']:.4f} "
             f"| {r['ndcg_mean']:.4f} ± {r['ndcg_std']:.4f} | {r['ndcg_worst']:.4f} "
             f"| {r['recall_diff']:+.4f} [{r['recall_diff_low']:+.4f}, {r['recall_diff_high']:+.4f}] "
             f"| {r['ndcg_diff']:+.4f} [{r['ndcg_diff_low']:+.4f}, {r['ndcg_diff_high']:+.4f}] |"

@@ -130,8 +130,9 @@ def paired_bootstrap(diffs: np.ndarray, samples: int, confidence: float, rng: np
 
 
 def summarise(per_window: pd.DataFrame, reference: str, config: ReplayConfig) -> pd.DataFrame:
-    """One row per strategy over the test windows: mean, std and worst window of each metric,
-    and the mean paired difference to `reference` with its bootstrap interval."""
+    """One row per strategy over the test windows: mean, std and worst window of each metric;
+    stability (windows below `reference`, mean |change| between consecutive windows); and the
+    mean paired difference to `reference` with its bootstrap interval."""
     test = per_window[per_window["phase"] == "test"]
     wide = {metric: test.pivot(index="window", columns="strategy", values=metric) for metric in METRICS}
     rows = []
@@ -144,7 +145,8 @@ def summarise(per_window: pd.DataFrame, reference: str, config: ReplayConfig) ->
             low, high = paired_bootstrap(diffs, config.bootstrap_samples, config.confidence, rng)
             row.update({
                 f"{metric}_mean": float(values.mean()), f"{metric}_std": float(values.std(ddof=1)),
-                f"{metric}_worst": float(values.min()), f"{metric}_diff": float(diffs.mean()),
+                f"{metric}_worst": float(values.min()), f"{metric}_below": int((diffs < 0).sum()),
+                f"{metric}_step": float(values.diff().abs().mean()), f"{metric}_diff": float(diffs.mean()),
                 f"{metric}_diff_low": low, f"{metric}_diff_high": high,
             })
         rows.append(row)

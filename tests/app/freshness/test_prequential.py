@@ -70,6 +70,9 @@ def test_each_window_is_scored_before_it_is_observed_and_logged() -> None:
 
     summary = summarise(per_window, "bad", config).set_index("strategy")
     assert summary.loc["bad", "recall_diff"] == 0 and summary.loc["bad", "windows"] == len(windows) - 1
+    assert summary.loc["bad", "recall_below"] == 0 and summary.loc["bad", "recall_step"] == 0
+    test = per_window[(per_window["phase"] == "test") & (per_window["strategy"] == "good")]["recall"]
+    assert summary.loc["good", "recall_step"] == pytest.approx(np.abs(np.diff(test.to_numpy())).mean())
     assert summary.loc["good", "recall_diff_low"] <= summary.loc["good", "recall_diff"] <= summary.loc["good", "recall_diff_high"]
 
 
