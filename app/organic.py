@@ -25,6 +25,7 @@ from app.data.tables import Dataset
 from app.pipeline import Candidates, FeedQuery, PipelineResult, PipelineRunner, StageHook
 from app.ranking.artifacts import RankerArtifacts
 from app.ranking.scorer import MultiTaskScorer
+from app.ranking.session import SessionInterestScorer
 from app.reranking import (
     ContentRatingFilter,
     CreatorCapSelector,
@@ -122,6 +123,7 @@ class OrganicModels:
         hidden_creator_ids: frozenset[int] = frozenset(),
         user_embedding: np.ndarray | None = None,
         fresh_item_ids: tuple[int, ...] = (),
+        session_item_ids: tuple[int, ...] = (),
     ) -> FeedQuery:
         """Hydrate the query: profile, consumed history + already served, friends."""
         profile = self.dataset.user_row(user_id)
@@ -138,6 +140,7 @@ class OrganicModels:
             close_friend_ids=frozenset(int(f) for f in self.dataset.close_friends_of(user_id)),
             user_embedding=user_embedding,
             fresh_item_ids=fresh_item_ids,
+            session_item_ids=session_item_ids,
             request_id=request_id,
             cold_start=profile is None or len(history) == 0,
         )
@@ -175,6 +178,7 @@ def ranking_pipeline(models: OrganicModels, config: RayfeedConfig, hook: StageHo
         sources=[],
         stages=[
             MultiTaskScorer.from_artifacts(models.ranker),
+            SessionInterestScorer(models.ranker.store.item_topics, config.ranking.session_interest),
             TopKSelector(config.ranking.output_size, name="ranked_top_k"),
         ],
         hook=hook,

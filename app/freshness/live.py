@@ -10,7 +10,8 @@ that was not a bounce, conversion) into `LiveEngagement.observe`. Within millise
   `active_session_s`) leans on what they are doing now, an idle one on their long-term taste;
 - the engagement joins the replica's `EngagementLog`, so the seen-item filter, co-engagement
   seeds, friends' activity and trending all see it;
-- `fresh_items(user)` travels with the query to ranking, whose history features include them.
+- `fresh_items(user)` travels with the query to ranking, whose history features include them,
+  and `session_items(user, now)` (the active session's part) feeds the session-interest term.
 
 Everything here runs on the replica's event loop, so no locks: `observe` and the request path
 never interleave. When a new artifact is swapped in, `attach(models)` re-applies the retained
@@ -66,7 +67,7 @@ class LiveEngagement:
         self.config = config
         self._two_tower = two_tower
         self._model = two_tower.build_model()
-        self._fresh: dict[int, deque[int]] = {}
+        self._fresh: dict[int, deque[tuple[int, float]]] = {}  # (item, ts), newest first
         self._last_event: dict[int, float] = {}
         self._dynamic: dict[int, np.ndarray] = {}
         self._retained: deque[Engagement] = deque(maxlen=config.retained_engagements)
@@ -99,7 +100,7 @@ class LiveEngagement:
             fresh = self._fresh.get(e.user_id)
             if fresh is None:
                 fresh = self._fresh[e.user_id] = deque(maxlen=self.config.max_fresh_items)
-            fresh.appendleft(e.item_id)  # newest first
+            fresh.appendleft((e.item_id, e.ts))  # newest first
             self._last_event[e.user_id] = max(self._last_event.get(e.user_id, 0.0), e.ts)
             touched[e.user_id] = None
         self._retained.extend(found)
@@ -113,7 +114,15 @@ class LiveEngagement:
     # -- what a request reads ------------------------------------------------------------------
     def fresh_items(self, user_id: int) -> tuple[int, ...]:
         fresh = self._fresh.get(int(user_id))
-        return tuple(fresh) if fresh else ()
+        return tuple(item for item, _ in fresh) if fresh else ()
+
+    def session_items(self, user_id: int, now: float) -> tuple[int, ...]:
+        """Fresh items engaged within `active_session_s` of `now` (the short-term interest)."""
+        fresh = self._fresh.get(int(user_id))
+        if not fresh:
+            return ()
+        horizon = now - self.config.active_session_s
+        return tuple(item for item, ts in fresh if ts >= horizon)
 
     def dynamic_weight(self, user_id: int, now: float) -> float:
         last = self._last_event.get(int(user_id))
@@ -144,7 +153,7 @@ class LiveEngagement:
         rows = art.features.user_rows(np.asarray(users, dtype=np.int64))
         history = np.zeros((len(users), max(length, 1)), dtype=np.int64)
         for k, user in enumerate(users):
-            fresh_rows = art.features.item_rows(np.asarray(self._fresh[user], dtype=np.int64))
+            fresh_rows = art.features.item_rows(np.asarray([i for i, _ in self._fresh[user]], dtype=np.int64))
             fresh_rows = fresh_rows[fresh_rows != OOV]
             stored = art.user_histories[rows[k]] if rows[k] != OOV else np.zeros(0, np.int64)
             combined = np.concatenate([fresh_rows, stored[stored != OOV]])[:length]

@@ -29,6 +29,8 @@ class FeedQuery:
     # Items engaged since the serving artifact's snapshot (event stream), newest first: ranking
     # features add them to the user's history, so a burst of likes moves the scores at once.
     fresh_item_ids: tuple[int, ...] = ()
+    # The subset engaged in the user's active session (newest first): short-term interest.
+    session_item_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

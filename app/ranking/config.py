@@ -119,6 +119,15 @@ class ScoreWeights(Section):
     watch: float = Field(0.1, ge=0, le=100, description="weight of E(watch fraction)")
 
 
+class SessionInterestConfig(Section):
+    """The dynamic half of the static+dynamic ensemble at ranking: the ranker (trained on the
+    long-term history) is blended with the topics of what the user engaged with in the active
+    session, final' = final + weight · cos(item topics, session topics) · |final|."""
+
+    weight: float = Field(1.0, ge=0, le=100, description="0 turns the session term off; 1 doubles a perfect match")
+    max_items: int = Field(20, ge=1, le=1000, description="newest session engagements that define the interest")
+
+
 class RankingConfig(Section):
     """The ranking stage: feature tables, model, training and score combination."""
 
@@ -126,6 +135,7 @@ class RankingConfig(Section):
     model: DCNConfig = Field(default_factory=DCNConfig)
     training: RankerTrainingConfig = Field(default_factory=RankerTrainingConfig)
     weights: ScoreWeights = Field(default_factory=ScoreWeights)
+    session_interest: SessionInterestConfig = Field(default_factory=SessionInterestConfig)
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="scoring device; auto = cuda when available"
     )

@@ -150,3 +150,14 @@ def test_history_features_include_fresh_items_as_if_they_were_in_the_snapshot(wo
     mixed = store.pair_features(np.array([other, user]), items[:2], np.full(2, now), {user: tuple(new_items)})
     alone = store.pair_features(np.array([other]), items[:1], np.full(1, now))
     assert mixed["genre_affinity"][0] == pytest.approx(alone["genre_affinity"][0])
+
+
+def test_session_items_are_the_fresh_items_of_the_active_session(two_tower, world):
+    live = LiveEngagement(two_tower, DynamicEmbeddingConfig(active_session_s=600))
+    user = int(world.users["user_id"].iloc[4])
+    items = world.items["item_id"].to_numpy()[:3]
+    live.observe([event(user, int(items[0]), ts=1000.0), event(user, int(items[1]), ts=1900.0),
+                  event(user, int(items[2]), ts=2000.0)])
+    assert live.fresh_items(user) == (int(items[2]), int(items[1]), int(items[0]))
+    assert live.session_items(user, 2100.0) == (int(items[2]), int(items[1]))
+    assert live.session_items(user, 5000.0) == ()
