@@ -27,6 +27,7 @@ BENCHMARKS = {
     "pacing": "benchmarks/pacing_sim.py",
     "collator": "benchmarks/collator_gap.py",
     "observability": "benchmarks/observability_overhead.py",
+    "live-monitor": "benchmarks/live_monitor_overhead.py",
 }
 
 

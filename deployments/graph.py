@@ -14,12 +14,13 @@ from ray.serve import Application
 
 from deployments.auction import Auction
 from deployments.ingress import FeedIngress
+from deployments.monitor import Monitor
 from deployments.ranking import Ranking
 from deployments.reranking import Reranking
 from deployments.retrieval import Retrieval
 
 DEPLOYMENTS = {"FeedIngress": FeedIngress, "Retrieval": Retrieval, "Ranking": Ranking,
-               "Reranking": Reranking, "Auction": Auction}
+               "Reranking": Reranking, "Auction": Auction, "Monitor": Monitor}
 
 # Fractional CPUs: on a 2-core machine, 1 CPU per replica would leave most replicas pending.
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
@@ -33,6 +34,8 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
                   "ray_actor_options": {"num_cpus": 0.2}},
     "Auction": {"max_ongoing_requests": 8, "max_queued_requests": 64,
                 "ray_actor_options": {"num_cpus": 0.2}},
+    # One replica: the live monitor joins predictions and events in one process.
+    "Monitor": {"num_replicas": 1, "max_ongoing_requests": 4, "ray_actor_options": {"num_cpus": 0.1}},
 }
 
 
@@ -51,7 +54,8 @@ def build_app(
         opts["user_config"] = stage_user_config.get(name, user_config or {})
         return DEPLOYMENTS[name].options(**opts).bind(*args)
 
-    return bound("FeedIngress", bound("Retrieval"), bound("Ranking"), bound("Reranking"), bound("Auction"))
+    return bound("FeedIngress", bound("Retrieval"), bound("Ranking"), bound("Reranking"), bound("Auction"),
+                 bound("Monitor"))
 
 
 app = build_app()

@@ -45,7 +45,7 @@ from app.state._redis import async_fail_fast_client
 from app.state.clock import ReplayClock
 from app.state.errors import StoreUnavailable
 from app.state.events import EventStream, StreamEvent
-from app.state.sessions import FeedState, FeedStateStore
+from app.state.sessions import FeedState, FeedStateStore, StreamAppend
 from deployments.common import (
     OVERRIDES_KEY,
     DeploymentSettings,
@@ -56,8 +56,9 @@ from deployments.common import (
     serving_clock,
 )
 from deployments.messages import AdsAnswer, AdsRequest, OrganicPage, OrganicRequest
+from observability.live_monitor import PredictionRecord
 from observability.metrics import ObservabilityHook
-from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, inject_context, request_span
+from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, hash_user_id, inject_context, request_span
 
 log = logging.getLogger("rayfeed.serve")
 
@@ -157,9 +158,11 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         ranking: DeploymentHandle,
         reranking: DeploymentHandle,
         auction: DeploymentHandle,
+        monitor: DeploymentHandle | None = None,
     ) -> None:
         super().__init__()
         self.retrieval, self.ranking, self.reranking, self.auction = retrieval, ranking, reranking, auction
+        self.monitor = monitor  # the live monitor: bound here so Serve deploys it; never on the request path
         self._redis = None
         self._redis_url: str | None = None
         self._codec: CursorCodec | None = None
@@ -298,7 +301,10 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         next_cursor = None
         if redis_ok and store is not None:
             try:
-                await store.record_page(user_id, session_id, organic_ids, n_ads)
+                prediction_log = self._prediction_log(state, user_id, request_id, page, organic, first_position)
+                logged = await store.record_page(user_id, session_id, organic_ids, n_ads, append=prediction_log)
+                if not logged:  # the page's writes went through, its prediction-log entry did not
+                    observability(config).redis_error("predictions_log")
                 more = len(organic.entries) > len(organic_ids) and page_number < config.api.max_pages
                 if more:
                     codec = await self._cursor_codec(store, config)
@@ -340,6 +346,35 @@ class FeedIngress(ReloadableDeployment[IngressState]):
             }
         self._record_page_metrics(state, page)
         return body
+
+    def _prediction_log(self, state: IngressState, user_id: int, request_id: str, page, organic: OrganicPage,
+                        first_position: int) -> StreamAppend | None:
+        """The live monitor's record of this page, for requests Ranking sampled (it attached the
+        per-head scores); sent with the page's other Redis writes. Never raises."""
+        live = state.config.observability.live_monitor
+        if not live.enabled or organic.head_scores is None:
+            return None
+        try:
+            slots = [(int(s.ref_id), first_position + s.position - 1, int(s.item.creator_id))
+                     for s in page.slots if s.kind == "organic"]
+            record = PredictionRecord.for_page(
+                request_id, hash_user_id(user_id, state.config.observability.user_id_hash_salt),
+                organic.versions.get("ranking", state.version), time.time(), slots,
+                [e.item_id for e in organic.entries], organic.head_scores, organic.monitor_sample)
+            return StreamAppend(live.stream_key, record.to_fields(), live.stream_maxlen)
+        except Exception:  # noqa: BLE001 - monitoring never fails a feed
+            log.exception("prediction log record failed")
+            return None
+
+    async def _live_topics(self, config: RayfeedConfig, user_id: int) -> dict[str, float] | str:
+        """Explain mode: the user's real-time topic counters (what the event stream says now)."""
+        client = self._client(config)
+        if client is None:
+            return "no Redis"
+        try:
+            return await user_topics(client, user_id)
+        except StoreUnavailable as exc:
+            return f"unavailable: {exc}"
 
     def _record_page_metrics(self, state: IngressState, page) -> None:
         try:

@@ -6,10 +6,14 @@ spans join the request's trace (observability.tracing.continue_trace).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.ads.types import AdResult
 from app.collator.types import Notification, OrganicEntry
 from app.pipeline import Candidates, FeedQuery
+
+if TYPE_CHECKING:
+    from observability.live_monitor import CandidateSample
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class OrganicWork:
     timings_ms: dict[str, float] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)  # explain mode: "<stage>: <reason>" -> n
     versions: dict[str, str] = field(default_factory=dict)
+    # Set by Ranking on requests the live monitor logs (observability.live_monitor.is_sampled).
+    monitor_sample: CandidateSample | None = None
 
 
 @dataclass
@@ -48,6 +54,9 @@ class OrganicPage:
     versions: dict[str, str]
     provenance: dict[int, dict[str, object]] | None = None
     removed: dict[str, int] | None = None
+    # Logged requests only: Ranking's feature sample, and head -> prediction per entry (entries' order).
+    monitor_sample: CandidateSample | None = None
+    head_scores: dict[str, list[float]] | None = None
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,11 @@ import numpy as np
 
 from app.pipeline import PipelineRunner, StageRecord
 from app.ranking.artifacts import RankerArtifacts
-from app.ranking.scorer import MultiTaskScorer
+from app.ranking.scorer import HEAD_COLUMNS, MultiTaskScorer
 from app.reranking import TopKSelector
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
 from deployments.messages import OrganicWork
+from observability.live_monitor import CandidateSample, FeatureSampler, is_sampled
 from observability.metrics import ObservabilityHook
 from observability.tracing import (
     ATTR_BATCH_SIZE, ATTR_MODEL_VERSION, ATTR_N_IN, ATTR_N_OUT, batch_span, continue_trace, inject_context, record_span,
@@ -45,6 +46,7 @@ class RankingState:
     scorer: MultiTaskScorer
     top_k: PipelineRunner
     hook: ObservabilityHook
+    sampler: FeatureSampler | None  # live monitor on: the feature sample of logged requests
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,25 @@ class _Scored:
     model_seconds: float  # the whole batch's pass (shared)
     batch_size: int
     version: str
+    sample: CandidateSample | None = None
 
 
 def _load(config: RayfeedConfig, version: ArtifactVersion) -> RankerArtifacts:
     return RankerArtifacts.load(version.path / "organic" / "ranker", config.ranking)
+
+
+def _monitor_samples(state: RankingState, calls: list[_ScoreCall], dense: np.ndarray,
+                     columns: list[dict[str, np.ndarray]]) -> list[CandidateSample | None]:
+    """The live monitor's feature sample of each logged request (None for the others)."""
+    rate = state.config.observability.live_monitor.sample_rate
+    bounds = np.cumsum([0] + [len(c.work.candidates) for c in calls])
+    out: list[CandidateSample | None] = []
+    for call, lo, hi, scores in zip(calls, bounds[:-1], bounds[1:], columns):
+        if state.sampler is None or not is_sampled(call.work.request.request_id, rate):
+            out.append(None)
+            continue
+        out.append(state.sampler.sample(dense[lo:hi], {h: scores[c] for h, c in HEAD_COLUMNS.items() if c in scores}))
+    return out
 
 
 @serve.deployment(name="Ranking")
@@ -87,7 +104,9 @@ class Ranking(ReloadableDeployment[RankingState]):
         scorer.reconfigure(config.ranking.weights)  # weights come from config, not the artifact
         hook = ObservabilityHook("ranking", observability(config), model_version=version.version)
         top_k = PipelineRunner("ranking", sources=[], stages=[TopKSelector(config.ranking.output_size, name="ranked_top_k")], hook=hook)
-        return RankingState(config, key, version.version, artifacts, scorer, top_k, hook)
+        live = config.observability.live_monitor
+        sampler = FeatureSampler(scorer.schema.dense, live.features, live.feature_rows) if live.enabled else None
+        return RankingState(config, key, version.version, artifacts, scorer, top_k, hook, sampler)
 
     def after_swap(self, state: RankingState, settings: DeploymentSettings) -> None:
         self._score.set_max_batch_size(settings.max_batch_size)
@@ -105,6 +124,7 @@ class Ranking(ReloadableDeployment[RankingState]):
         work.timings_ms["ranking"] = ms(scored.model_seconds + time.perf_counter() - t)
         work.timings_ms["ranking_batch_size"] = float(scored.batch_size)
         work.versions["ranking"] = scored.version
+        work.monitor_sample = scored.sample
         if work.request.explain:
             for reason, n in result.removal_counts().items():
                 work.removed[reason] = work.removed.get(reason, 0) + n
@@ -124,7 +144,9 @@ class Ranking(ReloadableDeployment[RankingState]):
         with batch_span("ranking.multitask_ranker", [c.trace for c in calls],
                         mode=state.config.observability.batch_span_mode,
                         attributes={ATTR_MODEL_VERSION: state.version}) as spans:
-            columns = state.scorer.score_batch([(c.work.query, c.work.candidates) for c in calls])
+            requests = [(c.work.query, c.work.candidates) for c in calls]
+            features = state.scorer.features_for(requests)
+            columns = state.scorer.score_batch(requests, features)
             spans.set_attribute("rayfeed.batch.candidates", int(sum(len(c.work.candidates) for c in calls)))
             if spans.per_request:
                 for i, call in enumerate(calls):
@@ -136,7 +158,9 @@ class Ranking(ReloadableDeployment[RankingState]):
             n = len(call.work.candidates)
             share = model_seconds * n / n_total  # this request's share of the pass
             state.hook.metrics.record_stage(StageRecord("multitask_ranker", "scorer", share, n, n), "ranking")
-        return [_Scored(scores, model_seconds, len(calls), state.version) for scores in columns]
+        samples = _monitor_samples(state, calls, features.dense, columns)
+        return [_Scored(scores, model_seconds, len(calls), state.version, sample)
+                for scores, sample in zip(columns, samples)]
 
     async def device(self) -> str:
         """Where the model runs ("cuda:0" / "cpu"): for `serve status`-style checks and tests."""

@@ -11,6 +11,7 @@ from app.config import RayfeedConfig
 from app.feed import notifications_for, organic_entries
 from app.organic import reranking_pipeline
 from app.pipeline import timed_step
+from app.ranking.scorer import HEAD_COLUMNS
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms
 from deployments.messages import OrganicPage, OrganicWork
 from deployments.retrieval import OrganicState, load_organic_state
@@ -41,6 +42,10 @@ class Reranking(ReloadableDeployment[OrganicState]):
         timings = {**work.timings_ms, "reranking": ms(time.perf_counter() - started)}
         page = OrganicPage(entries, notifications, work.query.cold_start, timings,
                            {**work.versions, "reranking": state.version})
+        if work.monitor_sample is not None:  # a request the live monitor logs
+            page.monitor_sample = work.monitor_sample
+            page.head_scores = {head: candidates.scores[column].tolist()
+                                for head, column in HEAD_COLUMNS.items() if column in candidates.scores}
         if request.explain:
             page.provenance = organic_provenance(candidates)
             removed = dict(work.removed)

@@ -55,6 +55,42 @@ class MonitorThresholds(Section):
     diversity_drop: Threshold = _t(0.05, 0.20)
 
 
+# Dense ranking features the live monitor samples and the training baseline covers: who the users
+# are (age, history), what is offered (popularity, rating, freshness) and how it matches (affinity,
+# collaborative score, source agreement). Names must be dense features of app.ranking.features.
+DEFAULT_MONITORED_FEATURES = (
+    "user_age", "user_log_count", "item_log_count_asof", "item_mean_rating", "item_log_idle_days",
+    "genre_affinity", "cooc_mean", "cf_score", "n_sources",
+)
+
+
+class LiveMonitorConfig(Section):
+    """The live monitor: prediction logging on the serving path and the Monitor deployment."""
+
+    enabled: bool = Field(True, description="log served predictions and run the Monitor loop")
+    sample_rate: float = Field(
+        1.0, ge=0.0, le=1.0, description="fraction of feed requests logged (decided by request id, so every stage agrees)"
+    )
+    stream_key: str = Field("rf:predictions", min_length=1, description="Redis stream of logged predictions")
+    stream_maxlen: int = Field(
+        20_000, ge=100, le=10_000_000,
+        description="approximate MAXLEN of the predictions stream (~3 kB an entry; a restarted Monitor re-reads it)",
+    )
+    feature_rows: int = Field(
+        16, ge=0, le=512, description="candidates per logged request whose features and scores are sampled (even stride)"
+    )
+    features: tuple[str, ...] = Field(DEFAULT_MONITORED_FEATURES, description="dense ranking features monitored (PSI, nulls)")
+    publish_seconds: float = Field(30.0, gt=0, le=3600, description="how often the Monitor grades its window and publishes gauges")
+    poll_seconds: float = Field(0.5, gt=0, le=60, description="how often the Monitor reads the prediction and event streams")
+    label_window_seconds: float = Field(
+        1800.0, gt=0, description="how long after serving an impression's clicks/likes/shares/hides still count (calibration)"
+    )
+    read_count: int = Field(1000, ge=1, le=100_000, description="stream entries read per call")
+    consumer_group: str = Field("rayfeed-monitor", min_length=1, description="consumer group of the Monitor on the event stream")
+    baseline_users: int = Field(200, ge=10, le=100_000, description="users whose served candidates form the training baseline")
+    redis_timeout_s: float = Field(5.0, gt=0, le=60, description="socket timeout of the Monitor's Redis reads (batches of entries)")
+
+
 class ObservabilityConfig(Section):
     """Tracing, metrics, monitors, alerts and the retraining trigger."""
 
@@ -78,6 +114,7 @@ class ObservabilityConfig(Section):
     calibration_bins: int = Field(10, ge=2, le=100, description="equal-width bins of reliability diagrams and ECE")
     monitor_window_seconds: float = Field(3600.0, gt=0, description="window the in-process monitors evaluate")
     thresholds: MonitorThresholds = Field(default_factory=MonitorThresholds)
+    live_monitor: LiveMonitorConfig = Field(default_factory=LiveMonitorConfig)
     sla_p99_ms: float = Field(150.0, gt=0, le=60_000, description="feed P99 latency SLA (alert)")
     error_rate_max: float = Field(0.01, gt=0, le=1, description="5xx fraction above which the error alert fires")
     empty_feed_rate_max: float = Field(0.01, gt=0, le=1, description="empty-feed fraction above which the alert fires")

@@ -141,6 +141,13 @@ PAGE_ITEMS = MetricSpec("rayfeed_page_items_total", C, "Items served, by type (o
 PAGE_DIVERSITY = MetricSpec(
     "rayfeed_page_diversity", H, "Distinct creators/topics on one served page.", ("dimension",), DIVERSITY_BUCKETS
 )
+BUSINESS_RATE = MetricSpec(
+    "rayfeed_business_rate", G, "Windowed organic event rate per impression (monitor): ctr, engagement_rate, hide_rate.",
+    ("metric",),
+)
+USER_DIVERSITY = MetricSpec(
+    "rayfeed_user_diversity", G, "Windowed mean distinct creators shown per user across pages (monitor).", ("dimension",)
+)
 AD_REVENUE = MetricSpec("rayfeed_ad_revenue_total", C, "Ad revenue charged (currency units).")
 BUDGET_UTILISATION = MetricSpec("rayfeed_budget_utilisation", G, "Fraction of today's total ad budget spent.")
 

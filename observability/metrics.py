@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("impression", "click", "like", "share", "hide", "watch", "conversion")
 PAGE_ITEM_TYPES = ("organic", "ad", "notification")
+BUSINESS_RATES = ("ctr", "engagement_rate", "hide_rate")
 _MONITOR_GAUGES = {"feature_psi": m.FEATURE_PSI, "score_psi": m.SCORE_PSI}
 _MONITOR_LABEL = {"feature_psi": "feature", "score_psi": "head"}
 
@@ -188,6 +189,17 @@ class FeedMetrics(ABC):
         for dimension, ids in (("creator", creator_ids), ("topic", topic_ids)):
             if len(ids):
                 self.observe(m.PAGE_DIVERSITY, len(set(ids)), dimension=dimension)
+
+    def set_business_rate(self, metric: str, value: float) -> None:
+        """A windowed per-impression rate computed by the live monitor (ctr, engagement_rate, hide_rate)."""
+        if metric not in BUSINESS_RATES:
+            raise ValueError(f"unknown business rate {metric!r}; expected one of {BUSINESS_RATES}")
+        if not np.isnan(value):
+            self.set(m.BUSINESS_RATE, value, metric=metric)
+
+    def set_user_diversity(self, dimension: str, value: float) -> None:
+        if not np.isnan(value):
+            self.set(m.USER_DIVERSITY, value, dimension=dimension)
 
     def record_revenue(self, amount: float) -> None:
         self.inc(m.AD_REVENUE, amount)

@@ -496,6 +496,11 @@ class RetrainTrigger:
     def from_config(cls, sink, config: ObservabilityConfig, clock: Callable[[], float] = time.time) -> "RetrainTrigger":
         return cls(sink, config.retrain_min_interval_seconds, config.retrain_on, clock)
 
+    def resume(self, last_requested_at: float) -> None:
+        """Keep the rate limit of an earlier process: `last_requested_at` is its last request's time."""
+        with self._lock:
+            self._last = last_requested_at if self._last is None else max(self._last, last_requested_at)
+
     def consider(self, results: Iterable[MonitorResult]) -> RetrainRequest | None:
         """Emit a request if any relevant monitor is critical and the interval has passed."""
         reasons = tuple(r for r in results if r.severity is Severity.CRITICAL and r.monitor in self.monitors)

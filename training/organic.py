@@ -28,6 +28,7 @@ from app.organic import OrganicModels, retrieval_pipeline
 from app.pipeline import Candidates
 from app.retrieval.two_tower import TwoTowerArtifacts, train_two_tower_in_process
 from training.ads import train_ads
+from training.monitor_baseline import save_monitor_baseline
 from training.ranker import SORT_KEYS, fit_ranker, split_user_tail
 
 Log = Callable[[str], None]
@@ -104,6 +105,7 @@ def train_and_publish(dataset: Dataset, config: RayfeedConfig, *, use_ray: bool 
         history, labels = production_split(dataset.interactions, config.training.label_fraction)
         models = fit_organic(dataset, history, labels, config, use_ray=use_ray, log=log)
         models.save(staging / "organic")
+        log(f"monitor baseline: {save_monitor_baseline(models, config, staging / 'organic').name}")
         bundle, ads_figures = train_ads(dataset, dataset.interactions, config.ads, now=models.engagements.last_timestamp)
         bundle.save(staging / "ads")
         log(f"ads: {len(bundle.world.campaigns)} campaigns, pCTR log-loss {ads_figures['ads.pctr_logloss']:.4f} "

@@ -112,9 +112,13 @@ class MultiTaskScorer:
             raise KeyError(f"candidates lack ranking features {missing[:8]} and the scorer has no assembler")
         return self.assembler.batch_for_requests(requests)
 
-    def score_batch(self, requests: list[tuple[FeedQuery, Candidates]]) -> list[dict[str, np.ndarray]]:
-        """Score many requests' candidates in one tensor pass; one dict of columns per request."""
-        scores = self.predict(self.features_for(requests))
+    def score_batch(
+        self, requests: list[tuple[FeedQuery, Candidates]], features: FeatureBatch | None = None
+    ) -> list[dict[str, np.ndarray]]:
+        """Score many requests' candidates in one tensor pass; one dict of columns per request.
+        `features`: `features_for(requests)` when the caller already made it (the live monitor
+        samples the same inputs the model saw)."""
+        scores = self.predict(self.features_for(requests) if features is None else features)
         bounds = np.cumsum([0] + [len(c) for _, c in requests])
         return [{k: v[lo:hi] for k, v in scores.items()} for lo, hi in zip(bounds[:-1], bounds[1:])]
 

@@ -26,19 +26,33 @@ from app.state.errors import StoreUnavailable
 STREAM_KEY = "rf:events"
 DEDUP_PREFIX = "rf:events:seen:"
 
-# KEYS[1] = stream; ARGV = maxlen, ttl_ms, n, then per event: id, payload (JSON).
-# Returns a flag per event: 1 appended, 0 duplicate.
+# KEYS[1] = stream, KEYS[2] = dedup prefix; ARGV = maxlen, ttl_ms, n, then per event: id,
+# payload (JSON), n_ops, and n_ops × (kind, key, member, amount, ttl_ms) counter updates that are
+# applied only when the event is appended (app/state/counters.py). Returns 1 appended / 0 duplicate
+# per event.
 _APPEND_LUA = """
 local maxlen, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
-for i = 0, n - 1 do
-  local id, payload = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+local a = 4
+for i = 1, n do
+  local id, payload, n_ops = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
   if redis.call('SET', KEYS[2] .. id, '1', 'NX', 'PX', ttl) then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'event_id', id, 'event', payload)
-    out[i + 1] = 1
+    for j = 0, n_ops - 1 do
+      local b = a + 5 * j
+      if ARGV[b] == 'z' then
+        redis.call('ZINCRBY', ARGV[b + 1], ARGV[b + 3], ARGV[b + 2])
+      else
+        redis.call('HINCRBYFLOAT', ARGV[b + 1], ARGV[b + 2], ARGV[b + 3])
+      end
+      redis.call('PEXPIRE', ARGV[b + 1], ARGV[b + 4])
+    end
+    out[i] = 1
   else
-    out[i + 1] = 0
+    out[i] = 0
   end
+  a = a + 5 * n_ops
 end
 return out
 """
@@ -80,13 +94,18 @@ class EventStream:
         self.key = key
         self._script = client.register_script(_APPEND_LUA)
 
-    async def append(self, events: Sequence[StreamEvent]) -> list[bool]:
-        """Whether each event was appended (False: a duplicate). Raises StoreUnavailable."""
+    async def append(self, events: Sequence[StreamEvent], counter_ops: Sequence[Sequence] | None = None) -> list[bool]:
+        """Whether each event was appended (False: a duplicate). `counter_ops[i]` (CounterOps of
+        app/state/counters.py) are applied atomically with event i's append, and only then.
+        Raises StoreUnavailable."""
         if not events:
             return []
         args: list[object] = [self.maxlen, self.dedup_ttl_ms, len(events)]
-        for event in events:
-            args += [event.event_id, event.payload()]
+        for k, event in enumerate(events):
+            ops = counter_ops[k] if counter_ops is not None else ()
+            args += [event.event_id, event.payload(), len(ops)]
+            for op in ops:
+                args += op.args()
         try:
             flags = await self._script(keys=[self.key, DEDUP_PREFIX], args=args)
         except redis.RedisError as exc:

@@ -60,6 +60,15 @@ def signals_from_counters(counters: dict) -> SessionSignals:
 
 
 @dataclass(frozen=True)
+class StreamAppend:
+    """One more stream entry to send with a page's writes (the live monitor's prediction log)."""
+
+    key: str
+    fields: dict[str, str]
+    maxlen: int
+
+
+@dataclass(frozen=True)
 class FeedState:
     served_item_ids: frozenset[int] = frozenset()
     hidden_item_ids: frozenset[int] = frozenset()
@@ -109,8 +118,14 @@ class FeedStateStore:
         items, creators, counters = results
         return FeedState(served, _ints(items), _ints(creators), signals_from_counters(counters))
 
-    async def record_page(self, user_id: int, session_id: str, item_ids: Sequence[int], n_ads: int) -> None:
-        """After a page is served: its items join the chain's served set; ads count as shown."""
+    async def record_page(
+        self, user_id: int, session_id: str, item_ids: Sequence[int], n_ads: int, append: StreamAppend | None = None
+    ) -> bool:
+        """After a page is served: its items join the chain's served set; ads count as shown.
+
+        `append`: one stream entry (XADD, MAXLEN ~) sent in the same round trip, last. Its own
+        failure is reported, not raised (returns False): a log entry must never cost the page its
+        cursor. Returns True otherwise."""
         pipe = self.client.pipeline(transaction=False)
         if item_ids:
             pipe.sadd(served_key(session_id), *item_ids)
@@ -118,7 +133,18 @@ class FeedStateStore:
         if n_ads:
             pipe.hincrby(session_key(user_id), "ads_shown", n_ads)
             pipe.pexpire(session_key(user_id), self.session_ttl_ms)
-        await self._run("record page", pipe)
+        if append is None:
+            await self._run("record page", pipe)
+            return True
+        pipe.xadd(append.key, append.fields, maxlen=append.maxlen, approximate=True)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"record page: {type(exc).__name__}: {exc}") from exc
+        failed = [r for r in results[:-1] if isinstance(r, Exception)]
+        if failed:
+            raise StoreUnavailable(f"record page: {type(failed[0]).__name__}: {failed[0]}")
+        return not isinstance(results[-1], Exception)
 
     async def apply_events(self, events: Sequence[StreamEvent]) -> None:
         """Session counters and hides from accepted events (after they are on the stream)."""

@@ -10,6 +10,7 @@ from app.artifacts import ArtifactStore, ArtifactVersion
 from app.config import RayfeedConfig, load_config
 from app.data import load_dataset
 from training.ads import train_ads
+from training.monitor_baseline import save_monitor_baseline
 from training.organic import fit_organic, production_split
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +39,7 @@ def train_two_versions(root: Path, log=lambda m: None) -> tuple[ArtifactVersion,
     history, labels = production_split(dataset.interactions, config.training.label_fraction)
     models = fit_organic(dataset, history, labels, config, use_ray=False, log=log)
     models.save(staging / "organic")
+    save_monitor_baseline(models, config, staging / "organic")  # the live monitor's PSI reference
     bundle, figures = train_ads(dataset, dataset.interactions, config.ads, now=models.engagements.last_timestamp)
     bundle.save(staging / "ads")
     manifest = {"dataset": dataset.name, "as_of": models.meta["as_of"], "train_seconds": time.perf_counter() - started}

@@ -71,6 +71,9 @@ def app_config(artifact_root: Path, version: str, port: int, otlp_endpoint: str 
         settings["admin_poll_s"] = 0.2
         settings["rayfeed"]["artifacts"] = {"root": str(artifact_root), "version": version}
         settings["rayfeed"]["data"] = {"cache_dir": str(REPO / "data_cache")}
+        # The live monitor is off for the session: its Monitor would add to the calibration series
+        # other tests count. tests/integration/test_live_monitor.py turns it on for itself.
+        settings["rayfeed"].setdefault("observability", {}).setdefault("live_monitor", {})["enabled"] = False
         deployment["user_config"] = settings
     return config
 

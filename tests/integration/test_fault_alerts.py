@@ -65,6 +65,8 @@ class MonitorJob:
         self.predictions = PredictionLog(ttl_seconds=3600)
         self.stream_after = "0-0"
         self.expected: dict[str, float] = {}  # series key -> cumulative value this job exported
+        # What other recorders of the same series (an earlier test's Monitor) exported before this job.
+        self.before = _scrape_series()
 
     def tick(self, ages: np.ndarray, responses: list[dict], calibration_factor: float) -> None:
         self.metrics.record_feature_nulls({FEATURE: ages})
@@ -156,13 +158,19 @@ SERIES = {  # what the rules read: key -> (exported series, labels that identify
 }
 
 
+def _scrape_series() -> dict[str, float]:
+    found = _scrape_values()
+    return {key: sum(_exported(found, series, labels)) for key, (series, labels) in SERIES.items()}
+
+
 def _wait_for_export(job: MonitorJob, timeout_s: float = 30.0) -> dict[str, float]:
     """Scrape until every series shows what the job recorded (Ray exports on its report interval)."""
     want = {**job.expected, "psi": job.psi}
     deadline = time.monotonic() + timeout_s
     while True:
         found = _scrape_values()
-        got = {key: sum(_exported(found, series, labels)) for key, (series, labels) in SERIES.items()}
+        got = {key: sum(_exported(found, series, labels)) - (job.before[key] if key != "psi" else 0.0)
+               for key, (series, labels) in SERIES.items()}
         if all(np.isclose(got[k], want[k], rtol=1e-6, atol=1e-6) for k in want) or time.monotonic() > deadline:
             assert all(np.isclose(got[k], want[k], rtol=1e-6, atol=1e-6) for k in want), (got, want)
             return got

@@ -113,3 +113,35 @@ def test_follow_wakes_on_a_new_event_and_groups_hand_each_entry_out_once(redis_c
     assert [e.event_id for _, e in followed] == ["e2"]
     assert [e.event_id for _, e in first] == ["e1"] and [e.event_id for _, e in second] == ["e2"]
     assert [e.event_id for _, e in pending_a] == ["e1"] and acked == 1 and pending_after == []
+
+
+def test_counters_move_with_the_append_and_a_duplicate_counts_once(redis_client, redis_url):
+    from app.state.counters import EngagementCounters, top_creators, trending, user_topics
+
+    topics = {1: ("Crime", "Drama"), 2: ("Comedy",), 3: ()}
+    counters = EngagementCounters(lambda i: topics.get(i, ()), lambda i: {1: 10, 2: 20}.get(i, -1),
+                                  ("like", "click"), retention_days=3)
+    day = 86_400.0 * 20_000
+    events = [
+        StreamEvent("c1", 7, "like", day + 10, item_id=1), StreamEvent("c2", 7, "click", day + 20, item_id=1),
+        StreamEvent("c3", 8, "like", day - 86_400 + 5, item_id=2),  # yesterday
+        StreamEvent("c4", 7, "impression", day + 30, item_id=2),    # not an engagement
+        StreamEvent("c5", 7, "like", day + 40, item_id=3),          # no topics, no creator
+    ]
+
+    async def scenario():
+        client = aioredis.Redis.from_url(redis_url)
+        stream = EventStream(client, maxlen=1000, dedup_ttl_s=60)
+        first = await stream.append(events, counters.ops_for(events))
+        again = await stream.append(events[:2], counters.ops_for(events[:2]))  # a retried batch
+        result = (first, again, await trending(client, day + 100, days=3, half_life_days=1.0, k=10),
+                  await user_topics(client, 7), await top_creators(client, day + 100, days=3, k=10))
+        await client.aclose()
+        return result
+
+    first, again, top, topics_7, creators = run(scenario())
+    assert first == [True] * 5 and again == [False, False]
+    assert top == [(1, 2.0), (3, 1.0), (2, 0.5)]  # yesterday's like counts half
+    assert topics_7 == {"Crime": 2.0, "Drama": 2.0}
+    assert creators == [(10, 2.0), (20, 0.5)]
+    assert 0 < redis_client.pttl(f"rf:cnt:items:{int(day // 86_400)}") <= 3 * 86_400 * 1000

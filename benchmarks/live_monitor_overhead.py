@@ -1,0 +1,215 @@
+"""What the live monitor costs a served feed: P50/P99 through Ray Serve with it on and off, one run.
+
+    python benchmarks/live_monitor_overhead.py --blocks 3 --requests 150    # or: rayfeed bench live-monitor
+
+Starts its own redis-server, a local Ray (2 CPUs) and the Serve app from serve_config.yaml (every
+deployment at one replica, as the integration tests deploy it) over a copy of the latest artifact
+version (a training baseline is fitted into the copy when the artifact has none). Then it
+alternates two modes, switched by redeploying the user_config (an in-place reconfigure of every
+deployment, no restart), in blocks with a rotating order so that other load on the machine hits
+both alike:
+
+  on    observability.live_monitor.enabled (sample_rate 1.0): Ranking samples features, the
+        ingress sends the prediction record with the page's Redis writes, the Monitor deployment
+        reads both streams, joins and publishes every `publish_seconds`
+  off   live_monitor.enabled: false (no sample, no XADD, the Monitor's loop cancelled)
+
+Each block: `--warmup` requests, then `--requests` measured feed requests from `--concurrency`
+closed-loop clients; after each page the client posts an impression per organic item and a click
+on the first (in both modes, so the event path loads the app alike and the Monitor has joins to do).
+Reported: feed latency P50/P99 per mode (client side, loopback), the ratio on/off, the size of
+the stream entries and what the Monitor processed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("on", "off")
+
+
+def prepare_artifacts(root: Path, target: Path, log) -> str:
+    """A copy of the latest version under `target`, with a monitor baseline; returns its version."""
+    from app.artifacts import ArtifactStore
+    from app.config import load_config
+    from app.data import load_dataset
+    from app.organic import OrganicModels
+    from observability.live_monitor import BASELINE_FILE
+    from training.monitor_baseline import save_monitor_baseline
+
+    version = ArtifactStore(root).latest()
+    shutil.copytree(version.path, target / version.version)
+    (target / "LATEST").write_text(version.version)
+    organic = target / version.version / "organic"
+    if not (organic / BASELINE_FILE).exists():
+        config = load_config(overrides={"artifacts": {"root": str(target)}, "data": {"cache_dir": str(REPO / "data_cache")}})
+        models = OrganicModels.load(organic, load_dataset(config.data), config)
+        started = time.perf_counter()
+        save_monitor_baseline(models, config, organic)
+        log(f"fitted a monitor baseline into the copy ({time.perf_counter() - started:.0f}s)")
+    return version.version
+
+
+def app_config(artifact_root: Path, version: str, port: int, enabled: bool) -> dict:
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = port
+    for deployment in config["applications"][0]["deployments"]:
+        deployment.pop("autoscaling_config", None)
+        deployment["num_replicas"] = 1
+        settings = copy.deepcopy(deployment["user_config"])
+        settings["rayfeed"]["artifacts"] = {"root": str(artifact_root), "version": version}
+        settings["rayfeed"]["data"] = {"cache_dir": str(REPO / "data_cache")}
+        live = settings["rayfeed"].setdefault("observability", {}).setdefault("live_monitor", {})
+        live.update({"enabled": enabled, "sample_rate": 1.0})
+        deployment["user_config"] = settings
+    return config
+
+
+def deploy(config: dict, url: str, timeout_s: float = 600.0) -> None:
+    """Deploy (or reconfigure in place) and wait until the app runs and answers /readyz. Serve's
+    own blocking wait gives up after 60 s, too short for a first start on a loaded 2-core machine."""
+    import httpx
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
+    except TimeoutError:
+        pass
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get("rayfeed")
+        if app is not None and str(app.status).endswith("RUNNING"):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        time.sleep(1.0)
+    raise TimeoutError(f"the app was not ready within {timeout_s:.0f}s")
+
+
+async def run_block(url: str, requests: int, warmup: int, concurrency: int, users: int, rng: random.Random) -> list[float]:
+    import httpx
+
+    latencies: list[float] = []
+    budget = {"left": warmup + requests, "warm": warmup}
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while budget["left"] > 0:
+            budget["left"] -= 1
+            measured = budget["warm"] <= 0
+            budget["warm"] -= 1
+            user = rng.randint(1, users)
+            t = time.perf_counter()
+            response = await client.get(f"{url}/v1/feed", params={"user_id": user, "limit": 20})
+            elapsed = time.perf_counter() - t
+            if response.status_code != 200:
+                continue
+            if measured:
+                latencies.append(elapsed)
+            body = response.json()
+            organic = [i for i in body["items"] if i["type"] == "organic"]
+            events = [{"user_id": user, "item_id": i["item_id"], "request_id": body["request_id"],
+                       "position": i["position"], "type": "impression"} for i in organic]
+            if organic:
+                events.append({**events[0], "type": "click"})
+                await client.post(f"{url}/v1/events", json=events)
+
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+    return latencies
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rayfeed bench live-monitor", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifacts", default=str(REPO / "artifacts"), help="artifact root to copy the latest version from")
+    parser.add_argument("--blocks", type=int, default=3, help="blocks per mode (interleaved)")
+    parser.add_argument("--requests", type=int, default=150, help="measured feed requests per block")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--users", type=int, default=943)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="write the figures to this file")
+    args = parser.parse_args(argv)
+
+    import ray
+    import redis
+    from ray import serve
+
+    from app.state.local_redis import LocalRedis, free_port
+
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    work = Path(tempfile.mkdtemp(prefix="rayfeed-live-monitor-"))
+    server = LocalRedis.start()
+    os.environ["REDIS_URL"] = server.url
+    try:
+        version = prepare_artifacts(Path(args.artifacts), work / "artifacts", log)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 namespace="rayfeed-bench-live-monitor")
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        url = f"http://127.0.0.1:{port}"
+        started = time.perf_counter()
+        deploy(app_config(work / "artifacts", version, port, enabled=True), url)
+        log(f"app deployed ({time.perf_counter() - started:.0f}s)")
+        rng = random.Random(args.seed)
+        results: dict[str, list[float]] = {mode: [] for mode in MODES}
+        logged = {mode: 0 for mode in MODES}
+        stream = redis.Redis.from_url(server.url)
+        for block in range(args.blocks):
+            for mode in (MODES if block % 2 == 0 else MODES[::-1]):
+                deploy(app_config(work / "artifacts", version, port, enabled=mode == "on"), url)
+                logged_before = stream.xlen("rf:predictions")
+                latencies = asyncio.run(run_block(url, args.requests, args.warmup, args.concurrency, args.users, rng))
+                results[mode] += latencies
+                logged[mode] += stream.xlen("rf:predictions") - logged_before  # off: 0 (the switch took)
+                log(f"block {block} {mode}: {len(latencies)} requests, P50 {np.percentile(latencies, 50) * 1000:.1f} ms")
+        client = redis.Redis.from_url(server.url)
+        entries = client.xrange("rf:predictions", count=50)
+        entry_bytes = float(np.mean([len(f[b"r"]) for _, f in entries])) if entries else float("nan")
+        monitor = serve.get_deployment_handle("Monitor", app_name="rayfeed").stats.remote().result(timeout_s=30)
+        figures = {
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}",
+            "blocks": args.blocks, "requests_per_block": args.requests, "concurrency": args.concurrency,
+            "prediction_entries_logged": logged, "mean_entry_bytes": entry_bytes,
+            "monitor": {k: monitor.get(k) for k in ("predictions_read", "events_read", "impressions_read", "publishes", "errors")},
+        }
+        for mode in MODES:
+            lat = np.asarray(results[mode]) * 1000
+            figures[mode] = {"n": len(lat), "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+                             "mean_ms": float(lat.mean())}
+        figures["p50_ratio_on_off"] = figures["on"]["p50_ms"] / figures["off"]["p50_ms"]
+        figures["p99_ratio_on_off"] = figures["on"]["p99_ms"] / figures["off"]["p99_ms"]
+        print(json.dumps(figures, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=1))
+        return 0
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            server.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
