@@ -155,7 +155,7 @@ def format_table(result: ReplayResult) -> str:
     """The markdown table: per strategy over the test windows, and the paired differences."""
     k, ref = result.meta["k"], result.meta["reference"]
     lines = [
-        f"| strategy | Recall@{k} mean ± std | worst window | windows below {ref} | mean window-to-window |Δ| "
+        f"| strategy | Recall@{k} mean ± std | worst window | windows below {ref} | mean abs. change between windows "
         f"| NDCG@{k} mean ± std | worst window | ΔRecall vs {ref} [95% CI] | ΔNDCG vs {ref} [95% CI] |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
