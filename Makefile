@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run stop test test-fast bench clean promtool
+.PHONY: install run stop test test-fast bench clean promtool chaos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ test: install promtool
 
 test-fast: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow and not integration"
+
+# Fault injection under load (its own Redis and local Ray on 127.0.0.1; a few minutes; one table).
+chaos: install
+	OMP_NUM_THREADS=1 $(BIN)/rayfeed bench chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) data_cache artifacts runs

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "collator": "benchmarks/collator_gap.py",
     "observability": "benchmarks/observability_overhead.py",
     "live-monitor": "benchmarks/live_monitor_overhead.py",
+    "chaos": "benchmarks/chaos.py",
 }
 
 

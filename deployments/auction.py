@@ -20,7 +20,7 @@ from app.config import RayfeedConfig
 from app.state._redis import fail_fast_client
 from app.state.errors import StoreUnavailable
 from deployments.common import DeploymentSettings, ReloadableDeployment, observability, resolve_version, serving_clock
-from deployments.messages import AdsAnswer, AdsRequest
+from deployments.messages import AdsAnswer, AdsRequest, check_deadline
 from observability.metrics import ObservabilityHook
 from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, continue_trace
 
@@ -58,6 +58,7 @@ class Auction(ReloadableDeployment[AuctionState]):
 
     def serve_ads(self, request: AdsRequest) -> AdsAnswer:
         state = self._current()
+        check_deadline(request.deadline, "auction")  # before any reservation is made
         started = time.perf_counter()
         user = state.bundle.users.get(request.user_id)
         if user is None or state.server is None:

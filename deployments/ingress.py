@@ -12,12 +12,24 @@ Collator deployment would add a hop (~7 ms of Ray CPU) to every request for no p
 Failure behaviour: Redis unreachable → the organic feed is still served, ads are withheld,
 no cursor is issued (no served-set can be stored), an error metric and a log line say so, and
 /readyz reports `redis` as the part that is down. Bad input is a 4xx naming the field.
+
+Reliability (docs/reliability.md): every Redis call of this replica goes through one circuit
+breaker (`app.state.breaker`): after `api.redis_breaker_failures` consecutive failures Redis is
+skipped (≈0 ms, fail closed) until a probe succeeds; its state is a metric and part of /readyz.
+Public endpoints are rate limited per client address (`app.api.ratelimit`, 429 + Retry-After).
+A feed request has a deadline (`api.request_timeout_s`, lowered by an `X-Request-Timeout-Ms`
+header) carried to every stage in the request messages: a stage reached past it does no work,
+the ingress cancels the calls still running and answers 504. Ads are optional to a page: an
+auction that fails or is late is cancelled and the page is served without ads (its
+reservations expire by TTL). A stage replica that dies mid-request costs one retry of the
+(read-only) organic chain, not a failed feed.
 """
 # No `from __future__ import annotations` here: FastAPI must see real annotations on the
 # methods Serve wraps (with strings, `request: Request` became a required query parameter).
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -30,11 +42,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from ray import serve
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from app.ads.types import WithheldReason
 from app.api.cursor import Cursor, CursorCodec, InvalidCursor
+from app.api.ratelimit import TokenBucketLimiter
+from app.api.validation import validation_problems
 from app.api.responses import bearer_token_matches, page_items
 from app.api.schemas import Event, EventsAck, FeedResponse, ReadyResponse, ReloadRequest, WeightsRequest
 from app.artifacts import ArtifactNotFound, ArtifactStore
@@ -42,6 +57,7 @@ from app.collator.collator import Collator
 from app.config import ConfigError, RayfeedConfig, _deep_merge, config_from_mapping
 from app.pipeline import timed_step
 from app.state._redis import async_fail_fast_client
+from app.state.breaker import BreakerState, CircuitBreaker
 from app.state.clock import ReplayClock
 from app.state.errors import StoreUnavailable
 from app.state.events import EventStream, StreamEvent
@@ -55,14 +71,16 @@ from deployments.common import (
     resolve_version,
     serving_clock,
 )
-from deployments.messages import AdsAnswer, AdsRequest, OrganicPage, OrganicRequest
+from deployments.messages import AdsAnswer, AdsRequest, DeadlineExceeded, OrganicPage, OrganicRequest, check_deadline
 from observability.live_monitor import PredictionRecord
 from observability.metrics import ObservabilityHook
 from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, hash_user_id, inject_context, request_span
 
 log = logging.getLogger("rayfeed.serve")
 
-MAX_EVENTS_BODY_BYTES = 4 * 1024 * 1024
+MAX_ADMIN_BODY_BYTES = 64 * 1024
+TIMEOUT_HEADER = "x-request-timeout-ms"  # a client may shorten (never lengthen) its feed deadline
+ADS_GRACE_S = 0.1  # how long a finished organic page waits for a late auction before going without ads
 _EVENTS = TypeAdapter(list[Event])
 
 app = FastAPI(
@@ -87,26 +105,14 @@ class ApiError(Exception):
 
 def _error_body(status: int, problems: list[dict[str, Any]]) -> dict[str, Any]:
     return {"error": {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "too_large",
-                      422: "validation", 503: "unavailable"}.get(status, "error"), "detail": problems}
+                      422: "validation", 429: "rate_limited", 503: "unavailable",
+                      504: "deadline_exceeded"}.get(status, "error"), "detail": problems}
 
 
 @app.exception_handler(ApiError)
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse(_error_body(exc.status, [{"field": exc.field, "message": exc.message}]), exc.status,
                         headers=exc.headers)
-
-
-def _field_name(loc: tuple | list) -> str:
-    """("query", "limit") -> "limit"; ("body", 0, "type") -> "[0].type"."""
-    parts = [p for p in loc if p not in ("query", "body", "header", "path")]
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "body"
-
-
-def validation_problems(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"field": _field_name(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in errors]
 
 
 class _ValidationFailure(Exception):
@@ -133,6 +139,48 @@ class IngressState:
     collator: Collator
     admin_token: str | None
     hook: ObservabilityHook  # the ingress's own steps (feed-state read, collation): spans + stage metrics
+    limiter: TokenBucketLimiter | None  # per-client buckets of this replica; None: no rate limit
+
+
+async def read_body_capped(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes: a declared
+    Content-Length over the limit is refused before reading anything, a streamed body as soon
+    as the bytes read pass it (nothing larger is ever held in memory)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body", f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body", f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def request_deadline(request: Request, timeout_s: float, now: float) -> float:
+    """Unix time by which the feed must be answered: `timeout_s` from now, or sooner when the
+    client's X-Request-Timeout-Ms header asks for it (422 naming the header when malformed)."""
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is not None:
+        if not raw.strip().isdigit() or not 1 <= int(raw) <= 600_000:
+            raise ApiError(422, TIMEOUT_HEADER, "must be an integer number of milliseconds in 1..600000")
+        timeout_s = min(timeout_s, int(raw) / 1000.0)
+    return now + timeout_s
+
+
+async def await_by(deadline: float, response, *upstream) -> Any:
+    """Await a DeploymentResponse until `deadline`; past it, cancel it and the chained
+    responses it was given (`upstream`), and raise DeadlineExceeded."""
+    remaining = deadline - time.time()
+    try:
+        if remaining <= 0:
+            raise asyncio.TimeoutError
+        return await asyncio.wait_for(asyncio.ensure_future(response), remaining)
+    except asyncio.TimeoutError:
+        for r in (response, *upstream):
+            r.cancel()
+        raise DeadlineExceeded("ingress", time.time() - deadline) from None
 
 
 def load_admin_token(config: RayfeedConfig) -> str | None:
@@ -166,12 +214,29 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self._redis = None
         self._redis_url: str | None = None
         self._codec: CursorCodec | None = None
+        self._breaker: CircuitBreaker | None = None
+        self._published_breaker_state: BreakerState | None = None
+        self._inflight_feeds = 0
 
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: IngressState | None) -> IngressState:
         version = resolve_version(config)
         hook = ObservabilityHook("ingress", observability(config), model_version=version.version)
+        a = config.api
+        limiter = (TokenBucketLimiter(a.rate_limit_per_s, a.rate_limit_burst, a.rate_limit_max_clients)
+                   if a.rate_limit_per_s > 0 else None)
         return IngressState(config, version.version, serving_clock(version), Collator(config.collator),
-                            load_admin_token(config), hook)
+                            load_admin_token(config), hook, limiter)
+
+    def _rate_limit(self, request: Request, state: IngressState, route: str) -> None:
+        """429 with Retry-After when this client's bucket is empty (keyed by its address)."""
+        if state.limiter is None:
+            return
+        client = request.client.host if request.client else "unknown"
+        wait = state.limiter.acquire(client)
+        if wait > 0:
+            observability(state.config).record_shed(route, "rate_limited")
+            raise ApiError(429, None, f"rate limit of {state.config.api.rate_limit_per_s:g} requests/s per client",
+                           {"Retry-After": str(max(1, math.ceil(wait)))})
 
     # -- Redis -------------------------------------------------------------------------------
     def _client(self, config: RayfeedConfig):
@@ -196,8 +261,48 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         return self._codec
 
     def _redis_down(self, config: RayfeedConfig, op: str, exc: Exception) -> None:
+        if getattr(exc, "skipped", False):
+            return  # counted by `rayfeed_redis_skipped_total`; the breaker's opening was logged
         observability(config).redis_error(op)
         log.warning("redis unavailable (%s): %s", op, exc)
+
+    def _breaker_for(self, config: RayfeedConfig) -> CircuitBreaker:
+        a = config.api
+        b = self._breaker
+        if b is None or (b.failure_threshold, b.reset_after_s) != (a.redis_breaker_failures, a.redis_breaker_reset_s):
+            self._breaker = CircuitBreaker(a.redis_breaker_failures, a.redis_breaker_reset_s)
+        return self._breaker
+
+    def _publish_breaker(self, config: RayfeedConfig, breaker: CircuitBreaker) -> None:
+        state = breaker.state
+        if state != self._published_breaker_state:
+            if state == BreakerState.OPEN:
+                log.warning("redis circuit breaker open: Redis skipped for %.1fs at a time (organic only, no ads)",
+                            breaker.reset_after_s)
+            elif self._published_breaker_state is not None:
+                log.info("redis circuit breaker %s", state.name.lower())
+            self._published_breaker_state = state
+            observability(config).set_redis_breaker_state(int(state))
+
+    async def _guarded(self, config: RayfeedConfig, op: str, call):
+        """Run `call()` (Redis work raising StoreUnavailable) through the circuit breaker. An
+        open breaker raises StoreUnavailable at once, marked `skipped`."""
+        breaker = self._breaker_for(config)
+        if not breaker.allow():
+            observability(config).redis_skipped(op)
+            self._publish_breaker(config, breaker)
+            exc = StoreUnavailable(f"{op}: skipped, Redis circuit breaker open")
+            exc.skipped = True  # type: ignore[attr-defined]
+            raise exc
+        try:
+            result = await call()
+        except StoreUnavailable:
+            breaker.record_failure()
+            self._publish_breaker(config, breaker)
+            raise
+        breaker.record_success()
+        self._publish_breaker(config, breaker)
+        return result
 
     # -- feed ----------------------------------------------------------------------------------
     @app.get("/v1/feed", response_model=FeedResponse, response_model_exclude_none=True)
@@ -212,6 +317,12 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         started = time.perf_counter()
         state = await self.state()
         config, metrics = state.config, observability(state.config)
+        try:
+            self._rate_limit(request, state, "feed")
+            deadline = request_deadline(request, config.api.request_timeout_s, time.time())
+        except ApiError as exc:
+            metrics.record_request(exc.status, time.perf_counter() - started)
+            raise
         limit = config.api.default_limit if limit is None else limit
         if not config.api.min_limit <= limit <= config.api.max_limit:
             metrics.record_request(422, time.perf_counter() - started)
@@ -220,7 +331,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         with request_span("GET /v1/feed", request.headers, user_id=user_id, request_id=request_id,
                           salt=config.observability.user_id_hash_salt) as span:
             try:
-                body = await self._feed(state, user_id, limit, cursor, explain, request_id, started)
+                body = await self._admitted(config, self._feed(state, user_id, limit, cursor, explain, request_id,
+                                                               started, deadline))
                 span.set_attribute(ATTR_MODEL_VERSION, body["model_version"])
                 span.set_attribute(ATTR_N_OUT, len(body["items"]))
             except ApiError as exc:
@@ -228,12 +340,21 @@ class FeedIngress(ReloadableDeployment[IngressState]):
                 raise
             except BackPressureError as exc:
                 metrics.record_request(503, time.perf_counter() - started)
+                metrics.record_shed("feed", "overloaded")
                 raise ApiError(503, None, f"overloaded: {exc}", {"Retry-After": "1"}) from None
+            except (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError) as exc:
+                metrics.record_request(503, time.perf_counter() - started)
+                metrics.record_shed("feed", "unavailable")
+                raise ApiError(503, None, f"a stage is restarting ({type(exc).__name__})", {"Retry-After": "1"}) from None
+            except DeadlineExceeded as exc:
+                metrics.record_request(504, time.perf_counter() - started)
+                metrics.record_shed("feed", "deadline")
+                raise ApiError(504, None, f"deadline exceeded ({exc}); retry later", {"Retry-After": "1"}) from None
         metrics.record_request(200, time.perf_counter() - started)
         return JSONResponse(body)
 
     async def _feed(self, state: IngressState, user_id: int, limit: int, cursor_token: str | None, explain: bool,
-                    request_id: str, started: float) -> dict[str, Any]:
+                    request_id: str, started: float, deadline: float) -> dict[str, Any]:
         config = state.config
         store = self._store(config)
         now = state.clock()
@@ -242,11 +363,15 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         feed_state, redis_ok = FeedState(), store is not None
         t = time.perf_counter()
         if store is not None:
+            async def read_state() -> tuple[Cursor | None, FeedState]:
+                decoded = None
+                if cursor_token is not None:
+                    decoded = (await self._cursor_codec(store, config)).decode(cursor_token, user_id, time.time())
+                return decoded, await store.read(user_id, decoded.session_id if decoded else None)
+
             try:
                 with timed_step(state.hook, "feed_state", "hydrator") as figures:
-                    if cursor_token is not None:
-                        cursor = (await self._cursor_codec(store, config)).decode(cursor_token, user_id, time.time())
-                    feed_state = await store.read(user_id, cursor.session_id if cursor else None)
+                    cursor, feed_state = await self._guarded(config, "feed_state", read_state)
                     figures.update(served=len(feed_state.served_item_ids), hidden=len(feed_state.hidden_item_ids))
             except InvalidCursor as exc:
                 raise ApiError(400, "cursor", str(exc)) from None
@@ -264,20 +389,25 @@ class FeedIngress(ReloadableDeployment[IngressState]):
 
         organic_request = OrganicRequest(
             user_id, now, limit, request_id, feed_state.served_item_ids, feed_state.hidden_item_ids,
-            feed_state.hidden_creator_ids, explain, carrier,
+            feed_state.hidden_creator_ids, explain, carrier, deadline,
         )
-        # Chained responses: Ranking receives Retrieval's output directly, Reranking Ranking's.
-        organic_call = self.reranking.rerank.remote(
-            self.ranking.rank.remote(self.retrieval.retrieve.remote(organic_request)))
+        check_deadline(deadline, "ingress")  # e.g. the feed-state read was slow
         t = time.perf_counter()
-        ads_answer: AdsAnswer | None = None
+        ads_call = None
+        ads_withheld_late: str | None = None
         if redis_ok:
             n_slots = config.collator.ad_slots(limit)
             ads_call = self.auction.serve_ads.remote(AdsRequest(
-                user_id, request_id, n_slots, now, session_id, feed_state.hidden_creator_ids, carrier))
-            organic, ads_answer = await asyncio.gather(organic_call, ads_call)
-        else:
-            organic = await organic_call
+                user_id, request_id, n_slots, now, session_id, feed_state.hidden_creator_ids, carrier, deadline))
+        try:
+            organic = await self._organic(organic_request, deadline)
+        except BaseException:
+            if ads_call is not None:
+                ads_call.cancel()  # its reservations, if any were made, expire by TTL
+            raise
+        ads_answer: AdsAnswer | None = None
+        if ads_call is not None:
+            ads_answer, ads_withheld_late = await self._ads_by(ads_call, min(deadline, time.time() + ADS_GRACE_S))
         assert isinstance(organic, OrganicPage)
         timings["organic_and_ads_wall"] = ms(time.perf_counter() - t)
         timings.update({k: v for k, v in organic.timings_ms.items()})
@@ -302,7 +432,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         if redis_ok and store is not None:
             try:
                 prediction_log = self._prediction_log(state, user_id, request_id, page, organic, first_position)
-                logged = await store.record_page(user_id, session_id, organic_ids, n_ads, append=prediction_log)
+                logged = await self._guarded(config, "record_page", lambda: store.record_page(
+                    user_id, session_id, organic_ids, n_ads, append=prediction_log))
                 if not logged:  # the page's writes went through, its prediction-log entry did not
                     observability(config).redis_error("predictions_log")
                 more = len(organic.entries) > len(organic_ids) and page_number < config.api.max_pages
@@ -313,7 +444,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
             except StoreUnavailable as exc:
                 self._redis_down(config, "record_page", exc)
 
-        withheld = None
+        withheld = ads_withheld_late
         if not redis_ok:
             withheld = WithheldReason.STORE_UNAVAILABLE.value
         elif ad_result is not None and ad_result.withheld_reason is not None:
@@ -346,6 +477,53 @@ class FeedIngress(ReloadableDeployment[IngressState]):
             }
         self._record_page_metrics(state, page)
         return body
+
+    async def _admitted(self, config: RayfeedConfig, work):
+        """Admission control: past `api.max_inflight_feeds` feeds in progress on this replica,
+        answer 503 + Retry-After at once instead of queueing (the proxy's own queue-full 503 carries
+        no Retry-After, and a queued request only grows everyone's latency)."""
+        bound = config.api.max_inflight_feeds
+        if bound and self._inflight_feeds >= bound:
+            work.close()
+            observability(config).record_shed("feed", "overloaded")
+            raise ApiError(503, None, f"overloaded: {bound} feeds in progress on this replica", {"Retry-After": "1"})
+        self._inflight_feeds += 1
+        try:
+            return await work
+        finally:
+            self._inflight_feeds -= 1
+
+    async def _organic(self, request: OrganicRequest, deadline: float) -> OrganicPage:
+        """The organic chain, by the deadline. Read-only, so a chain whose replica died under it
+        (a crash, a kill) is started once more while the deadline allows."""
+        for attempt in (1, 2):
+            # Chained responses: Ranking receives Retrieval's output directly, Reranking Ranking's.
+            retrieved = self.retrieval.retrieve.remote(request)
+            ranked = self.ranking.rank.remote(retrieved)
+            try:
+                return await await_by(deadline, self.reranking.rerank.remote(ranked), ranked, retrieved)
+            except (RayActorError, ReplicaUnavailableError) as exc:
+                if attempt == 2 or time.time() >= deadline:
+                    raise
+                log.warning("organic chain lost a replica (%s); retrying once", type(exc).__name__)
+            except asyncio.CancelledError:  # the client went away: stop the work downstream
+                for r in (retrieved, ranked):
+                    r.cancel()
+                raise
+        raise AssertionError("unreachable")
+
+    async def _ads_by(self, ads_call, by: float) -> tuple[AdsAnswer | None, str | None]:
+        """The auction's answer by `by`, else (None, why): ads are optional to a page, so a late
+        or failed auction is cancelled and the page goes without ads (fail closed)."""
+        try:
+            return await await_by(by, ads_call), None
+        except DeadlineExceeded:
+            return None, "deadline"
+        except BackPressureError:
+            return None, "overloaded"
+        except Exception as exc:  # noqa: BLE001 - a dead Auction replica must not fail the feed
+            log.warning("auction failed, page served without ads: %s", type(exc).__name__)
+            return None, "auction_unavailable"
 
     def _prediction_log(self, state: IngressState, user_id: int, request_id: str, page, organic: OrganicPage,
                         first_position: int) -> StreamAppend | None:
@@ -391,9 +569,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         started = time.perf_counter()
         state = await self.state()
         config, metrics = state.config, observability(state.config)
-        raw = await request.body()
-        if len(raw) > MAX_EVENTS_BODY_BYTES:
-            raise ApiError(413, "body", f"body larger than {MAX_EVENTS_BODY_BYTES} bytes")
+        self._rate_limit(request, state, "events")
+        raw = await read_body_capped(request, config.api.max_body_bytes)
         try:
             payload = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -413,7 +590,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         stream_events = [self._stream_event(e, now) for e in events]
         stream = EventStream(store.client, config.api.event_stream_maxlen, config.api.event_dedup_ttl_s)
         try:
-            flags = await stream.append(stream_events)  # durable BEFORE we acknowledge
+            flags = await self._guarded(config, "events_append",
+                                        lambda: stream.append(stream_events, state.counters.ops_for(stream_events)))  # BEFORE the ack
         except StoreUnavailable as exc:
             self._redis_down(config, "events_append", exc)
             metrics.record_request(503, time.perf_counter() - started, route="events")
@@ -421,7 +599,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
                            {"Retry-After": "1"}) from None
         accepted = [e for e, new in zip(stream_events, flags) if new]
         try:
-            await store.apply_events(accepted)
+            await self._guarded(config, "events_apply", lambda: store.apply_events(accepted))
         except StoreUnavailable as exc:  # on the stream already: consumers can rebuild the counters
             self._redis_down(config, "events_apply", exc)
         impressions = [(e.request_id, e.ad_id) for e in accepted
@@ -470,12 +648,14 @@ class FeedIngress(ReloadableDeployment[IngressState]):
             store = self._store(state.config)
             if store is not None:
                 try:
-                    await store.ping()
+                    await self._guarded(state.config, "ping", store.ping)
                     redis = "ok"
                 except StoreUnavailable as exc:
                     redis = f"unreachable: {exc}"
+        breaker = self._breaker.state.name.lower() if self._breaker is not None else "closed"
         ready = models_ok and redis == "ok"
-        body = ReadyResponse(ready=ready, degraded=models_ok and redis != "ok", models=models, redis=redis)
+        body = ReadyResponse(ready=ready, degraded=models_ok and redis != "ok", models=models, redis=redis,
+                             redis_breaker=breaker)
         return JSONResponse(body.model_dump(), 200 if ready else 503)
 
     # -- admin ---------------------------------------------------------------------------------
@@ -511,7 +691,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         """Authorise FIRST (a caller without the token learns nothing, not even a 422), then parse."""
         state = await self.state()
         self._authorise(request, state)
-        raw = await request.body()
+        raw = await read_body_capped(request, MAX_ADMIN_BODY_BYTES)
         try:
             return state, model.model_validate_json(raw or b"{}")
         except ValidationError as exc:

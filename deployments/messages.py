@@ -1,10 +1,13 @@
 """What travels between deployments: plain dataclasses (pickled by Ray), no Ray imports.
 
 Every message carries the W3C trace context of the ingress span (`trace`), so each stage's
-spans join the request's trace (observability.tracing.continue_trace).
+spans join the request's trace (observability.tracing.continue_trace), and the request's
+`deadline` (unix seconds, None for none): a stage that starts past it raises `DeadlineExceeded`
+instead of working for a client the ingress has already answered.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -14,6 +17,26 @@ from app.pipeline import Candidates, FeedQuery
 
 if TYPE_CHECKING:
     from observability.live_monitor import CandidateSample
+
+
+class DeadlineExceeded(Exception):
+    """A stage was reached after its request's deadline; the work was not done."""
+
+    def __init__(self, stage: str, late_s: float = 0.0) -> None:
+        super().__init__(f"{stage}: deadline passed {late_s * 1000:.0f} ms ago")
+        self.stage, self.late_s = stage, late_s
+
+    def __reduce__(self):  # Ray re-raises replica exceptions in the caller: keep them picklable
+        return DeadlineExceeded, (self.stage, self.late_s)
+
+
+def check_deadline(deadline: float | None, stage: str, now: float | None = None) -> None:
+    """Raise `DeadlineExceeded` when `deadline` (unix seconds) has passed."""
+    if deadline is None:
+        return
+    late = (time.time() if now is None else now) - deadline
+    if late > 0:
+        raise DeadlineExceeded(stage, late)
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,7 @@ class OrganicRequest:
     hidden_creator_ids: frozenset[int] = frozenset()
     explain: bool = False
     trace: dict[str, str] = field(default_factory=dict)
+    deadline: float | None = None
 
 
 @dataclass
@@ -68,6 +92,7 @@ class AdsRequest:
     session_id: str
     hidden_creator_ids: frozenset[int] = frozenset()
     trace: dict[str, str] = field(default_factory=dict)
+    deadline: float | None = None
 
 
 @dataclass

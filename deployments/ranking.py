@@ -29,7 +29,7 @@ from app.ranking.artifacts import RankerArtifacts
 from app.ranking.scorer import HEAD_COLUMNS, MultiTaskScorer
 from app.reranking import TopKSelector
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
-from deployments.messages import OrganicWork
+from deployments.messages import OrganicWork, check_deadline
 from observability.live_monitor import CandidateSample, FeatureSampler, is_sampled
 from observability.metrics import ObservabilityHook
 from observability.tracing import (
@@ -114,6 +114,7 @@ class Ranking(ReloadableDeployment[RankingState]):
 
     async def rank(self, work: OrganicWork) -> OrganicWork:
         state = await self.state()
+        check_deadline(work.request.deadline, "ranking")
         with continue_trace("ranking", work.request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:
             scored = await self._score(_ScoreCall(work, inject_context(), time.time_ns()))
             t = time.perf_counter()

@@ -13,7 +13,7 @@ from app.organic import reranking_pipeline
 from app.pipeline import timed_step
 from app.ranking.scorer import HEAD_COLUMNS
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms
-from deployments.messages import OrganicPage, OrganicWork
+from deployments.messages import OrganicPage, OrganicWork, check_deadline
 from deployments.retrieval import OrganicState, load_organic_state
 from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_IN, ATTR_N_OUT, continue_trace
 
@@ -27,6 +27,7 @@ class Reranking(ReloadableDeployment[OrganicState]):
 
     async def rerank(self, work: OrganicWork) -> OrganicPage:
         state = await self.state()
+        check_deadline(work.request.deadline, "reranking")
         started = time.perf_counter()
         request = work.request
         with continue_trace("reranking", request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:

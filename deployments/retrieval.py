@@ -11,7 +11,7 @@ from app.data import load_dataset
 from app.organic import OrganicModels, retrieval_pipeline
 from app.pipeline import PipelineRunner, timed_step
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
-from deployments.messages import OrganicRequest, OrganicWork
+from deployments.messages import OrganicRequest, OrganicWork, check_deadline
 from observability.metrics import ObservabilityHook
 from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, continue_trace
 
@@ -47,6 +47,7 @@ class Retrieval(ReloadableDeployment[OrganicState]):
 
     async def retrieve(self, request: OrganicRequest) -> OrganicWork:
         state = await self.state()
+        check_deadline(request.deadline, "retrieval")
         started = time.perf_counter()
         with continue_trace("retrieval", request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:
             with timed_step(state.runner.hook, "query_hydration", "hydrator") as figures:

@@ -97,6 +97,16 @@ STAGE_CANDIDATES_OUT = MetricSpec("rayfeed_stage_candidates_out_total", C, "Cand
 STAGE_ERRORS = MetricSpec("rayfeed_stage_errors_total", C, "Stage failures (fail-open or fail-closed).", ("pipeline", "stage", "kind"))
 EMPTY_FEEDS = MetricSpec("rayfeed_empty_feeds_total", C, "Feed responses with no items.", ("route",))
 REDIS_ERRORS = MetricSpec("rayfeed_redis_errors_total", C, "Redis operations that failed.", ("op",))
+REDIS_BREAKER_STATE = MetricSpec(
+    "rayfeed_redis_breaker_state", G, "Ingress Redis circuit breaker: 0 closed, 1 half-open, 2 open (degraded mode)."
+)
+REDIS_SKIPPED = MetricSpec(
+    "rayfeed_redis_skipped_total", C, "Redis calls skipped because the circuit breaker was open.", ("op",)
+)
+REQUESTS_SHED = MetricSpec(
+    "rayfeed_requests_shed_total", C, "Requests refused or cut short: rate_limited (429), overloaded or unavailable (503), deadline (504).",
+    ("route", "reason"),
+)
 SERVE_REPLICA_HEALTHY = MetricSpec(
     "serve_deployment_replica_healthy", G, "Ray Serve: 1 per healthy replica (exported by Ray Serve).",
     ("deployment", "replica", "application"), external=True,

@@ -103,6 +103,15 @@ class FeedMetrics(ABC):
     def redis_error(self, op: str) -> None:
         self.inc(m.REDIS_ERRORS, op=op)
 
+    def redis_skipped(self, op: str) -> None:
+        self.inc(m.REDIS_SKIPPED, op=op)
+
+    def set_redis_breaker_state(self, state: int) -> None:
+        self.set(m.REDIS_BREAKER_STATE, float(state))
+
+    def record_shed(self, route: str, reason: str) -> None:
+        self.inc(m.REQUESTS_SHED, route=route, reason=reason)
+
     # feature pipeline --------------------------------------------------------------------------
     def count_candidates(self, source: str, n: int) -> None:
         self.inc(m.CANDIDATES, n, source=source)

@@ -42,6 +42,31 @@ class ApiConfig(Section):
     redis_max_connections: int = Field(
         32, ge=1, le=10_000, description="bounded async connection pool of one ingress replica"
     )
+    redis_breaker_failures: int = Field(
+        3, ge=1, le=1000, description="consecutive Redis failures that open the ingress's circuit breaker"
+    )
+    redis_breaker_reset_s: float = Field(
+        1.0, gt=0, le=600, description="how long an open breaker skips Redis before one probe call is let through"
+    )
+    request_timeout_s: float = Field(
+        5.0, gt=0, le=120,
+        description="deadline of a feed request from its arrival at the ingress; carried to every stage (504 past it)",
+    )
+    rate_limit_per_s: float = Field(
+        100.0, ge=0, le=1_000_000,
+        description="per-client requests/s on the public endpoints, per ingress replica (0 turns the limit off)",
+    )
+    rate_limit_burst: float = Field(200.0, ge=1, le=1_000_000, description="per-client bucket size (requests)")
+    rate_limit_max_clients: int = Field(
+        100_000, ge=1, le=10_000_000, description="client buckets one replica keeps (least recently used evicted)"
+    )
+    max_inflight_feeds: int = Field(
+        8, ge=0, le=10_000,
+        description="feeds one ingress replica works on at once; more are answered 503 + Retry-After at once (0: no bound)",
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="larger request bodies are refused with 413"
+    )
     admin_token_env: str = Field(
         "RAYFEED_ADMIN_TOKEN", min_length=1, description="environment variable holding the admin bearer token"
     )

@@ -104,3 +104,4 @@ class ReadyResponse(BaseModel):
     degraded: bool
     models: dict[str, str]
     redis: str
+    redis_breaker: str = Field("closed", description="the ingress's Redis circuit breaker: closed, half_open or open")
