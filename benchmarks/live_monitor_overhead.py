@@ -18,7 +18,9 @@ Each block: `--warmup` requests, then `--requests` measured feed requests from `
 closed-loop clients; after each page the client posts an impression per organic item and a click
 on the first (in both modes, so the event path loads the app alike and the Monitor has joins to do).
 Reported: feed latency P50/P99 per mode (client side, loopback), the ratio on/off, the size of
-the stream entries and what the Monitor processed.
+the stream entries, what the Monitor processed, and (measured first, in-process, before Ray
+starts) the serving-side cost of one logged request in µs: the feature sample, the record's
+build + JSON, and the page's Redis round trip with and without the XADD riding in it.
 """
 from __future__ import annotations
 
@@ -137,6 +139,55 @@ async def run_block(url: str, requests: int, warmup: int, concurrency: int, user
     return latencies
 
 
+def serving_side_cost(redis_url: str, n: int = 500) -> dict[str, float]:
+    """Per logged request, in-process (µs): Ranking's feature sample over 1500 candidates, the
+    ingress's record (build + JSON), and the page's Redis round trip with and without the XADD."""
+    import redis.asyncio as aioredis
+
+    from app.state.sessions import FeedStateStore, StreamAppend
+    from observability.config import ObservabilityConfig
+    from observability.live_monitor import FeatureSampler, PredictionRecord
+
+    live = ObservabilityConfig().live_monitor
+    rng = np.random.default_rng(0)
+    names = [f"f{i}" for i in range(40)]
+    names[: len(live.features)] = live.features
+    dense = rng.normal(size=(1500, len(names))).astype(np.float32)
+    scores = {h: rng.uniform(size=1500).astype(np.float32) for h in ("click", "like", "share", "hide", "watch")}
+    sampler = FeatureSampler(names, live.features, live.feature_rows)
+    ranked = list(range(100))
+    head_scores = {h: v[:100].tolist() for h, v in scores.items()}
+    slots = [(i, i + 1, i) for i in range(20)]
+
+    def timed(fn) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - started) / n * 1e6
+
+    sample_us = timed(lambda: sampler.sample(dense, scores))
+    sample = sampler.sample(dense, scores)
+    record_us = timed(lambda: PredictionRecord.for_page("r" * 32, "u" * 16, "v1", time.time(), slots, ranked,
+                                                        head_scores, sample).to_fields())
+    fields = PredictionRecord.for_page("r" * 32, "u" * 16, "v1", time.time(), slots, ranked, head_scores, sample).to_fields()
+
+    async def round_trips() -> tuple[float, float]:
+        client = aioredis.Redis.from_url(redis_url)
+        store = FeedStateStore(client, 60, 60, 60, 3)
+        out = []
+        for append in (None, StreamAppend("rf:bench:predictions", fields, 1000)):
+            started = time.perf_counter()
+            for i in range(n):
+                await store.record_page(1, f"s{i % 50}", list(range(20)), 1, append=append)
+            out.append((time.perf_counter() - started) / n * 1e6)
+        await client.aclose()
+        return out[0], out[1]
+
+    without, with_xadd = asyncio.run(round_trips())
+    return {"feature_sample_us": sample_us, "record_build_json_us": record_us,
+            "record_page_us": without, "record_page_with_xadd_us": with_xadd}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rayfeed bench live-monitor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["REDIS_URL"] = server.url
     try:
         version = prepare_artifacts(Path(args.artifacts), work / "artifacts", log)
+        serving_side = serving_side_cost(server.url)
+        log(f"serving side per logged request: {serving_side}")
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  namespace="rayfeed-bench-live-monitor")
         port = free_port()
@@ -189,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = {
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}",
             "blocks": args.blocks, "requests_per_block": args.requests, "concurrency": args.concurrency,
-            "prediction_entries_logged": logged, "mean_entry_bytes": entry_bytes,
+            "prediction_entries_logged": logged, "mean_entry_bytes": entry_bytes, "serving_side_us": serving_side,
             "monitor": {k: monitor.get(k) for k in ("predictions_read", "events_read", "impressions_read", "publishes", "errors")},
         }
         for mode in MODES:

@@ -35,7 +35,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -78,7 +78,9 @@ def is_sampled(request_id: str, rate: float) -> bool:
 
 def _rounded(values, digits: int = 5) -> list[float | None]:
     """JSON-safe floats (NaN → null), rounded: the stream holds thousands of them."""
-    return [None if v != v else round(float(v), digits) for v in np.asarray(values, dtype=np.float64).ravel()]
+    array = np.round(np.asarray(values, dtype=np.float64).ravel(), digits)
+    out = array.tolist()
+    return [None if v != v else v for v in out] if np.isnan(array).any() else out
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,14 @@ class PredictionRecord:
         )
 
     def to_fields(self) -> dict[str, str]:
-        return {self.FIELD: json.dumps(asdict(self), separators=(",", ":"))}
+        # By hand, not dataclasses.asdict: its recursive deep copy cost more than the JSON itself.
+        data = {
+            "request_id": self.request_id, "user": self.user, "model_version": self.model_version,
+            "served_at": self.served_at, "item_ids": self.item_ids, "positions": self.positions,
+            "creator_ids": self.creator_ids, "predictions": self.predictions,
+            "sample": {"features": self.sample.features, "scores": self.sample.scores},
+        }
+        return {self.FIELD: json.dumps(data, separators=(",", ":"))}
 
     @classmethod
     def from_fields(cls, fields: Mapping) -> "PredictionRecord":
