@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 # Each module adds its subcommands with `register(subparsers)`; a command's code stays in its room.
-COMMAND_MODULES: tuple[str, ...] = ("cli.tune_commands", "cli.serve_commands", "cli.freshness_commands")
+COMMAND_MODULES: tuple[str, ...] = ("cli.tune_commands", "cli.serve_commands", "cli.freshness_commands", "cli.retrain_commands")
 
 BENCHMARKS = {
     "quality": "benchmarks/quality.py",

@@ -53,7 +53,10 @@ from app.api.validation import validation_problems
 from app.api.responses import bearer_token_matches, page_items
 from app.api.schemas import Event, EventsAck, FeedResponse, ReadyResponse, ReloadRequest, WeightsRequest
 from app.artifacts import ArtifactNotFound, ArtifactStore
+from app.catalog import Catalog
 from app.collator.collator import Collator
+from app.data import load_dataset
+from app.state.counters import EngagementCounters, user_topics
 from app.config import ConfigError, RayfeedConfig, _deep_merge, config_from_mapping
 from app.pipeline import timed_step
 from app.state._redis import async_fail_fast_client
@@ -131,6 +134,25 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse(_error_body(422, validation_problems(list(exc.errors()))), 422)
 
 
+def _engagement_counters(config: RayfeedConfig, previous: "IngressState | None") -> EngagementCounters:
+    """Counters over the catalogue (topics, creators), built once per dataset."""
+    if previous is not None and previous.config.data == config.data:
+        catalog_counters = previous.counters
+        if catalog_counters.engagement_types == frozenset(config.retrieval.dynamic.engagement_types):
+            return catalog_counters
+    catalog = Catalog.from_dataset(load_dataset(config.data))
+    creators = catalog.creator_id
+
+    def creator(item: int) -> int:
+        return int(creators[item]) if 0 <= item < len(creators) else -1
+
+    def topics(item: int) -> tuple[str, ...]:
+        return catalog.topic_names(item) if catalog.is_known([item])[0] else ()
+
+    return EngagementCounters(topics, creator, config.retrieval.dynamic.engagement_types,
+                              config.api.counter_retention_days)
+
+
 @dataclass(frozen=True)
 class IngressState:
     config: RayfeedConfig
@@ -140,6 +162,7 @@ class IngressState:
     admin_token: str | None
     hook: ObservabilityHook  # the ingress's own steps (feed-state read, collation): spans + stage metrics
     limiter: TokenBucketLimiter | None  # per-client buckets of this replica; None: no rate limit
+    counters: EngagementCounters  # real-time counters moved atomically with the event append
 
 
 async def read_body_capped(request: Request, limit: int) -> bytes:
@@ -225,7 +248,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         limiter = (TokenBucketLimiter(a.rate_limit_per_s, a.rate_limit_burst, a.rate_limit_max_clients)
                    if a.rate_limit_per_s > 0 else None)
         return IngressState(config, version.version, serving_clock(version), Collator(config.collator),
-                            load_admin_token(config), hook, limiter)
+                            load_admin_token(config), hook, limiter, _engagement_counters(config, previous))
 
     def _rate_limit(self, request: Request, state: IngressState, route: str) -> None:
         """429 with Retry-After when this client's bucket is empty (keyed by its address)."""
@@ -474,6 +497,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
                 "fallback": page.fallback,
                 "versions": organic.versions,
                 "served_before": len(feed_state.served_item_ids),
+                "live_topics": await self._live_topics(config, user_id),
             }
         self._record_page_metrics(state, page)
         return body

@@ -27,6 +27,7 @@ import numpy as np
 from app.pipeline import PipelineRunner, StageRecord
 from app.ranking.artifacts import RankerArtifacts
 from app.ranking.scorer import HEAD_COLUMNS, MultiTaskScorer
+from app.ranking.session import SessionInterestScorer
 from app.reranking import TopKSelector
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
 from deployments.messages import OrganicWork, check_deadline
@@ -103,7 +104,10 @@ class Ranking(ReloadableDeployment[RankingState]):
         scorer = MultiTaskScorer.from_artifacts(artifacts)
         scorer.reconfigure(config.ranking.weights)  # weights come from config, not the artifact
         hook = ObservabilityHook("ranking", observability(config), model_version=version.version)
-        top_k = PipelineRunner("ranking", sources=[], stages=[TopKSelector(config.ranking.output_size, name="ranked_top_k")], hook=hook)
+        top_k = PipelineRunner("ranking", sources=[], stages=[
+            SessionInterestScorer(artifacts.store.item_topics, config.ranking.session_interest),
+            TopKSelector(config.ranking.output_size, name="ranked_top_k"),
+        ], hook=hook)
         live = config.observability.live_monitor
         sampler = FeatureSampler(scorer.schema.dense, live.features, live.feature_rows) if live.enabled else None
         return RankingState(config, key, version.version, artifacts, scorer, top_k, hook, sampler)

@@ -1,6 +1,14 @@
-"""Retrieval: hydrates the query, runs the retrieval stage list (~5000 → ~1500 candidates)."""
+"""Retrieval: hydrates the query, runs the retrieval stage list (~5000 → ~1500 candidates).
+
+Each replica also follows the event stream (XREAD BLOCK, a broadcast: every replica needs every
+event) into `LiveEngagement`: a user's next request gets their dynamic (static+dynamic ensemble)
+embedding and fresh items within milliseconds of the event being acknowledged. On start the
+replica replays the retained stream, so a restarted or added replica catches up by itself.
+"""
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -8,12 +16,15 @@ from ray import serve
 
 from app.config import RayfeedConfig
 from app.data import load_dataset
+from app.freshness.live import LiveEngagement
 from app.organic import OrganicModels, retrieval_pipeline
 from app.pipeline import PipelineRunner, timed_step
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
 from deployments.messages import OrganicRequest, OrganicWork, check_deadline
 from observability.metrics import ObservabilityHook
 from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, continue_trace
+
+log = logging.getLogger("rayfeed.serve")
 
 
 @dataclass(frozen=True)
@@ -42,19 +53,72 @@ def load_organic_state(config: RayfeedConfig, previous: OrganicState | None, pip
 class Retrieval(ReloadableDeployment[OrganicState]):
     stage_name = "retrieval"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: LiveEngagement | None = None
+        self._follower: asyncio.Task | None = None
+        self._stream_position = "0-0"
+
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: OrganicState | None) -> OrganicState:
         return load_organic_state(config, previous, "retrieval", retrieval_pipeline)
+
+    def after_swap(self, state: OrganicState, settings: DeploymentSettings) -> None:
+        dynamic = state.config.retrieval.dynamic
+        if not dynamic.enabled or not state.config.redis_url:
+            self._live = None
+            return
+        if self._live is None or self._live.config != dynamic:
+            self._live = LiveEngagement(state.models.two_tower, dynamic)
+            self._stream_position = "0-0"  # a new follower state replays the retained stream
+        self._live.attach(state.models)  # a newly loaded artifact gets the engagements since
+        if self._follower is None:
+            self._follower = asyncio.get_running_loop().create_task(self._follow(state.config.redis_url))
+
+    async def _follow(self, url: str) -> None:
+        from app.state._redis import async_fail_fast_client
+        from app.state.events import EventStream
+
+        client = None
+        while True:
+            state, live = self._state, self._live
+            if state is None or live is None:
+                await asyncio.sleep(1.0)
+                continue
+            dynamic = state.config.retrieval.dynamic
+            try:
+                if client is None:
+                    client = async_fail_fast_client(url, dynamic.read_block_ms / 1000 + 2.0, max_connections=1)
+                stream = EventStream(client, state.config.api.event_stream_maxlen, state.config.api.event_dedup_ttl_s)
+                batch = await stream.follow(self._stream_position, dynamic.read_count, dynamic.read_block_ms)
+                if batch and live is self._live:
+                    self._stream_position = batch[-1][0]
+                    live.observe([event for _, event in batch])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis trouble: serve stored embeddings, retry
+                log.warning("retrieval: event stream follow failed: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def freshness(self) -> dict[str, float | str | int | bool]:
+        """How far this replica has followed the event stream (tests, operators)."""
+        live = self._live
+        return {"position": self._stream_position, "applied": live.applied if live else 0,
+                "last_applied_ts": live.last_applied_ts if live else 0.0, "enabled": live is not None}
 
     async def retrieve(self, request: OrganicRequest) -> OrganicWork:
         state = await self.state()
         check_deadline(request.deadline, "retrieval")
         started = time.perf_counter()
+        live = self._live
         with continue_trace("retrieval", request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:
             with timed_step(state.runner.hook, "query_hydration", "hydrator") as figures:
                 query = state.models.query(
                     request.user_id, now=request.now, limit=request.limit, request_id=request.request_id,
                     served_item_ids=request.served_item_ids, hidden_item_ids=request.hidden_item_ids,
                     hidden_creator_ids=request.hidden_creator_ids,
+                    user_embedding=live.embedding(request.user_id, request.now) if live else None,
+                    fresh_item_ids=live.fresh_items(request.user_id) if live else (),
+                    session_item_ids=live.session_items(request.user_id, request.now) if live else (),
                 )
                 figures.update(seen_items=len(query.seen_item_ids), friends=len(query.friend_ids),
                                cold_start=query.cold_start)

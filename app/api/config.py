@@ -67,6 +67,9 @@ class ApiConfig(Section):
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="larger request bodies are refused with 413"
     )
+    counter_retention_days: float = Field(
+        14.0, gt=0, le=3650, description="days the real-time engagement counters (app/state/counters.py) are kept"
+    )
     admin_token_env: str = Field(
         "RAYFEED_ADMIN_TOKEN", min_length=1, description="environment variable holding the admin bearer token"
     )

@@ -26,6 +26,7 @@ from tests.integration.artifacts import REPO, train_two_versions
 from tests.integration.otlp_receiver import OtlpReceiver
 
 ADMIN_TOKEN = "integration-admin-token"
+DEPLOY_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -44,7 +45,20 @@ class ServedApp:
         from ray.serve.context import _get_global_client
         from ray.serve.schema import ServeDeploySchema
 
-        _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
+        from ray.serve.schema import ApplicationStatus
+
+        client = _get_global_client()
+        # Not Serve's own blocking wait: it gives up after a fixed 60 s, which seven replicas
+        # starting on two busy cores can exceed.
+        client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=False)
+        deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+        while True:
+            statuses = {s.name: s.app_status.status for s in client.list_serve_statuses()}
+            if statuses.get("rayfeed") == ApplicationStatus.RUNNING:
+                break
+            if statuses.get("rayfeed") == ApplicationStatus.DEPLOY_FAILED or time.monotonic() > deadline:
+                raise TimeoutError(f"rayfeed not running after {DEPLOY_TIMEOUT_S}s: {statuses}")
+            time.sleep(0.5)
         self.config = config
 
 
