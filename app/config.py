@@ -7,7 +7,7 @@ Environment overrides use `RAYFEED_<SECTION>__<FIELD>`, e.g. RAYFEED_RERANKING__
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import AliasChoices, Field, ValidationError
@@ -36,10 +36,15 @@ class FineTuneJobConfig(Section):
     (training/retrain_runner.py: on a monitor's retrain request, or on a schedule)."""
 
     window_days: float = Field(30.0, gt=0, le=3650, description="the recent window the models continue on")
+    start_from: Literal["base", "parent"] = Field(
+        "base",
+        description="continue the fully trained ancestor (stable: docs/freshness.md replay) or the serving version",
+    )
     two_tower_epochs: int = Field(1, ge=1, le=100, description="passes of the two-tower over the window")
     two_tower_lr: float = Field(1e-3, gt=0, le=1, description="learning rate while fine-tuning the two-tower")
     anchor_l2: float = Field(
-        1e-2, ge=0, le=1e6, description="L2-SP weight pulling fine-tuned weights toward the serving model's"
+        1e-3, ge=0, le=1e6,
+        description="L2-SP weight pulling fine-tuned weights toward the starting model's (1e-3: the replay's choice)"
     )
     ranker_epochs: int = Field(1, ge=0, le=100, description="passes of the ranker over the window (0: keep its weights)")
     ranker_lr: float = Field(3e-4, gt=0, le=1, description="learning rate while fine-tuning the ranker")

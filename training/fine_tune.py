@@ -3,10 +3,15 @@
     parent artifact ─┐
     events (stream) ─┴─> history = dataset ∪ every fresh interaction so far
                          window  = its last `window_days`; newest `holdout_fraction` held out
-                         two-tower: Ray Train, warm start from the parent, L2-SP anchor to it
+                         two-tower: Ray Train, warm start from the base (or parent), L2-SP anchor to it
                          gate:      Recall@k on the held-out interactions, candidate vs parent
                          ranker:    Ray Train, warm start, on the window's retrieval candidates
                          publish:   new version (parent's ads and monitor baseline carried over)
+
+Every fine-tune starts again from the *base* (the fully trained ancestor) by default, on the
+whole recent window (old interactions in it act as a replay sample), with the L2-SP anchor to the
+base: the prequential replay (docs/freshness.md) found exactly that stable, while chaining
+updates on the latest events alone was erratic. `training.fine_tune.start_from: parent` chains.
 
 The gate runs before the ranker, so a candidate that would be refused costs only the two-tower
 job. Both models are scored on the same held-out interactions with the same (pre-holdout)
@@ -35,6 +40,7 @@ from app.data import load_dataset
 from app.data.tables import Dataset
 from app.evaluation.metrics import recall_at_k
 from app.organic import OrganicModels
+from app.ranking.artifacts import RankerArtifacts
 from app.retrieval.two_tower import TwoTowerArtifacts, train_two_tower_in_process
 from app.state.events import StreamEvent
 
@@ -129,8 +135,24 @@ def _train_two_tower(dataset: Dataset, window: pd.DataFrame, current: TwoTowerAr
     return train_two_tower(dataset, window, retrieval, Path(config.training.storage_dir), **warm)
 
 
+def start_version(store: ArtifactStore, parent: ArtifactVersion, start_from: str) -> ArtifactVersion:
+    """The version whose weights a fine-tune starts from and is anchored to: the parent, or the
+    base (the fully trained ancestor: follow the manifests' `parent` links)."""
+    if start_from == "parent":
+        return parent
+    version, seen = parent, set()
+    while (above := version.manifest().get("parent")) and above not in seen:
+        seen.add(version.version)
+        try:
+            version = store.get(above)
+        except FileNotFoundError:  # the ancestor was cleaned away: the oldest one left
+            break
+    return version
+
+
 def _fine_tune_ranker(dataset: Dataset, history: pd.DataFrame, window_start: float, current: OrganicModels,
-                      two_tower: TwoTowerArtifacts, config: RayfeedConfig, use_ray: bool, log: Log):
+                      start: RankerArtifacts, two_tower: TwoTowerArtifacts, config: RayfeedConfig, use_ray: bool,
+                      log: Log):
     """The ranker continued on the window's interactions as labels, over the candidates the new
     retrieval produces for them (the same src_* features as serving), from the parent's weights."""
     from training.organic import retrieve_for_training
@@ -145,7 +167,7 @@ def _fine_tune_ranker(dataset: Dataset, history: pd.DataFrame, window_start: flo
         ranker = current.ranker
         return RankerArtifacts(ranker.config, FeatureStore.build(history, dataset.items, dataset.users, ranker.config.features),
                                ranker.model)
-    saved = current.ranker.config
+    saved = start.config
     training = saved.training.model_copy(update={"epochs": ft.ranker_epochs, "lr": ft.ranker_lr})
     ranking = saved.model_copy(update={"training": training, "weights": config.ranking.weights})
     retrieval_state = OrganicModels.build(dataset, before, two_tower, None, config)
@@ -153,7 +175,7 @@ def _fine_tune_ranker(dataset: Dataset, history: pd.DataFrame, window_start: flo
     return fit_ranker(
         before, labels, dataset.items, dataset.users, ranking, serving_history=history, candidates=candidates,
         use_ray=use_ray, storage_path=Path(config.training.storage_dir).resolve(), log=log,
-        init_state={k: v.detach().clone() for k, v in current.ranker.model.state_dict().items()},
+        init_state={k: v.detach().clone() for k, v in start.model.state_dict().items()},
     )
 
 
@@ -177,7 +199,11 @@ def fine_tune(config: RayfeedConfig, new_interactions: pd.DataFrame, *, reason: 
     log(f"fine-tune of {parent.version} ({reason}): {len(new_interactions)} new interactions, window "
         f"{len(train_window)} + {len(holdout)} held out")
 
-    candidate = _train_two_tower(dataset, train_window, current.two_tower, config, use_ray)
+    start = start_version(store, parent, ft.start_from)
+    start_organic = start.path / "organic"
+    start_two_tower = current.two_tower if start == parent else TwoTowerArtifacts.load(start_organic / "two_tower")
+    start_ranker = current.ranker if start == parent else RankerArtifacts.load(start_organic / "ranker", config.ranking)
+    candidate = _train_two_tower(dataset, train_window, start_two_tower, config, use_ray)
     cand_recall, n_users = holdout_recall(candidate, pre_holdout, holdout, ft.gate_k)
     cur_recall, _ = holdout_recall(current.two_tower, pre_holdout, holdout, ft.gate_k)
     finite = all(np.isfinite(v).all() for v in (candidate.user_embeddings, candidate.item_embeddings))
@@ -189,7 +215,7 @@ def fine_tune(config: RayfeedConfig, new_interactions: pd.DataFrame, *, reason: 
         return FineTuneOutcome(parent.version, None, gate, len(new_interactions), time.perf_counter() - started)
 
     # The gate is passed: the ranker may learn from the whole window, held-out part included.
-    ranker = _fine_tune_ranker(dataset, history, window_start, current, candidate, config, use_ray, log)
+    ranker = _fine_tune_ranker(dataset, history, window_start, current, start_ranker, candidate, config, use_ray, log)
     models = OrganicModels.build(dataset, history, candidate, ranker, config)
     models.meta.update({**current.meta, "as_of": as_of, "parent": parent.version, "fine_tuned": reason})
     version, staging = store.new_version()
@@ -198,7 +224,8 @@ def fine_tune(config: RayfeedConfig, new_interactions: pd.DataFrame, *, reason: 
         (staging / "manifest.json").unlink(missing_ok=True)
         models.save(staging / "organic")
         fresh.to_parquet(staging / "organic" / FRESH_FILE, index=False)
-        manifest = {**parent.manifest(), "as_of": as_of, "parent": parent.version, "reason": reason,
+        manifest = {**parent.manifest(), "as_of": as_of, "parent": parent.version, "started_from": start.version,
+                    "reason": reason,
                     "gate": asdict(gate), "new_interactions": int(len(new_interactions)),
                     "fine_tune_seconds": time.perf_counter() - started}
         manifest.pop("version", None)

@@ -75,8 +75,12 @@ def test_fine_tune_publishes_a_gated_child_version(published, small_world):
     again = fine_tune(config_from_mapping({**mapping, "training": {**mapping["training"],
                                                                     "fine_tune": {"gate_tolerance": 1.0}}}),
                       new, reason="redelivery", use_ray=False, log=lambda m: None, dataset=small_world)
-    fresh_again = pd.read_parquet(ArtifactStore(root).get(again.version).path / "organic" / FRESH_FILE)
+    grandchild = ArtifactStore(root).get(again.version)
+    fresh_again = pd.read_parquet(grandchild.path / "organic" / FRESH_FILE)
     assert len(fresh_again) == len(new)
+    # Restarted from the base, not chained on the child (the stable strategy of the replay).
+    assert grandchild.manifest()["parent"] == outcome.version
+    assert grandchild.manifest()["started_from"] == parent
 
 
 def test_the_gate_refuses_a_broken_candidate_and_publishes_nothing(published, small_world):
