@@ -29,6 +29,7 @@ BENCHMARKS = {
     "observability": "benchmarks/observability_overhead.py",
     "live-monitor": "benchmarks/live_monitor_overhead.py",
     "chaos": "benchmarks/chaos.py",
+    "freshness": "benchmarks/freshness_delay.py",
 }
 
 
