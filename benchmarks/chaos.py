@@ -1,6 +1,6 @@
 """Chaos run: faults injected into a real rayfeed Serve app under steady load, one table out.
 
-    rayfeed bench chaos [--rate 6] [--scenario-seconds 14] [--replicas 2] [--only kill-Ranking,redis-pause]
+    rayfeed bench chaos [--rate 4] [--scenario-seconds 14] [--replicas 2] [--only kill-Ranking,redis-pause]
     make chaos
 
 Everything runs on 127.0.0.1 and is owned by this run: a redis-server it starts (AOF with
