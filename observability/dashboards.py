@@ -150,6 +150,12 @@ def build_dashboards(config: ObservabilityConfig | None = None) -> list[Dashboar
             (f"{_rate(m.PAGE_DIVERSITY.series('sum'), 'dimension')} / {_rate(m.PAGE_DIVERSITY.series('count'), 'dimension')}",
              "{{dimension}}"),
         ), "short", "Distinct creators/topics per served page."),
+        Panel("Live monitor rates (joined to served predictions)", (
+            (f"max by (metric) ({m.BUSINESS_RATE.series()})", "{{metric}}"),
+        ), "percentunit", "The Monitor deployment's window: events per impression of logged pages."),
+        Panel("Distinct creators per user (live monitor)", (
+            (f"max by (dimension) ({m.USER_DIVERSITY.series()})", "{{dimension}}"),
+        ), "short", "Across a user's pages in the monitor window."),
         Panel("Ad load", ((f"{_rate(items, sel=_lbl(type='ad'))} / {_rate(items)}", "ads"),),
               "percentunit"),
         Panel("Revenue per hour", ((f"{_rate(m.AD_REVENUE.series())} * 3600", "revenue"),), "currencyUSD"),
