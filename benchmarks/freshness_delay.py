@@ -19,11 +19,9 @@ and (live) the event-to-feed delay: from sending the events to the first shifted
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -31,29 +29,20 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks import served_app  # noqa: E402
 MODES = ("live", "static")
 LIKES = 12
 
 
 def app_config(artifact_root: Path, version: str, port: int, live: bool) -> dict:
-    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
-    config["http_options"]["port"] = port
-    for deployment in config["applications"][0]["deployments"]:
-        deployment.pop("autoscaling_config", None)
-        deployment["num_replicas"] = 1
-        settings = copy.deepcopy(deployment["user_config"])
-        rayfeed = settings["rayfeed"]
-        rayfeed["artifacts"] = {"root": str(artifact_root), "version": version}
-        rayfeed["data"] = {"cache_dir": str(REPO / "data_cache")}
-        rayfeed.setdefault("retrieval", {})["dynamic"] = {"enabled": live}
-        rayfeed.setdefault("ranking", {})["session_interest"] = {"weight": 1.0 if live else 0.0}
-        deployment["user_config"] = settings
-    return config
+    return served_app.app_config(artifact_root, version, port, {
+        "retrieval": {"dynamic": {"enabled": live}},
+        "ranking": {"session_interest": {"weight": 1.0 if live else 0.0}},
+    })
 
 
 def genre_count(page: list[int], genre: str, topics: dict[int, tuple[str, ...]]) -> int:
@@ -94,12 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import httpx
-    import ray
-    from ray import serve
 
     from app.data import DataConfig, load_dataset
-    from app.state.local_redis import LocalRedis, free_port
-    from benchmarks.live_monitor_overhead import deploy, prepare_artifacts
+    from app.state.local_redis import LocalRedis
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="rayfeed-freshness-"))
@@ -109,15 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     topics = dict(zip(dataset.items["item_id"].tolist(), dataset.items["topics"]))
     users = dataset.users["user_id"].to_numpy()[100: 100 + 2 * args.users].tolist()
     try:
-        version = prepare_artifacts(Path(args.artifacts), work / "artifacts", log)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 namespace="rayfeed-bench-freshness")
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        url = f"http://127.0.0.1:{port}"
+        version = served_app.prepare_artifacts(Path(args.artifacts), work / "artifacts", log)
+        url, port = served_app.start_serve("rayfeed-bench-freshness")
         rows: dict[str, list[dict]] = {}
         for k, mode in enumerate(MODES):
-            deploy(app_config(work / "artifacts", version, port, live=mode == "live"), url)
+            served_app.deploy(app_config(work / "artifacts", version, port, live=mode == "live"), url)
             with httpx.Client(base_url=url, timeout=30) as client:
                 rows[mode] = [one_user(client, u, dataset, topics, args.wait_s) for u in users[k::2]]
             log(f"{mode}: {len(rows[mode])} users")
@@ -145,12 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(figures, indent=1))
         return 0
     finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            server.stop()
-            shutil.rmtree(work, ignore_errors=True)
+        served_app.stop_all(server, work)
 
 
 if __name__ == "__main__":

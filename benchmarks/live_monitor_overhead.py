@@ -26,85 +26,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import os
 import platform
 import random
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks import served_app  # noqa: E402
 MODES = ("on", "off")
 
 
-def prepare_artifacts(root: Path, target: Path, log) -> str:
-    """A copy of the latest version under `target`, with a monitor baseline; returns its version."""
-    from app.artifacts import ArtifactStore
-    from app.config import load_config
-    from app.data import load_dataset
-    from app.organic import OrganicModels
-    from observability.live_monitor import BASELINE_FILE
-    from training.monitor_baseline import save_monitor_baseline
-
-    version = ArtifactStore(root).latest()
-    shutil.copytree(version.path, target / version.version)
-    (target / "LATEST").write_text(version.version)
-    organic = target / version.version / "organic"
-    if not (organic / BASELINE_FILE).exists():
-        config = load_config(overrides={"artifacts": {"root": str(target)}, "data": {"cache_dir": str(REPO / "data_cache")}})
-        models = OrganicModels.load(organic, load_dataset(config.data), config)
-        started = time.perf_counter()
-        save_monitor_baseline(models, config, organic)
-        log(f"fitted a monitor baseline into the copy ({time.perf_counter() - started:.0f}s)")
-    return version.version
-
-
 def app_config(artifact_root: Path, version: str, port: int, enabled: bool) -> dict:
-    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
-    config["http_options"]["port"] = port
-    for deployment in config["applications"][0]["deployments"]:
-        deployment.pop("autoscaling_config", None)
-        deployment["num_replicas"] = 1
-        settings = copy.deepcopy(deployment["user_config"])
-        settings["rayfeed"]["artifacts"] = {"root": str(artifact_root), "version": version}
-        settings["rayfeed"]["data"] = {"cache_dir": str(REPO / "data_cache")}
-        live = settings["rayfeed"].setdefault("observability", {}).setdefault("live_monitor", {})
-        live.update({"enabled": enabled, "sample_rate": 1.0})
-        deployment["user_config"] = settings
-    return config
-
-
-def deploy(config: dict, url: str, timeout_s: float = 600.0) -> None:
-    """Deploy (or reconfigure in place) and wait until the app runs and answers /readyz. Serve's
-    own blocking wait gives up after 60 s, too short for a first start on a loaded 2-core machine."""
-    import httpx
-    from ray import serve
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
-
-    try:
-        _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
-    except TimeoutError:
-        pass
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        app = serve.status().applications.get("rayfeed")
-        if app is not None and str(app.status).endswith("RUNNING"):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-        time.sleep(1.0)
-    raise TimeoutError(f"the app was not ready within {timeout_s:.0f}s")
+    return served_app.app_config(artifact_root, version, port,
+                                 {"observability": {"live_monitor": {"enabled": enabled, "sample_rate": 1.0}}})
 
 
 async def run_block(url: str, requests: int, warmup: int, concurrency: int, users: int, rng: random.Random) -> list[float]:
@@ -201,27 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args(argv)
 
-    import ray
     import redis
     from ray import serve
 
-    from app.state.local_redis import LocalRedis, free_port
+    from app.state.local_redis import LocalRedis
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="rayfeed-live-monitor-"))
     server = LocalRedis.start()
     os.environ["REDIS_URL"] = server.url
     try:
-        version = prepare_artifacts(Path(args.artifacts), work / "artifacts", log)
+        version = served_app.prepare_artifacts(Path(args.artifacts), work / "artifacts", log)
         serving_side = serving_side_cost(server.url)
         log(f"serving side per logged request: {serving_side}")
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 namespace="rayfeed-bench-live-monitor")
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        url = f"http://127.0.0.1:{port}"
+        url, port = served_app.start_serve("rayfeed-bench-live-monitor")
         started = time.perf_counter()
-        deploy(app_config(work / "artifacts", version, port, enabled=True), url)
+        served_app.deploy(app_config(work / "artifacts", version, port, enabled=True), url)
         log(f"app deployed ({time.perf_counter() - started:.0f}s)")
         rng = random.Random(args.seed)
         results: dict[str, list[float]] = {mode: [] for mode in MODES}
@@ -229,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         stream = redis.Redis.from_url(server.url)
         for block in range(args.blocks):
             for mode in (MODES if block % 2 == 0 else MODES[::-1]):
-                deploy(app_config(work / "artifacts", version, port, enabled=mode == "on"), url)
+                served_app.deploy(app_config(work / "artifacts", version, port, enabled=mode == "on"), url)
                 logged_before = stream.xlen("rf:predictions")
                 latencies = asyncio.run(run_block(url, args.requests, args.warmup, args.concurrency, args.users, rng))
                 results[mode] += latencies
@@ -256,12 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(figures, indent=1))
         return 0
     finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            server.stop()
-            shutil.rmtree(work, ignore_errors=True)
+        served_app.stop_all(server, work)
 
 
 if __name__ == "__main__":

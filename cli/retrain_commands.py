@@ -16,7 +16,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     import logging
 
     from app.config import ConfigError, load_config
-    from deployments.ingress import load_admin_token
+    from app.api.responses import load_admin_token
     from observability.monitors import MonitorResult, RetrainRequest, Severity
     from training.retrain_runner import RetrainRunner, http_reload
 
@@ -26,7 +26,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    token = load_admin_token(config)
+    token = load_admin_token(config.api.admin_token_env, config.api.admin_token_file)
     if not config.redis_url or not token:
         print("error: needs REDIS_URL and the admin token (environment variable "
               f"{config.api.admin_token_env} or api.admin_token_file)", file=sys.stderr)

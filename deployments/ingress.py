@@ -30,7 +30,6 @@ import asyncio
 import json
 import logging
 import math
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from app.ads.types import WithheldReason
 from app.api.cursor import Cursor, CursorCodec, InvalidCursor
 from app.api.ratelimit import TokenBucketLimiter
 from app.api.validation import validation_problems
-from app.api.responses import bearer_token_matches, page_items
+from app.api.responses import bearer_token_matches, load_admin_token, page_items
 from app.api.schemas import Event, EventsAck, FeedResponse, ReadyResponse, ReloadRequest, WeightsRequest
 from app.artifacts import ArtifactNotFound, ArtifactStore
 from app.catalog import Catalog
@@ -134,23 +133,11 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse(_error_body(422, validation_problems(list(exc.errors()))), 422)
 
 
-def _engagement_counters(config: RayfeedConfig, previous: "IngressState | None") -> EngagementCounters:
-    """Counters over the catalogue (topics, creators), built once per dataset."""
+def _catalog(config: RayfeedConfig, previous: "IngressState | None") -> Catalog:
+    """Loaded once per dataset, not on every reconfigure."""
     if previous is not None and previous.config.data == config.data:
-        catalog_counters = previous.counters
-        if catalog_counters.engagement_types == frozenset(config.retrieval.dynamic.engagement_types):
-            return catalog_counters
-    catalog = Catalog.from_dataset(load_dataset(config.data))
-    creators = catalog.creator_id
-
-    def creator(item: int) -> int:
-        return int(creators[item]) if 0 <= item < len(creators) else -1
-
-    def topics(item: int) -> tuple[str, ...]:
-        return catalog.topic_names(item) if catalog.is_known([item])[0] else ()
-
-    return EngagementCounters(topics, creator, config.retrieval.dynamic.engagement_types,
-                              config.api.counter_retention_days)
+        return previous.catalog
+    return Catalog.from_dataset(load_dataset(config.data))
 
 
 @dataclass(frozen=True)
@@ -162,6 +149,7 @@ class IngressState:
     admin_token: str | None
     hook: ObservabilityHook  # the ingress's own steps (feed-state read, collation): spans + stage metrics
     limiter: TokenBucketLimiter | None  # per-client buckets of this replica; None: no rate limit
+    catalog: Catalog  # topics and creators of the items events name (for the counters)
     counters: EngagementCounters  # real-time counters moved atomically with the event append
 
 
@@ -206,18 +194,6 @@ async def await_by(deadline: float, response, *upstream) -> Any:
         raise DeadlineExceeded("ingress", time.time() - deadline) from None
 
 
-def load_admin_token(config: RayfeedConfig) -> str | None:
-    """The admin bearer token: the configured environment variable, else the token file.
-    Never a default: without one, the admin API answers 401 to everyone."""
-    token = os.environ.get(config.api.admin_token_env, "").strip()
-    if not token and config.api.admin_token_file is not None:
-        try:
-            token = Path(config.api.admin_token_file).expanduser().read_text().strip()
-        except OSError as exc:
-            log.warning("admin token file unreadable: %s", exc)
-    return token or None
-
-
 @serve.deployment(name="FeedIngress")
 @serve.ingress(app)
 class FeedIngress(ReloadableDeployment[IngressState]):
@@ -247,8 +223,11 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         a = config.api
         limiter = (TokenBucketLimiter(a.rate_limit_per_s, a.rate_limit_burst, a.rate_limit_max_clients)
                    if a.rate_limit_per_s > 0 else None)
+        catalog = _catalog(config, previous)
+        counters = EngagementCounters.from_catalog(catalog, config.retrieval.dynamic.engagement_types,
+                                                   a.counter_retention_days)
         return IngressState(config, version.version, serving_clock(version), Collator(config.collator),
-                            load_admin_token(config), hook, limiter, _engagement_counters(config, previous))
+                            load_admin_token(a.admin_token_env, a.admin_token_file), hook, limiter, catalog, counters)
 
     def _rate_limit(self, request: Request, state: IngressState, route: str) -> None:
         """429 with Retry-After when this client's bucket is empty (keyed by its address)."""

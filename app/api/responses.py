@@ -7,6 +7,9 @@ Item fields: `position` (1-based, continuing across the pages of a cursor chain:
 from __future__ import annotations
 
 import hmac
+import logging
+import os
+from pathlib import Path
 from collections.abc import Mapping
 
 import numpy as np
@@ -82,6 +85,18 @@ def _plain(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def load_admin_token(env_var: str, token_file: Path | None) -> str | None:
+    """The admin bearer token: the environment variable, else the token file. Never a default:
+    without one, the admin API answers 401 to everyone."""
+    token = os.environ.get(env_var, "").strip()
+    if not token and token_file is not None:
+        try:
+            token = Path(token_file).expanduser().read_text().strip()
+        except OSError as exc:
+            logging.getLogger("rayfeed.api").warning("admin token file unreadable: %s", exc)
+    return token or None
 
 
 def bearer_token_matches(authorization: str | None, expected: str | None) -> bool:

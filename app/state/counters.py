@@ -58,6 +58,17 @@ class EngagementCounters:
         self.engagement_types = frozenset(engagement_types)
         self.ttl_ms = int(retention_days * DAY * 1000)
 
+    @classmethod
+    def from_catalog(cls, catalog, engagement_types: Sequence[str], retention_days: float) -> "EngagementCounters":
+        """Counters whose topics and creators come from an `app.catalog.Catalog`."""
+        def creator(item: int) -> int:
+            return int(catalog.creator_id[item]) if 0 <= item < len(catalog.creator_id) else -1
+
+        def topics(item: int) -> tuple[str, ...]:
+            return catalog.topic_names(item) if catalog.is_known([item])[0] else ()
+
+        return cls(topics, creator, engagement_types, retention_days)
+
     def ops(self, event: StreamEvent) -> list[CounterOp]:
         if event.item_id is None or event.type not in self.engagement_types:
             return []
