@@ -9,6 +9,7 @@ Needs REDIS_URL (requests and events live there) and the admin token of the serv
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -26,7 +27,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    token = load_admin_token(config.api.admin_token_env, config.api.admin_token_file)
+    token = load_admin_token(os.environ, config.api.admin_token_env, config.api.admin_token_file)
     if not config.redis_url or not token:
         print("error: needs REDIS_URL and the admin token (environment variable "
               f"{config.api.admin_token_env} or api.admin_token_file)", file=sys.stderr)

@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -227,7 +228,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         counters = EngagementCounters.from_catalog(catalog, config.retrieval.dynamic.engagement_types,
                                                    a.counter_retention_days)
         return IngressState(config, version.version, serving_clock(version), Collator(config.collator),
-                            load_admin_token(a.admin_token_env, a.admin_token_file), hook, limiter, catalog, counters)
+                            load_admin_token(os.environ, a.admin_token_env, a.admin_token_file), hook, limiter, catalog, counters)
 
     def _rate_limit(self, request: Request, state: IngressState, route: str) -> None:
         """429 with Retry-After when this client's bucket is empty (keyed by its address)."""

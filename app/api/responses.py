@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from pathlib import Path
 from collections.abc import Mapping
 
@@ -87,10 +86,11 @@ def _plain(value: object) -> object:
     return value
 
 
-def load_admin_token(env_var: str, token_file: Path | None) -> str | None:
+def load_admin_token(environ: Mapping[str, str], env_var: str, token_file: Path | None) -> str | None:
     """The admin bearer token: the environment variable, else the token file. Never a default:
-    without one, the admin API answers 401 to everyone."""
-    token = os.environ.get(env_var, "").strip()
+    without one, the admin API answers 401 to everyone. The caller (a deployment, the CLI) passes
+    its environment in: app/ itself reads none."""
+    token = environ.get(env_var, "").strip()
     if not token and token_file is not None:
         try:
             token = Path(token_file).expanduser().read_text().strip()
