@@ -25,8 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix
 
 from app.collator.allocation import AllocationProblem, Placement, placement_score
 
@@ -108,6 +106,10 @@ def _graph(p: AllocationProblem, K: int) -> tuple[list[_Edge], int, int, int]:
 
 def solve_exact(problem: AllocationProblem, time_limit_s: float = 10.0) -> ExactResult:
     """The optimal placement of `problem` (see the module docstring)."""
+    # scipy.optimize costs ~1 s to import: only the exact solver (an offline option) pays it.
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
     p = problem
     K = p.max_ads()
     if K == 0:
