@@ -40,6 +40,7 @@ class StepResult:
     errors: int = 0  # transport errors and timeouts
     stages: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     batch_sizes: list[float] = field(default_factory=list)
+    chain_batch_sizes: list[float] = field(default_factory=list)
 
     @property
     def sent(self) -> int:
@@ -58,6 +59,7 @@ class StepResult:
             "stages_p50_ms": {k: float(np.percentile(v, 50)) for k, v in self.stages.items() if v},
             "stages_p99_ms": {k: float(np.percentile(v, 99)) for k, v in self.stages.items() if v},
             "mean_rank_batch": float(np.mean(self.batch_sizes)) if self.batch_sizes else None,
+            "mean_chain_batch": float(np.mean(self.chain_batch_sizes)) if self.chain_batch_sizes else None,
         }
 
 
@@ -79,6 +81,8 @@ async def _one(client, url: str, users: int, limit: int, result: StepResult, rng
                 result.stages[stage].append(float(timings[stage]))
         if "ranking_batch_size" in timings:
             result.batch_sizes.append(float(timings["ranking_batch_size"]))
+        if "chain_batch_size" in timings:
+            result.chain_batch_sizes.append(float(timings["chain_batch_size"]))
 
 
 async def open_loop(base: str, rate: float, seconds: float, max_requests: int, users: int, limit: int,
@@ -161,7 +165,8 @@ def _print_step(s: dict[str, object]) -> None:
     print(f"{s['step']:<14} sent {s['sent']:>5}  ok {s['ok']:>5}  {s['throughput_rps']:6.1f} req/s  "
           f"P50 {s['p50_ms']:6.1f}  P95 {s['p95_ms']:6.1f}  P99 {s['p99_ms']:6.1f} ms  "
           f"503 {100 * s['rate_503']:5.1f}%  errors {100 * s['error_rate']:5.1f}%"
-          + (f"  rank batch {s['mean_rank_batch']:.1f}" if s["mean_rank_batch"] else ""))
+          + (f"  rank batch {s['mean_rank_batch']:.1f}" if s["mean_rank_batch"] else "")
+          + (f"  chain batch {s['mean_chain_batch']:.1f}" if s.get("mean_chain_batch") else ""))
     p50, p99 = s["stages_p50_ms"], s["stages_p99_ms"]
     print("               stages P50/P99 ms: " + ", ".join(f"{k} {p50[k]:.1f}/{p99[k]:.1f}" for k in STAGES if k in p50))
 

@@ -56,6 +56,17 @@ class Auction(ReloadableDeployment[AuctionState]):
             raise RuntimeError("auction: state not loaded yet")
         return self._state
 
+    def serve_ads_batch(self, requests: list[AdsRequest]) -> list[AdsAnswer | Exception]:
+        """The ingress's batched call (deployments/batching.py): one answer, or that request's
+        exception (e.g. its deadline), per request."""
+        answers: list[AdsAnswer | Exception] = []
+        for request in requests:
+            try:
+                answers.append(self.serve_ads(request))
+            except Exception as exc:  # noqa: BLE001 - returned to that request's caller
+                answers.append(exc)
+        return answers
+
     def serve_ads(self, request: AdsRequest) -> AdsAnswer:
         state = self._current()
         check_deadline(request.deadline, "auction")  # before any reservation is made
@@ -82,6 +93,12 @@ class Auction(ReloadableDeployment[AuctionState]):
         except StoreUnavailable as exc:  # reservations expire on their own
             observability(state.config).redis_error("ads_release")
             log.warning("release of %s failed: %s", request_id, exc)
+
+    def release_batch(self, releases: list[tuple[str, list[int]]]) -> list[None]:
+        """Unplaced reservations of several pages in one call (the ingress batches them)."""
+        for request_id, ad_ids in releases:
+            self.release(request_id, ad_ids)
+        return [None] * len(releases)
 
     def commit_impressions(self, impressions: list[tuple[str, int]]) -> int:
         """Ad impression events: each (request_id, ad_id) reservation becomes spend. Raises

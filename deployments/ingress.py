@@ -65,6 +65,7 @@ from app.state.clock import ReplayClock
 from app.state.errors import StoreUnavailable
 from app.state.events import EventStream, StreamEvent
 from app.state.sessions import FeedState, FeedStateStore, StreamAppend
+from deployments.batching import AdaptiveBatcher
 from deployments.common import (
     OVERRIDES_KEY,
     DeploymentSettings,
@@ -74,7 +75,9 @@ from deployments.common import (
     resolve_version,
     serving_clock,
 )
-from deployments.messages import AdsAnswer, AdsRequest, DeadlineExceeded, OrganicPage, OrganicRequest, check_deadline
+from deployments.messages import (
+    AdsAnswer, AdsRequest, DeadlineExceeded, OrganicPage, OrganicRequest, batch_deadline, check_deadline,
+)
 from observability.live_monitor import PredictionRecord
 from observability.metrics import ObservabilityHook
 from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, hash_user_id, inject_context, request_span
@@ -181,9 +184,11 @@ def request_deadline(request: Request, timeout_s: float, now: float) -> float:
     return now + timeout_s
 
 
-async def await_by(deadline: float, response, *upstream) -> Any:
+async def await_by(deadline: float | None, response, *upstream) -> Any:
     """Await a DeploymentResponse until `deadline`; past it, cancel it and the chained
     responses it was given (`upstream`), and raise DeadlineExceeded."""
+    if deadline is None:
+        return await response
     remaining = deadline - time.time()
     try:
         if remaining <= 0:
@@ -217,6 +222,17 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self._breaker: CircuitBreaker | None = None
         self._published_breaker_state: BreakerState | None = None
         self._inflight_feeds = 0
+        # Stage calls carry every request that arrived while earlier calls were out (batching.py).
+        settings = DeploymentSettings()
+        self._chains = AdaptiveBatcher(self._organic_chain, settings.chain_max_in_flight, settings.chain_max_batch_size)
+        self._auctions = AdaptiveBatcher(self._auction_call, settings.chain_max_in_flight, settings.chain_max_batch_size)
+        self._releases = AdaptiveBatcher(self._release_call, 1, settings.chain_max_batch_size * 4)
+        self._background: set[asyncio.Task] = set()
+
+    def after_swap(self, state: IngressState, settings: DeploymentSettings) -> None:
+        self._chains.resize(settings.chain_max_in_flight, settings.chain_max_batch_size)
+        self._auctions.resize(settings.chain_max_in_flight, settings.chain_max_batch_size)
+        self._releases.resize(1, settings.chain_max_batch_size * 4)
 
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: IngressState | None) -> IngressState:
         version = resolve_version(config)
@@ -400,8 +416,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         ads_withheld_late: str | None = None
         if redis_ok:
             n_slots = config.collator.ad_slots(limit)
-            ads_call = self.auction.serve_ads.remote(AdsRequest(
-                user_id, request_id, n_slots, now, session_id, feed_state.hidden_creator_ids, carrier, deadline))
+            ads_call = asyncio.ensure_future(self._auctions.submit(AdsRequest(
+                user_id, request_id, n_slots, now, session_id, feed_state.hidden_creator_ids, carrier, deadline)))
         try:
             organic = await self._organic(organic_request, deadline)
         except BaseException:
@@ -427,7 +443,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         timings["collate"] = ms(time.perf_counter() - t)
         if page.unplaced_ads:
             # Fire and forget: an unreleased reservation expires by itself (reservation_ttl_s).
-            self.auction.release.remote(request_id, [a.ad_id for a in page.unplaced_ads])
+            self._in_background(self._releases.submit((request_id, [a.ad_id for a in page.unplaced_ads])))
 
         organic_ids = [int(s.ref_id) for s in page.slots if s.kind == "organic"]
         n_ads = sum(1 for s in page.slots if s.kind == "ad")
@@ -498,23 +514,61 @@ class FeedIngress(ReloadableDeployment[IngressState]):
             self._inflight_feeds -= 1
 
     async def _organic(self, request: OrganicRequest, deadline: float) -> OrganicPage:
-        """The organic chain, by the deadline. Read-only, so a chain whose replica died under it
-        (a crash, a kill) is started once more while the deadline allows."""
+        """This request's page from the next organic chain (shared with the requests that queued
+        beside it), by its deadline. A client that goes away abandons only its own entry."""
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            raise DeadlineExceeded("ingress", -remaining)
+        try:
+            return await asyncio.wait_for(self._chains.submit(request), remaining)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded("ingress", time.time() - deadline) from None
+
+    async def _organic_chain(self, requests: list[OrganicRequest]) -> list[OrganicPage | Exception]:
+        """One organic chain for a batch of requests. Read-only, so a chain whose replica died
+        under it (a crash, a kill) is started once more while a deadline allows."""
+        deadline = batch_deadline([r.deadline for r in requests])
         for attempt in (1, 2):
             # Chained responses: Ranking receives Retrieval's output directly, Reranking Ranking's.
-            retrieved = self.retrieval.retrieve.remote(request)
-            ranked = self.ranking.rank.remote(retrieved)
+            retrieved = self.retrieval.retrieve_batch.remote(requests)
+            ranked = self.ranking.rank_batch.remote(retrieved)
+            reranked = self.reranking.rerank_batch.remote(ranked)
             try:
-                return await await_by(deadline, self.reranking.rerank.remote(ranked), ranked, retrieved)
+                pages = await await_by(deadline, reranked, ranked, retrieved)
             except (RayActorError, ReplicaUnavailableError) as exc:
-                if attempt == 2 or time.time() >= deadline:
+                if attempt == 2 or (deadline is not None and time.time() >= deadline):
                     raise
                 log.warning("organic chain lost a replica (%s); retrying once", type(exc).__name__)
-            except asyncio.CancelledError:  # the client went away: stop the work downstream
-                for r in (retrieved, ranked):
+                continue
+            except asyncio.CancelledError:
+                for r in (retrieved, ranked, reranked):
                     r.cancel()
                 raise
+            for page in pages:
+                if isinstance(page, OrganicPage):
+                    page.timings_ms["chain_batch_size"] = float(len(requests))
+            return pages
         raise AssertionError("unreachable")
+
+    async def _auction_call(self, requests: list[AdsRequest]) -> list[AdsAnswer | Exception]:
+        return await await_by(batch_deadline([r.deadline for r in requests]),
+                              self.auction.serve_ads_batch.remote(requests))
+
+    async def _release_call(self, releases: list[tuple[str, list[int]]]) -> list[None]:
+        return await self.auction.release_batch.remote(releases)
+
+    def _in_background(self, work) -> None:
+        """Fire and forget, but keep a reference and log a failure: an unreleased reservation
+        expires by itself (reservation_ttl_s)."""
+        async def logged() -> None:
+            try:
+                await work
+            except Exception as exc:  # noqa: BLE001
+                log.warning("background release failed: %s", type(exc).__name__)
+
+        task = asyncio.ensure_future(logged())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _ads_by(self, ads_call, by: float) -> tuple[AdsAnswer | None, str | None]:
         """The auction's answer by `by`, else (None, why): ads are optional to a page, so a late

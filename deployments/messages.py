@@ -39,6 +39,11 @@ def check_deadline(deadline: float | None, stage: str, now: float | None = None)
         raise DeadlineExceeded(stage, late)
 
 
+def batch_deadline(deadlines: list[float | None]) -> float | None:
+    """A batched call is given up only when every request in it is past due (None: no deadline)."""
+    return None if any(d is None for d in deadlines) else max(deadlines)  # type: ignore[type-var]
+
+
 @dataclass(frozen=True)
 class OrganicRequest:
     user_id: int

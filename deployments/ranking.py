@@ -29,6 +29,7 @@ from app.ranking.artifacts import RankerArtifacts
 from app.ranking.scorer import HEAD_COLUMNS, MultiTaskScorer
 from app.ranking.session import SessionInterestScorer
 from app.reranking import TopKSelector
+from deployments.batching import each_request
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
 from deployments.messages import OrganicWork, check_deadline
 from observability.live_monitor import CandidateSample, FeatureSampler, is_sampled
@@ -115,6 +116,11 @@ class Ranking(ReloadableDeployment[RankingState]):
     def after_swap(self, state: RankingState, settings: DeploymentSettings) -> None:
         self._score.set_max_batch_size(settings.max_batch_size)
         self._score.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    async def rank_batch(self, works: list[OrganicWork | Exception]) -> list[OrganicWork | Exception]:
+        """The ingress's batched call: its requests enter `_score` together, so they share one
+        model pass (with whatever else is queued there)."""
+        return await each_request(works, self.rank, concurrently=True)
 
     async def rank(self, work: OrganicWork) -> OrganicWork:
         state = await self.state()

@@ -12,6 +12,7 @@ from app.feed import notifications_for, organic_entries
 from app.organic import reranking_pipeline
 from app.pipeline import timed_step
 from app.ranking.scorer import HEAD_COLUMNS
+from deployments.batching import each_request
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms
 from deployments.messages import OrganicPage, OrganicWork, check_deadline
 from deployments.retrieval import OrganicState, load_organic_state
@@ -24,6 +25,10 @@ class Reranking(ReloadableDeployment[OrganicState]):
 
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: OrganicState | None) -> OrganicState:
         return load_organic_state(config, previous, "reranking", reranking_pipeline)
+
+    async def rerank_batch(self, works: list[OrganicWork | Exception]) -> list[OrganicPage | Exception]:
+        """The ingress's batched call: one page (or that request's exception) per entry."""
+        return await each_request(works, self.rerank)
 
     async def rerank(self, work: OrganicWork) -> OrganicPage:
         state = await self.state()

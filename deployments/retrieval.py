@@ -19,6 +19,7 @@ from app.data import load_dataset
 from app.freshness.live import LiveEngagement
 from app.organic import OrganicModels, retrieval_pipeline
 from app.pipeline import PipelineRunner, timed_step
+from deployments.batching import each_request
 from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
 from deployments.messages import OrganicRequest, OrganicWork, check_deadline
 from observability.metrics import ObservabilityHook
@@ -104,6 +105,10 @@ class Retrieval(ReloadableDeployment[OrganicState]):
         live = self._live
         return {"position": self._stream_position, "applied": live.applied if live else 0,
                 "last_applied_ts": live.last_applied_ts if live else 0.0, "enabled": live is not None}
+
+    async def retrieve_batch(self, requests: list[OrganicRequest]) -> list[OrganicWork | Exception]:
+        """The ingress's batched call (deployments/batching.py): one entry per request."""
+        return await each_request(requests, self.retrieve)
 
     async def retrieve(self, request: OrganicRequest) -> OrganicWork:
         state = await self.state()
