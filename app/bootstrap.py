@@ -18,6 +18,7 @@ from app.pipeline import StageHook
 from app.state._redis import fail_fast_client
 from app.state.budgets import RedisBudgetStore
 from app.state.caps import RedisCapStore
+from app.state.reservations import RedisReservations
 from app.state.clock import Clock, ReplayClock
 
 
@@ -51,17 +52,21 @@ def build_ad_server(
 def ad_server_from_bundle(
     bundle: AdsBundle, config: RayfeedConfig, client: redis.Redis, clock: Clock, hook: StageHook | None = None
 ) -> AdServer:
-    """The ad server over one ads artifact (the serving layer's Auction loads only that)."""
+    """The ad server over one ads artifact (the serving layer's Auction loads only that).
+    A page's cap and budget steps go to Redis batched (`RedisReservations`)."""
     ads = config.ads
+    caps = RedisCapStore(client, ads.session_ttl_s, ads.state_key_grace_s)
+    budgets = RedisBudgetStore(client, ads.reservation_ttl_s, ads.state_key_grace_s)
     return AdServer(
         bundle.world,
         bundle.ranker,
         BudgetPacer.from_config(bundle.forecast, ads),
-        RedisCapStore(client, ads.session_ttl_s, ads.state_key_grace_s),
-        RedisBudgetStore(client, ads.reservation_ttl_s, ads.state_key_grace_s),
+        caps,
+        budgets,
         ads,
         clock,
         hook,
+        RedisReservations(caps, budgets),
     )
 
 

@@ -30,14 +30,12 @@ from app.ads.types import Ad, AdCandidate, AdResult, AdUser, WithheldReason
 from app.ads.world import AdWorld
 from app.pipeline.runner import NullHook, StageHook, timed_step
 from app.state.budgets import BudgetStatus, BudgetStore
-from app.state.caps import CapStatus, CapStore
+from app.state.caps import CapStore
 from app.state.clock import Clock
 from app.state.errors import StoreUnavailable
+from app.state.reservations import AdReservation, ReservationStore, StoreReservations
 
 log = logging.getLogger(__name__)
-
-_HELD_CAP = (CapStatus.RESERVED, CapStatus.COMMITTED)  # a repeated request id finds its own hold
-_HELD_BUDGET = (BudgetStatus.RESERVED, BudgetStatus.COMMITTED)
 
 
 def reservation_id(request_id: str, ad_id: int) -> str:
@@ -52,6 +50,9 @@ def make_auction(config: AdsConfig) -> PositionAuction:
 
 class AdServer:
     """Serves the ads of one feed page.
+
+    `reservations` reads and holds caps and budgets together (default: through `caps` and
+    `budgets` one step at a time; `RedisReservations` batches a page's steps into few round trips).
 
     Example:
         server = AdServer(world, ranker, pacer, RedisCapStore(...), RedisBudgetStore(...), config, clock)
@@ -70,6 +71,7 @@ class AdServer:
         config: AdsConfig,
         clock: Clock,
         hook: StageHook | None = None,
+        reservations: ReservationStore | None = None,
     ) -> None:
         self.config = config
         # Times, counts and traces each step of the funnel (observability's hook in serving).
@@ -93,6 +95,7 @@ class AdServer:
         self.auction = make_auction(config)
         self.caps = caps
         self.budgets = budgets
+        self.reservations: ReservationStore = reservations or StoreReservations(caps, budgets)
         self.clock = clock
 
     def serve(
@@ -142,40 +145,43 @@ class AdServer:
             awards = self.auction.run([ranked[i] for i in kept], n_slots)
             figures.update(n_in=len(ranked), n_out=len(awards))
 
-        winners: list[AdCandidate] = []
-        attempted: list[str] = []  # every id that may hold something, for the failure path
+        holds = [self._reservation(request_id, request, by_id[a.ad_id], a.price_per_impression) for a in awards]
         try:
-            for award in awards:
-                ad = by_id[award.ad_id]
-                campaign = self.campaigns[ad.campaign_id]
-                rid = reservation_id(request_id, ad.ad_id)
-                attempted.append(rid)
-                if not self._reserve(rid, request, ad, award.price_per_impression, now, removed):
-                    continue
-                pctr, pcvr = scores[ad.ad_id]
-                winners.append(
-                    AdCandidate(
-                        ad_id=ad.ad_id,
-                        campaign_id=ad.campaign_id,
-                        advertiser_id=ad.advertiser_id,
-                        category=campaign.category,
-                        bid=campaign.bid,
-                        pctr=pctr,
-                        pcvr=pcvr,
-                        pacing_multiplier=pacing[ad.campaign_id],
-                        ecpm=award.ecpm,
-                        price=award.price_per_impression,
-                        slot_rank=award.slot,
-                        brand_safety=campaign.brand_safety,
-                        reservation_id=rid,
-                        price_per_action=award.price_per_action,
-                        slot_factor=award.slot_factor,
-                    )
-                )
+            outcomes = self.reservations.reserve(holds, now)
         except StoreUnavailable as exc:
             log.warning("ads withheld for request %s mid-reservation: %s", request_id, exc)
-            self._release_quietly(attempted, now)
+            self._release_quietly([h.reservation_id for h in holds], now)
             return AdResult([], WithheldReason.STORE_UNAVAILABLE, removed)
+        winners: list[AdCandidate] = []
+        for award, hold, outcome in zip(awards, holds, outcomes):
+            if not outcome.caps_held:
+                removed["cap_reserve"] = removed.get("cap_reserve", 0) + 1
+                continue
+            if not outcome.held:
+                removed["budget_reserve"] = removed.get("budget_reserve", 0) + 1
+                continue
+            ad = by_id[award.ad_id]
+            campaign = self.campaigns[ad.campaign_id]
+            pctr, pcvr = scores[ad.ad_id]
+            winners.append(
+                AdCandidate(
+                    ad_id=ad.ad_id,
+                    campaign_id=ad.campaign_id,
+                    advertiser_id=ad.advertiser_id,
+                    category=campaign.category,
+                    bid=campaign.bid,
+                    pctr=pctr,
+                    pcvr=pcvr,
+                    pacing_multiplier=pacing[ad.campaign_id],
+                    ecpm=award.ecpm,
+                    price=award.price_per_impression,
+                    slot_rank=award.slot,
+                    brand_safety=campaign.brand_safety,
+                    reservation_id=hold.reservation_id,
+                    price_per_action=award.price_per_action,
+                    slot_factor=award.slot_factor,
+                )
+            )
         return AdResult(winners, None, removed)
 
     def commit_impression(self, request_id: str, ad_id: int) -> bool:
@@ -189,22 +195,18 @@ class AdServer:
 
     def release(self, request_id: str, ad_ids: Sequence[int]) -> None:
         """The ads were not placed: free their budget and cap reservations. Idempotent."""
-        now = self.clock()
-        for ad_id in ad_ids:
-            rid = reservation_id(request_id, ad_id)
-            self.budgets.release(rid, now)
-            self.caps.release(rid, now)
+        self.reservations.release([reservation_id(request_id, ad_id) for ad_id in ad_ids], self.clock())
 
     def _hydrate(self, user: AdUser, session_id: str, now: float, ads: list[Ad]) -> AdRequest:
-        counts = self.caps.counts(
+        counts, budgets = self.reservations.snapshot(
             user.user_id,
             session_id,
             {a.ad_id for a in ads},
             {a.advertiser_id for a in ads},
             {self.campaigns[a.campaign_id].category for a in ads},
+            {a.campaign_id: self.campaigns[a.campaign_id].daily_budget for a in ads},
             now,
         )
-        budgets = self.budgets.snapshot({a.campaign_id: self.campaigns[a.campaign_id].daily_budget for a in ads}, now)
         return AdRequest(user, session_id, now, counts, budgets)
 
     def _bids(
@@ -224,26 +226,16 @@ class AdServer:
             bids.append(AuctionBid(ad.ad_id, campaign.bid * pacing[campaign.campaign_id], float(ctr * cvr)))
         return bids, scores, pacing
 
-    def _reserve(self, rid: str, request: AdRequest, ad: Ad, price: float, now: float, removed: dict[str, int]) -> bool:
-        """Hold the user's caps, then the budget; undo the caps if the budget has no room."""
+    def _reservation(self, request_id: str, request: AdRequest, ad: Ad, price: float) -> AdReservation:
+        """A winner's hold on the user's caps and its campaign's budget."""
         campaign = self.campaigns[ad.campaign_id]
         claim = self.limits.claim(request.user.user_id, request.session_id, ad, campaign.category)
-        if self.caps.reserve(rid, claim, now) not in _HELD_CAP:
-            removed["cap_reserve"] = removed.get("cap_reserve", 0) + 1
-            return False
-        if self.budgets.reserve(rid, campaign.campaign_id, price, campaign.daily_budget, now) not in _HELD_BUDGET:
-            self.caps.release(rid, now)
-            removed["budget_reserve"] = removed.get("budget_reserve", 0) + 1
-            return False
-        return True
+        return AdReservation(reservation_id(request_id, ad.ad_id), claim, ad.campaign_id, price, campaign.daily_budget)
 
     def _release_quietly(self, reservation_ids: list[str], now: float) -> None:
         """Best effort after a store failure; what cannot be released expires (budgets) or keeps
         counting (caps), which under-serves but never overspends."""
-        for rid in reservation_ids:
-            for store in (self.budgets, self.caps):
-                try:
-                    store.release(rid, now)
-                except StoreUnavailable:
-                    pass
-
+        try:
+            self.reservations.release(reservation_ids, now)
+        except StoreUnavailable:
+            pass

@@ -25,6 +25,7 @@ from app.state.clock import day_index, seconds_to_day_end
 
 # Reclaiming stale reservations is bounded per call so one reserve never does unbounded work.
 _RECLAIM_BATCH = 64
+SNAPSHOT_FIELDS = ["spent", "reserved"]
 
 
 class BudgetStatus(StrEnum):
@@ -152,34 +153,39 @@ class InMemoryBudgetStore:
             return BudgetStatus.RELEASED
 
 
+# Each step is a Lua function of (KEYS, ARGV): the store's scripts call one once, and
+# app/state/reservations.py calls them for every ad of a page in one script.
+
 # KEYS: budget hash, ledger hash, pending zset, owner string
 # ARGV: reservation id, amount, budget, now, expires at, key ttl, owner value, reclaim batch
-_RESERVE = """
-local rid, amount, budget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[8]))
-for _, id in ipairs(stale) do
-  local entry = redis.call('HGET', KEYS[2], id)
-  if entry and string.sub(entry, 1, 1) == 'R' then
-    local held = string.sub(entry, 3)
-    redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
-    redis.call('HSET', KEYS[2], id, 'E|' .. held)
+RESERVE_LUA = """
+local function budget_reserve(KEYS, ARGV)
+  local rid, amount, budget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[8]))
+  for _, id in ipairs(stale) do
+    local entry = redis.call('HGET', KEYS[2], id)
+    if entry and string.sub(entry, 1, 1) == 'R' then
+      local held = string.sub(entry, 3)
+      redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
+      redis.call('HSET', KEYS[2], id, 'E|' .. held)
+    end
+    redis.call('ZREM', KEYS[3], id)
   end
-  redis.call('ZREM', KEYS[3], id)
+  local prior = redis.call('HGET', KEYS[2], rid)
+  if prior then return string.sub(prior, 1, 1) end
+  redis.call('HSET', KEYS[1], 'budget', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+  local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+  if spent + reserved + amount > budget then return 'I' end
+  redis.call('HINCRBY', KEYS[1], 'reserved', amount)
+  redis.call('HSET', KEYS[2], rid, 'R|' .. ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+  redis.call('ZADD', KEYS[3], ARGV[5], rid)
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+  redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[6])
+  return 'R'
 end
-local prior = redis.call('HGET', KEYS[2], rid)
-if prior then return string.sub(prior, 1, 1) end
-redis.call('HSET', KEYS[1], 'budget', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-if spent + reserved + amount > budget then return 'I' end
-redis.call('HINCRBY', KEYS[1], 'reserved', amount)
-redis.call('HSET', KEYS[2], rid, 'R|' .. ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-redis.call('ZADD', KEYS[3], ARGV[5], rid)
-redis.call('EXPIRE', KEYS[3], ARGV[6])
-redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[6])
-return 'R'
 """
 
 # KEYS: budget hash, ledger hash, pending zset; ARGV: reservation id
@@ -203,16 +209,35 @@ return 'C'
 """
 
 # KEYS: budget hash, ledger hash, pending zset; ARGV: reservation id
-_RELEASE = """
-local entry = redis.call('HGET', KEYS[2], ARGV[1])
-if not entry then return 'U' end
-local state, held = string.sub(entry, 1, 1), string.sub(entry, 3)
-if state ~= 'R' then return state end
-redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
-redis.call('HSET', KEYS[2], ARGV[1], 'X|' .. held)
-redis.call('ZREM', KEYS[3], ARGV[1])
-return 'X'
+RELEASE_LUA = """
+local function budget_release(KEYS, ARGV)
+  local entry = redis.call('HGET', KEYS[2], ARGV[1])
+  if not entry then return 'U' end
+  local state, held = string.sub(entry, 1, 1), string.sub(entry, 3)
+  if state ~= 'R' then return state end
+  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
+  redis.call('HSET', KEYS[2], ARGV[1], 'X|' .. held)
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return 'X'
+end
 """
+
+_RESERVE = RESERVE_LUA + "return budget_reserve(KEYS, ARGV)\n"
+_RELEASE = RELEASE_LUA + "return budget_release(KEYS, ARGV)\n"
+
+
+def snapshot_keys(campaign_ids: list[int], now: float) -> list[str]:
+    """The budget hashes `snapshot` reads (fields spent, reserved), one per campaign."""
+    day = day_index(now)
+    return [keys.budget(campaign_id, day) for campaign_id in campaign_ids]
+
+
+def states_from(rows: list, daily_budgets: Mapping[int, float]) -> dict[int, BudgetState]:
+    """`snapshot`'s answer from the (spent, reserved) rows of `snapshot_keys`, in order."""
+    return {
+        campaign_id: _state(to_micros_down(budget), int(spent or 0), int(reserved or 0))
+        for (campaign_id, budget), (spent, reserved) in zip(daily_budgets.items(), rows)
+    }
 
 
 class RedisBudgetStore:
@@ -232,26 +257,28 @@ class RedisBudgetStore:
         self._release = client.register_script(_RELEASE)
 
     @staticmethod
-    def _campaign_keys(campaign_id: int, day: int) -> list[str]:
+    def campaign_keys(campaign_id: int, day: int) -> list[str]:
         return [keys.budget(campaign_id, day), keys.budget_ledger(campaign_id, day), keys.budget_pending(campaign_id, day)]
 
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
     def snapshot(self, daily_budgets: Mapping[int, float], now: float) -> dict[int, BudgetState]:
-        day = day_index(now)
-        campaign_ids = list(daily_budgets)
+        names = snapshot_keys(list(daily_budgets), now)
         with unavailable_on_redis_error("reading budgets"):
             pipe = self._client.pipeline(transaction=False)
-            for campaign_id in campaign_ids:
-                pipe.hmget(keys.budget(campaign_id, day), ["spent", "reserved"])
-            rows = pipe.execute() if campaign_ids else []
-        return {
-            campaign_id: _state(to_micros_down(daily_budgets[campaign_id]), int(spent or 0), int(reserved or 0))
-            for campaign_id, (spent, reserved) in zip(campaign_ids, rows)
-        }
+            for name in names:
+                pipe.hmget(name, SNAPSHOT_FIELDS)
+            rows = pipe.execute() if names else []
+        return states_from(rows, daily_budgets)
 
-    def reserve(self, reservation_id, campaign_id, amount, daily_budget, now) -> BudgetStatus:
+    def reserve_call(self, reservation_id: str, campaign_id: int, amount: float, daily_budget: float, now: float
+                     ) -> tuple[list[str], list[object]]:
+        """KEYS and ARGV of `budget_reserve` for one reservation."""
         day = day_index(now)
         key_ttl = int(seconds_to_day_end(now)) + 1 + self._key_grace_s
-        args = [
+        args: list[object] = [
             reservation_id,
             to_micros_up(amount),
             to_micros_down(daily_budget),
@@ -261,17 +288,25 @@ class RedisBudgetStore:
             f"{campaign_id}:{day}",
             _RECLAIM_BATCH,
         ]
-        script_keys = [*self._campaign_keys(campaign_id, day), keys.budget_reservation_owner(reservation_id)]
+        return [*self.campaign_keys(campaign_id, day), keys.budget_reservation_owner(reservation_id)], args
+
+    def reserve(self, reservation_id, campaign_id, amount, daily_budget, now) -> BudgetStatus:
+        script_keys, args = self.reserve_call(reservation_id, campaign_id, amount, daily_budget, now)
         with unavailable_on_redis_error("reserving budget"):
             return BudgetStatus(as_str(self._reserve(keys=script_keys, args=args)))
+
+    @staticmethod
+    def owner_keys(owner: str) -> list[str]:
+        """KEYS of `budget_release` for a reservation whose owner string is `owner`."""
+        campaign_id, day = (int(x) for x in owner.split(":"))
+        return RedisBudgetStore.campaign_keys(campaign_id, day)
 
     def _settle(self, script, reservation_id: str, what: str) -> BudgetStatus:
         with unavailable_on_redis_error(what):
             owner = as_str(self._client.get(keys.budget_reservation_owner(reservation_id)))
             if owner is None:
                 return BudgetStatus.UNKNOWN
-            campaign_id, day = (int(x) for x in owner.split(":"))
-            return BudgetStatus(as_str(script(keys=self._campaign_keys(campaign_id, day), args=[reservation_id])))
+            return BudgetStatus(as_str(script(keys=self.owner_keys(owner), args=[reservation_id])))
 
     def commit(self, reservation_id: str, now: float) -> BudgetStatus:
         return self._settle(self._commit, reservation_id, "committing budget")

@@ -145,23 +145,28 @@ class InMemoryCapStore:
             return CapStatus.RELEASED
 
 
+# Each step is a Lua function of (KEYS, ARGV): the store's scripts call one once, and
+# app/state/reservations.py calls them for every ad of a page in one script.
+
 # KEYS: ad counter, advertiser counter, category counter, ledger
 # ARGV: ad limit, advertiser limit, category limit (-1 = none), day ttl, session ttl, ledger ttl
-_RESERVE = """
-local state = redis.call('HGET', KEYS[4], 'state')
-if state then return state end
-for i = 1, 3 do
-  local limit = tonumber(ARGV[i])
-  if limit >= 0 and tonumber(redis.call('GET', KEYS[i]) or '0') >= limit then return 'F' end
+RESERVE_LUA = """
+local function cap_reserve(KEYS, ARGV)
+  local state = redis.call('HGET', KEYS[4], 'state')
+  if state then return state end
+  for i = 1, 3 do
+    local limit = tonumber(ARGV[i])
+    if limit >= 0 and tonumber(redis.call('GET', KEYS[i]) or '0') >= limit then return 'F' end
+  end
+  local ttls = {ARGV[4], ARGV[4], ARGV[5]}
+  for i = 1, 3 do
+    redis.call('INCR', KEYS[i])
+    redis.call('EXPIRE', KEYS[i], ttls[i])
+  end
+  redis.call('HSET', KEYS[4], 'state', 'R', 'k1', KEYS[1], 'k2', KEYS[2], 'k3', KEYS[3])
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+  return 'R'
 end
-local ttls = {ARGV[4], ARGV[4], ARGV[5]}
-for i = 1, 3 do
-  redis.call('INCR', KEYS[i])
-  redis.call('EXPIRE', KEYS[i], ttls[i])
-end
-redis.call('HSET', KEYS[4], 'state', 'R', 'k1', KEYS[1], 'k2', KEYS[2], 'k3', KEYS[3])
-redis.call('EXPIRE', KEYS[4], ARGV[6])
-return 'R'
 """
 
 # KEYS: ledger
@@ -175,18 +180,50 @@ end
 return state
 """
 
-# KEYS: ledger, then the three counters it names (read by the caller just before)
-_RELEASE = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'U' end
-if state ~= 'R' then return state end
-for i = 2, 4 do
-  if redis.call('HGET', KEYS[1], 'k' .. (i - 1)) ~= KEYS[i] then return redis.error_reply('cap ledger keys changed') end
-  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+# KEYS: ledger, then the three counters it names (read by the caller just before).
+# Returns an error reply (a table) when the ledger names other counters.
+RELEASE_LUA = """
+local function cap_release(KEYS, ARGV)
+  local state = redis.call('HGET', KEYS[1], 'state')
+  if not state then return 'U' end
+  if state ~= 'R' then return state end
+  for i = 2, 4 do
+    if redis.call('HGET', KEYS[1], 'k' .. (i - 1)) ~= KEYS[i] then return redis.error_reply('cap ledger keys changed') end
+  end
+  for i = 2, 4 do
+    if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+  end
+  redis.call('HSET', KEYS[1], 'state', 'X')
+  return 'X'
 end
-redis.call('HSET', KEYS[1], 'state', 'X')
-return 'X'
 """
+
+_RESERVE = RESERVE_LUA + "return cap_reserve(KEYS, ARGV)\n"
+_RELEASE = RELEASE_LUA + "return cap_release(KEYS, ARGV)\n"
+
+LEDGER_FIELDS = ("k1", "k2", "k3")
+
+
+def count_keys(
+    user_id: int, session_id: str, ad_ids: list[int], advertiser_ids: list[int], categories: list[str], now: float
+) -> list[str]:
+    """The counters `counts` reads, in the order `counts_from` expects their values."""
+    day = day_index(now)
+    return (
+        [keys.ad_user_day(day, user_id, a) for a in ad_ids]
+        + [keys.advertiser_user_day(day, user_id, a) for a in advertiser_ids]
+        + [keys.session_category(user_id, session_id, c) for c in categories]
+    )
+
+
+def counts_from(values: list, ad_ids: list[int], advertiser_ids: list[int], categories: list[str]) -> CapCounts:
+    counts = [int(v) if v is not None else 0 for v in values]
+    n_ad, n_adv = len(ad_ids), len(advertiser_ids)
+    return CapCounts(
+        ad=dict(zip(ad_ids, counts[:n_ad])),
+        advertiser=dict(zip(advertiser_ids, counts[n_ad : n_ad + n_adv])),
+        category=dict(zip(categories, counts[n_ad + n_adv :])),
+    )
 
 
 class RedisCapStore:
@@ -208,26 +245,21 @@ class RedisCapStore:
     def _day_ttl(self, now: float) -> int:
         return int(seconds_to_day_end(now)) + 1 + self._key_grace_s
 
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
     def counts(self, user_id, session_id, ad_ids, advertiser_ids, categories, now) -> CapCounts:
-        day = day_index(now)
         ad_ids, advertiser_ids, categories = list(ad_ids), list(advertiser_ids), list(categories)
-        names = (
-            [keys.ad_user_day(day, user_id, a) for a in ad_ids]
-            + [keys.advertiser_user_day(day, user_id, a) for a in advertiser_ids]
-            + [keys.session_category(user_id, session_id, c) for c in categories]
-        )
+        names = count_keys(user_id, session_id, ad_ids, advertiser_ids, categories, now)
         if not names:
             return CapCounts({}, {}, {})
         with unavailable_on_redis_error("reading frequency caps"):
-            values = [int(v) if v is not None else 0 for v in self._client.mget(names)]
-        n_ad, n_adv = len(ad_ids), len(advertiser_ids)
-        return CapCounts(
-            ad=dict(zip(ad_ids, values[:n_ad])),
-            advertiser=dict(zip(advertiser_ids, values[n_ad : n_ad + n_adv])),
-            category=dict(zip(categories, values[n_ad + n_adv :])),
-        )
+            values = self._client.mget(names)
+        return counts_from(values, ad_ids, advertiser_ids, categories)
 
-    def reserve(self, reservation_id: str, claim: CapClaim, now: float) -> CapStatus:
+    def reserve_call(self, reservation_id: str, claim: CapClaim, now: float) -> tuple[list[str], list[object]]:
+        """KEYS and ARGV of `cap_reserve` for one claim."""
         day = day_index(now)
         cap_keys = [
             keys.ad_user_day(day, claim.user_id, claim.ad_id),
@@ -236,7 +268,7 @@ class RedisCapStore:
             keys.cap_ledger(reservation_id),
         ]
         day_ttl = self._day_ttl(now)
-        args = [
+        args: list[object] = [
             _limit_arg(claim.ad_limit),
             _limit_arg(claim.advertiser_limit),
             _limit_arg(claim.category_limit),
@@ -244,6 +276,10 @@ class RedisCapStore:
             self._session_ttl_s,
             max(day_ttl, self._session_ttl_s),
         ]
+        return cap_keys, args
+
+    def reserve(self, reservation_id: str, claim: CapClaim, now: float) -> CapStatus:
+        cap_keys, args = self.reserve_call(reservation_id, claim, now)
         with unavailable_on_redis_error("reserving frequency caps"):
             return CapStatus(as_str(self._reserve(keys=cap_keys, args=args)))
 
@@ -254,7 +290,7 @@ class RedisCapStore:
     def release(self, reservation_id: str, now: float) -> CapStatus:
         ledger = keys.cap_ledger(reservation_id)
         with unavailable_on_redis_error("releasing frequency caps"):
-            counters = self._client.hmget(ledger, ["k1", "k2", "k3"])
+            counters = self._client.hmget(ledger, list(LEDGER_FIELDS))
             if any(c is None for c in counters):
                 return CapStatus.UNKNOWN
             return CapStatus(as_str(self._release(keys=[ledger, *(as_str(c) for c in counters)])))

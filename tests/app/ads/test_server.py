@@ -17,6 +17,7 @@ from app.state.budgets import InMemoryBudgetStore, RedisBudgetStore
 from app.state.caps import InMemoryCapStore, RedisCapStore
 from app.state.clock import ManualClock
 from app.state.local_redis import free_port
+from app.state.reservations import RedisReservations
 from tests.app.ads.conftest import DAY_START
 
 NOON = DAY_START + 12 * 3600
@@ -181,3 +182,47 @@ def test_no_served_ad_breaks_a_cap_opt_out_or_category_rule(
         assert all(n <= advertiser_cap for n in per_advertiser.values())
         for (session_id, category), n in per_session_category.items():
             assert n <= config.session_category_caps.get(category, n)
+
+
+def _redis_server(world, ranker, pacer, config, client, clock) -> AdServer:
+    caps = RedisCapStore(client, config.session_ttl_s, config.state_key_grace_s)
+    budgets = RedisBudgetStore(client, config.reservation_ttl_s, config.state_key_grace_s)
+    return AdServer(world, ranker, pacer, caps, budgets, config, clock, reservations=RedisReservations(caps, budgets))
+
+
+def test_batched_redis_reservations_serve_what_the_reference_serves(world, users, ranker, pacer, redis_url, redis_client) -> None:
+    """Tight caps and budgets, so caps fill and budgets run out; page after page, the batched
+    Redis path and the in-memory reference serve the same ads at the same prices."""
+    poor = dataclasses.replace(world, campaigns=tuple(dataclasses.replace(c, daily_budget=0.3) for c in world.campaigns))
+    config = AdsConfig(ad_user_daily_cap=2, advertiser_user_daily_cap=3, session_category_caps={"political": 1, "alcohol": 1})
+    clock = ManualClock(NOON)
+    reference = _server(poor, ranker, pacer, config, clock=clock)
+    batched = _redis_server(poor, ranker, pacer, config, fail_fast_client(redis_url, 1.0), clock)
+    removed: Counter[str] = Counter()
+    for i in range(60):
+        user = users[i % 8]
+        request = f"q{i}"
+        served = [s.serve(user, request, 3, session_id=f"s{user.user_id}") for s in (reference, batched)]
+        assert served[0] == served[1]
+        removed.update(served[0].removed)
+        ads = served[0].ads
+        for server in (reference, batched):
+            server.release(request, [a.ad_id for a in ads[1:]])
+            if ads:
+                assert server.commit_impression(request, ads[0].ad_id)
+        clock.advance(30.0)
+    assert removed["frequency_cap"] > 0 and removed["budget_reserve"] > 0, removed
+
+
+def test_redis_failure_during_batched_reservation_withholds(world, users, ranker, pacer, redis_url, redis_client) -> None:
+    config = AdsConfig()
+    server = _redis_server(world, ranker, pacer, config, fail_fast_client(redis_url, 1.0), ManualClock(NOON))
+    dead = fail_fast_client(f"redis://127.0.0.1:{free_port()}/0", config.redis_socket_timeout_s)
+    dead_reservations = RedisReservations(
+        RedisCapStore(dead, config.session_ttl_s, config.state_key_grace_s),
+        RedisBudgetStore(dead, config.reservation_ttl_s, config.state_key_grace_s),
+    )
+    server.reservations.reserve = dead_reservations.reserve  # reads succeed, the holds fail
+    result = server.serve(_eligible_user(users), "r", 3)
+    assert result.ads == [] and result.withheld_reason == WithheldReason.STORE_UNAVAILABLE
+    assert redis_client.keys("rf:ads:capres:*") == [] and redis_client.keys("rf:ads:resv:*") == []

@@ -15,6 +15,7 @@ import redis
 from app.state.budgets import BudgetStatus, RedisBudgetStore
 from app.state.caps import CapClaim, CapStatus, RedisCapStore
 from app.state.clock import day_index
+from app.state.reservations import AdReservation, RedisReservations
 from tests.app.state.conftest import DAY_START
 
 THREADS = 24
@@ -121,3 +122,52 @@ def test_same_request_reserved_concurrently_counts_once(redis_url, redis_client)
     assert caps.counts(1, "s", [1], [1], ["retail"], NOW).ad == {1: 1}
     assert budgets.snapshot({9: 100.0}, NOW)[9].reserved == 1.0
     assert day_index(NOW) == day_index(DAY_START)
+
+
+def test_concurrent_batched_reservations_never_exceed_caps_or_budgets(redis_url, redis_client) -> None:
+    """Pages of winners held in one script each, released or committed per ad, from many threads."""
+    client = _client(redis_url)
+    reservations = RedisReservations(
+        RedisCapStore(client, session_ttl_s=600, key_grace_s=60), RedisBudgetStore(client, reservation_ttl_s=300, key_grace_s=60)
+    )
+    budgets = {1: 6.0, 2: 9.0}
+    ad_cap, advertiser_cap, political_cap = 4, 6, 1
+    spent: Counter[int] = Counter()
+    shown: Counter[tuple[int, int]] = Counter()
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        rng = random.Random(2000 + t)
+        for i in range(OPS_PER_THREAD // 5):
+            user = rng.choice(range(3))
+            page = []
+            for ad in rng.sample(range(4), rng.randint(1, 3)):
+                category = "political" if ad == 3 else "retail"
+                claim = CapClaim(user, ad, 100, category, "s", ad_cap, advertiser_cap, political_cap if ad == 3 else None)
+                campaign = 1 + ad % 2
+                page.append(AdReservation(f"p{t}-{i}:{ad}", claim, campaign, round(rng.uniform(0.01, 0.3), 6), budgets[campaign]))
+            for hold, outcome in zip(page, reservations.reserve(page, NOW)):
+                if not outcome.held:
+                    continue
+                if rng.random() < 0.3:
+                    reservations.release([hold.reservation_id], NOW)
+                    continue
+                reservations.caps.commit(hold.reservation_id, NOW)
+                assert reservations.budgets.commit(hold.reservation_id, NOW) == BudgetStatus.COMMITTED
+                with lock:
+                    spent[hold.campaign_id] += round(hold.amount * 1_000_000)
+                    shown[(user, hold.claim.ad_id)] += 1
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(worker, range(THREADS)))
+
+    counts_by_user = [reservations.caps.counts(u, "s", range(4), [100], ["political"], NOW) for u in range(3)]
+    for user, counts in enumerate(counts_by_user):
+        assert [counts.ad[a] for a in range(4)] == [shown[(user, a)] for a in range(4)]
+        assert all(c <= ad_cap for c in counts.ad.values()) and counts.advertiser[100] <= advertiser_cap
+        assert counts.category["political"] <= political_cap
+    states = reservations.budgets.snapshot(budgets, NOW)
+    for campaign, budget in budgets.items():
+        assert round(states[campaign].spent * 1_000_000) == spent[campaign] <= round(budget * 1_000_000)
+        assert states[campaign].reserved == 0.0
+    assert sum(c.advertiser[100] for c in counts_by_user) == 3 * advertiser_cap  # the caps were reached

@@ -11,6 +11,7 @@ from app.state.budgets import RedisBudgetStore
 from app.state.caps import CapClaim, RedisCapStore
 from app.state.errors import StoreUnavailable
 from app.state.local_redis import free_port
+from app.state.reservations import AdReservation, RedisReservations
 
 
 @pytest.fixture
@@ -42,4 +43,19 @@ def test_budget_store_fails_closed(dead_client) -> None:
         store.snapshot({1: 10.0}, 0.0)
     for call in (lambda: store.reserve("r", 1, 1.0, 10.0, 0.0), lambda: store.commit("r", 0.0), lambda: store.release("r", 0.0)):
         with pytest.raises(StoreUnavailable):
+            call()
+
+
+def test_batched_reservations_fail_closed(dead_client) -> None:
+    reservations = RedisReservations(
+        RedisCapStore(dead_client, session_ttl_s=600, key_grace_s=60),
+        RedisBudgetStore(dead_client, reservation_ttl_s=60, key_grace_s=60),
+    )
+    hold = AdReservation("r", CapClaim(1, 1, 1, "retail", "s", 3, 3, None), 1, 1.0, 10.0)
+    for call in (
+        lambda: reservations.snapshot(1, "s", [1], [1], ["retail"], {1: 10.0}, 0.0),
+        lambda: reservations.reserve([hold], 0.0),
+        lambda: reservations.release(["r"], 0.0),
+    ):
+        with pytest.raises(StoreUnavailable, match="frequency caps and budgets"):
             call()
