@@ -200,13 +200,12 @@ def source_features(candidates: Candidates, source_names: Sequence[str]) -> dict
     return {"n_sources": produced[inverse], "close_friend": close[inverse], **columns}
 
 
-def _rank_within_source(candidates: Candidates) -> np.ndarray:
-    """0 for each source's best-scored row, 1 for its next, ..."""
-    rank = np.zeros(len(candidates), np.int64)
-    for source in pd.unique(candidates.sources):
-        rows = np.flatnonzero(candidates.sources == source)
-        order = rows[np.lexsort((candidates.item_ids[rows], -candidates.source_scores[rows]))]
-        rank[order] = np.arange(len(order))
+def _rank_within_source(candidates: Candidates, code: np.ndarray) -> np.ndarray:
+    """0 for each source's best-scored row, 1 for its next, ... (`code`: the row's source)."""
+    order = np.lexsort((candidates.item_ids, -candidates.source_scores, code))  # by source, then best first
+    starts = np.concatenate([[0], np.cumsum(np.bincount(code))[:-1]])
+    rank = np.empty(len(candidates), np.int64)
+    rank[order] = np.arange(len(order)) - starts[code[order]]
     return rank
 
 
@@ -223,18 +222,22 @@ def select_with_quotas(
     """
     if len(candidates) == 0 or total < 1:
         return np.zeros(0, np.int64)
-    rank = _rank_within_source(candidates)
-    # Per-source codes, so the loop below touches Python ints only (indexing NumPy scalars
-    # and object arrays per row cost several ms per request).
-    names = list(pd.unique(candidates.sources))
-    code = np.zeros(len(candidates), np.int64)
-    for k, name in enumerate(names):
-        code[candidates.sources == name] = k
+    # Per-source codes (sources in order of first appearance), so the loop below touches Python
+    # ints only (indexing NumPy scalars and object arrays per row cost several ms per request).
+    code, uniques = pd.factorize(candidates.sources)
+    code = code.astype(np.int64)
+    names = list(uniques)
+    rank = _rank_within_source(candidates, code)
     source_quota = [int(quotas.get(name, total)) for name in names]
     quota = np.asarray(source_quota, np.float64)[code]
     depth = np.where(quota > 0, rank / np.maximum(quota, 1), np.inf)
     tie_of = np.array([SOURCE_NAMES.index(n) if n in SOURCE_NAMES else len(SOURCE_NAMES) for n in names], np.int64)
     order = np.lexsort((candidates.item_ids, tie_of[code], rank, depth))  # last key sorts first
+    if all(n_rows <= q for n_rows, q in zip(np.bincount(code, minlength=len(names)).tolist(), source_quota)):
+        # No source has more rows than its quota (the default: each fetches at most its quota),
+        # so no quota can bind: the loop below would keep each item's first row, in order.
+        _, first = np.unique(candidates.item_ids[order], return_index=True)
+        return order[np.sort(first)[:total]]
     items_in_order = candidates.item_ids[order].tolist()
     codes_in_order = code[order].tolist()
     order_list = order.tolist()

@@ -12,6 +12,7 @@ from app.retrieval.config import AnnIndexConfig, SourcesConfig
 from app.retrieval.engagement import EngagementLog, ItemNeighbours, decay
 from app.retrieval.index import AnnIndex
 from app.retrieval.sources import (
+    SOURCE_NAMES,
     CoEngagementSource,
     EmbeddingAnnSource,
     SeenItemFilter,
@@ -199,6 +200,49 @@ def test_quota_selection_properties(rows, quota, total, backfill) -> None:
             assert (cands.sources[chosen] == source).sum() <= limit
     if backfill:
         assert len(items) == min(total, len(set(cands.item_ids.tolist())))  # every slot used when possible
+
+
+def _greedy_quota_reference(sources, items, scores, quotas, total, backfill) -> list[int]:
+    """select_with_quotas written plainly: rank within source, order by depth, greedy pass."""
+    n = len(items)
+    rank = [0] * n
+    for source in set(sources):
+        rows = sorted((i for i in range(n) if sources[i] == source), key=lambda i: (-scores[i], items[i], i))
+        for r, i in enumerate(rows):
+            rank[i] = r
+    quota = [quotas.get(s, total) for s in sources]
+    tie = [SOURCE_NAMES.index(s) if s in SOURCE_NAMES else len(SOURCE_NAMES) for s in sources]
+    depth = [rank[i] / max(quota[i], 1) if quota[i] > 0 else float("inf") for i in range(n)]
+    order = sorted(range(n), key=lambda i: (depth[i], rank[i], tie[i], items[i], i))
+    chosen, taken, used = [], set(), {}
+    for i in order:
+        if len(chosen) == total:
+            break
+        if items[i] not in taken and used.get(sources[i], 0) < quota[i]:
+            chosen.append(i)
+            taken.add(items[i])
+            used[sources[i]] = used.get(sources[i], 0) + 1
+    for i in order if backfill else []:
+        if len(chosen) < total and items[i] not in taken:
+            chosen.append(i)
+            taken.add(items[i])
+    return chosen
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(["ann", "social", "trending", "other"]), st.integers(0, 30),
+                            st.sampled_from([-1.0, 0.0, 0.5, 2.0, 3.25])), max_size=60),
+    quota=st.one_of(st.integers(0, 10), st.integers(60, 100)),  # binding, or never binding
+    total=st.one_of(st.integers(1, 40), st.just(200)),
+    backfill=st.booleans(),
+)
+def test_quota_selection_matches_the_greedy_reference(rows, quota, total, backfill) -> None:
+    sources, items, scores = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    cands = Candidates(np.array(items, np.int64), np.array(sources, object), np.array(scores, np.float32))
+    quotas = {"ann": quota, "social": quota, "trending": quota}
+    chosen = select_with_quotas(cands, quotas, total, backfill).tolist()
+    assert chosen == _greedy_quota_reference(sources, items, scores, quotas, total, backfill)
 
 
 def test_seen_filter_and_merge_stages_run_in_the_pipeline_runner() -> None:
