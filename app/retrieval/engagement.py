@@ -60,7 +60,7 @@ class EngagementLog:
         self._ts = np.zeros(0, np.float64)
         self._items = np.zeros(0, np.int64)
         self._users: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # user -> (timestamps, items)
-        self._trending_cache: tuple[tuple[float, float, float, int, int], tuple[np.ndarray, np.ndarray]] | None = None
+        self._trending_cache: tuple[tuple, tuple[float, np.ndarray, np.ndarray]] | None = None
         self.version = 0  # bumped by every add; lets readers cache derived state
         if events is not None:
             self.add(events)
@@ -116,17 +116,22 @@ class EngagementLog:
         return float(self._ts[-1]) if len(self._ts) else 0.0
 
     def trending(self, now: float, half_life_s: float, horizon_s: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-        key = (float(now), float(half_life_s), float(horizon_s), int(k), self.version)
+        end = int(np.searchsorted(self._ts, now, side="right"))
+        start = int(np.searchsorted(self._ts, now - horizon_s, side="left"))
+        key = (float(half_life_s), float(horizon_s), int(k), self.version, start, end)
         if self._trending_cache is not None and self._trending_cache[0] == key:
-            return self._trending_cache[1]  # every request at the same `now` shares one computation
-        end = np.searchsorted(self._ts, now, side="right")
-        start = np.searchsorted(self._ts, now - horizon_s, side="left")
+            # The same events are in the window as at the cached `now`: every decayed count is
+            # the cached one times 2^(−Δt / half-life), so the top-k and its order are unchanged
+            # and the counts rescale exactly. Requests on a moving clock share one computation
+            # (it is O(events in the window): ≈ 0.3 s over the 3.1M events of the 1M-item world).
+            cached_now, items, counts = self._trending_cache[1]
+            return items, (counts * np.exp2((cached_now - now) / half_life_s)).astype(np.float32)
         items, inverse = np.unique(self._items[start:end], return_inverse=True)
         counts = np.bincount(inverse, weights=decay(now - self._ts[start:end], half_life_s), minlength=len(items))
         top = _top_k(counts, k)
-        result = (items[top], counts[top].astype(np.float32))
-        self._trending_cache = (key, result)
-        return result
+        items, counts = items[top], counts[top]
+        self._trending_cache = (key, (float(now), items, counts))
+        return items, counts.astype(np.float32)
 
     def interactions(self) -> pd.DataFrame:
         """Every event as a frame (user_id, item_id, timestamp), for rebuilding derived indexes."""

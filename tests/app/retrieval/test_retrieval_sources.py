@@ -68,6 +68,24 @@ def test_trending_is_decayed_count_as_of_now() -> None:
     assert log.trending(NOW, half_life, 20 * DAY, 1)[0].tolist() == [8]
 
 
+def test_trending_on_a_moving_clock_equals_a_fresh_computation() -> None:
+    """The cached window is rescaled while the same events are in it, recomputed once an event
+    enters (time passes it, or add) or leaves (the horizon passes it)."""
+    rng = np.random.default_rng(0)
+    rows = [(int(u), int(i), float(t)) for u, i, t in
+            zip(rng.integers(1, 30, 400), rng.integers(1, 60, 400), rng.uniform(NOW - 30 * DAY, NOW + 5 * DAY, 400))]
+    log = EngagementLog(_events(rows))
+    half_life, horizon = 3 * DAY, 10 * DAY
+    for now in (NOW, NOW + 1.0, NOW + 60.0, NOW - 0.5 * DAY, NOW + 2 * DAY, NOW + 2 * DAY + 1.0, NOW + 40 * DAY):
+        fresh = EngagementLog(_events(rows)).trending(now, half_life, horizon, 25)
+        items, counts = log.trending(now, half_life, horizon, 25)
+        np.testing.assert_array_equal(items, fresh[0])
+        np.testing.assert_allclose(counts, fresh[1], rtol=1e-5)
+        assert counts.dtype == np.float32
+    log.add(_events([(1, 59, NOW + 40 * DAY)] * 3))
+    assert log.trending(NOW + 40 * DAY, half_life, horizon, 1)[0].tolist() == [59]
+
+
 def test_item_neighbours_cosine_with_shrink() -> None:
     inter = _events([(1, 1, 0), (1, 2, 0), (2, 1, 0), (2, 2, 0), (3, 1, 0), (3, 3, 0)])
     nb = ItemNeighbours.build(inter, n_neighbours=5, shrink=1.0)
