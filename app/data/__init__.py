@@ -11,9 +11,9 @@ def load_dataset(config: DataConfig) -> Dataset:
 
         return load_movielens(config)
     if config.dataset == "synthetic":
-        from app.data.synthetic import SyntheticWorldSpec, generate_world
+        from app.data.synthetic import load_synthetic
 
-        return generate_world(SyntheticWorldSpec(), config)
+        return load_synthetic(config)
     raise ValueError(f"data.dataset: unknown dataset {config.dataset!r} (movielens-100k or synthetic)")
 
 
