@@ -34,9 +34,14 @@ DASHBOARD_HOST, DASHBOARD_PORT = "127.0.0.1", 8265
 # Serve's throughput options (docs/serving.md): user code on the replica's event loop, no
 # separate router loop, gRPC between replicas. Direct ingress (no proxy hop) measured no better
 # on our loaded 2-core machine and is experimental, so it stays off.
+#
+# Ray starts every worker (each replica and the HTTP proxy included) at niceness 15, so that user
+# tasks yield to its own daemons. On a serving node the replicas ARE the workload: at 15 they
+# also yield to any batch job, shell or benchmark client on the box. They run at 0 here.
 THROUGHPUT_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    "RAY_worker_niceness": "0",
 }
 
 
