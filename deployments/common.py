@@ -8,7 +8,7 @@ user_config (serve_config.yaml, per deployment) is validated by `DeploymentSetti
       max_batch_size: 16          # Ranking only: @serve.batch
       batch_wait_timeout_s: 0.002
       admin_poll_s: 1.0           # how often a replica looks for /admin overrides in Redis
-      chain_max_in_flight: 3      # FeedIngress only: stage calls outstanding (deployments/batching.py)
+      chain_max_in_flight: 2      # FeedIngress only: stage calls outstanding (deployments/batching.py)
       chain_max_batch_size: 8     # FeedIngress only: requests carried by one stage call
 
 Hot reload, two ways, one mechanism: Serve calls `reconfigure(user_config)` when the YAML's
@@ -55,7 +55,7 @@ class DeploymentSettings(BaseModel):
     # Ingress only: adaptive batching of the stage calls (deployments/batching.py). A request that
     # finds fewer than chain_max_in_flight calls out goes at once; the others wait and share the next.
     chain_max_in_flight: int = Field(
-        3, ge=1, le=256, description="Ingress: organic chains (and auction calls) outstanding at once")
+        2, ge=1, le=256, description="Ingress: organic chains (and auction calls) outstanding at once")
     chain_max_batch_size: int = Field(8, ge=1, le=256, description="Ingress: requests per stage call")
 
 
