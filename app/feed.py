@@ -11,47 +11,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from app.ads.server import AdServer
 from app.ads.types import AdCandidate, AdResult, AdUser
-from app.catalog import Catalog
 from app.collator.collator import Collator
 from app.collator.config import NotificationConfig
-from app.collator.notifications import generate_notifications
-from app.collator.types import CollatedPage, Notification, OrganicEntry, SessionSignals
-from app.organic import OrganicModels, OrganicPipeline
+from app.collator.inputs import notifications_for, organic_entries
+from app.collator.types import CollatedPage, SessionSignals
+from app.organic import OrganicPipeline
 from app.pipeline import Candidates, FeedQuery, Removal, StageRecord
 from app.pipeline.runner import RemovalBatch
 from app.state.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
-
-
-def organic_entries(candidates: Candidates, catalog: Catalog) -> list[OrganicEntry]:
-    """The collator's view of reranked organic candidates (value = the ranker's final score)."""
-    close = candidates.features.get("close_friend", np.zeros(len(candidates), bool))
-    p_click = candidates.scores.get("p_click", np.zeros(len(candidates)))
-    return [
-        OrganicEntry(
-            item_id=int(item),
-            value=float(max(value, 0.0)),
-            p_engage=float(np.clip(p, 0.0, 1.0)),
-            creator_id=int(catalog.creator_id[item]),
-            topics=catalog.topic_names(int(item)),
-            min_age=int(catalog.min_age[item]),
-            close_friend=bool(c),
-        )
-        for item, value, p, c in zip(candidates.item_ids, candidates.scores["final"], p_click, close)
-    ]
-
-
-def notifications_for(query: FeedQuery, models: OrganicModels, config: NotificationConfig, seed: int) -> list[Notification]:
-    """Friend requests from friends-of-friends (people you may know); no milestones without posts."""
-    requesters: set[int] = set()
-    for friend in query.friend_ids[:10]:
-        requesters.update(int(f) for f in models.dataset.friends_of(friend)[:10])
-    return generate_notifications(query.user_id, query.friend_ids, sorted(requesters), {}, seed=seed, config=config)
 
 
 @dataclass
@@ -89,7 +60,7 @@ class FeedService:
         result = self.organic.run(query)
         organic = result.candidates
         ad_result = self.serve_ads(query, session_id)
-        notifications = notifications_for(query, self.organic.models, self.notification_config, self.seed)
+        notifications = notifications_for(query, self.organic.models.dataset, self.notification_config, self.seed)
         page = self.collator.collate(
             organic_entries(organic, self.organic.models.catalog),
             ad_result.ads if ad_result else (),

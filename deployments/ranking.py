@@ -17,16 +17,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from ray import serve
 
 from app.artifacts import ArtifactVersion
 from app.config import RayfeedConfig
-import numpy as np
-
 from app.pipeline import PipelineRunner, StageRecord
 from app.ranking.artifacts import RankerArtifacts
-from app.ranking.scorer import HEAD_COLUMNS, MultiTaskScorer
+from app.ranking.config import HEAD_COLUMNS
+from app.ranking.scorer import MultiTaskScorer
 from app.ranking.session import SessionInterestScorer
 from app.reranking import TopKSelector
 from deployments.batching import each_request

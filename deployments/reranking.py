@@ -1,30 +1,51 @@
 """Reranking: MMR diversity and the creator cap (~500 → 100), then the collator's view of the
-items and the user's notifications (both need the catalogue and the friend graph held here)."""
+items and the user's notifications (both need the catalogue and the friend graph held here).
+
+Its state is the catalogue only (`CatalogModels`), not the organic artifact: the replica imports
+neither torch nor FAISS and a replacement starts in a few seconds."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from ray import serve
 
 from app.api.responses import organic_provenance
+from app.collator.inputs import notifications_for, organic_entries
 from app.config import RayfeedConfig
-from app.feed import notifications_for, organic_entries
-from app.organic import reranking_pipeline
-from app.pipeline import timed_step
-from app.ranking.scorer import HEAD_COLUMNS
+from app.data import load_dataset
+from app.organic import CatalogModels, reranking_pipeline
+from app.pipeline import PipelineRunner, timed_step
+from app.ranking.config import HEAD_COLUMNS
 from deployments.batching import each_request
-from deployments.common import DeploymentSettings, ReloadableDeployment, ms
+from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
 from deployments.messages import OrganicPage, OrganicWork, check_deadline
-from deployments.retrieval import OrganicState, load_organic_state
+from observability.metrics import ObservabilityHook
 from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_IN, ATTR_N_OUT, continue_trace
 
 
+@dataclass(frozen=True)
+class RerankingState:
+    config: RayfeedConfig
+    version: str
+    models: CatalogModels
+    runner: PipelineRunner
+
+
 @serve.deployment(name="Reranking")
-class Reranking(ReloadableDeployment[OrganicState]):
+class Reranking(ReloadableDeployment[RerankingState]):
     stage_name = "reranking"
 
-    def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: OrganicState | None) -> OrganicState:
-        return load_organic_state(config, previous, "reranking", reranking_pipeline)
+    def build_state(
+        self, config: RayfeedConfig, settings: DeploymentSettings, previous: RerankingState | None,
+    ) -> RerankingState:
+        version = resolve_version(config).version  # reported with each page; the catalogue is the dataset's
+        if previous is not None and previous.config.data == config.data:
+            models = previous.models
+        else:
+            models = CatalogModels.from_dataset(load_dataset(config.data))
+        hook = ObservabilityHook("reranking", observability(config), model_version=version)
+        return RerankingState(config, version, models, reranking_pipeline(models, config, hook))
 
     async def rerank_batch(self, works: list[OrganicWork | Exception]) -> list[OrganicPage | Exception]:
         """The ingress's batched call: one page (or that request's exception) per entry."""
@@ -41,7 +62,7 @@ class Reranking(ReloadableDeployment[OrganicState]):
             entries = organic_entries(candidates, state.models.catalog)
             with timed_step(state.runner.hook, "notifications", "source") as figures:
                 notifications = notifications_for(
-                    work.query, state.models, state.config.collator.notifications, state.config.data.seed)
+                    work.query, state.models.dataset, state.config.collator.notifications, state.config.data.seed)
                 figures.update(n_out=len(notifications))
             span.set_attribute(ATTR_N_IN, len(work.candidates))
             span.set_attribute(ATTR_N_OUT, len(candidates))

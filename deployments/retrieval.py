@@ -30,7 +30,7 @@ log = logging.getLogger("rayfeed.serve")
 
 @dataclass(frozen=True)
 class OrganicState:
-    """Shared by Retrieval and Reranking: the loaded organic artifact and one runner over it."""
+    """The loaded organic artifact and the retrieval runner over it."""
 
     config: RayfeedConfig
     key: tuple[str, str]

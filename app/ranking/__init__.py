@@ -16,12 +16,12 @@ from app.lazy_exports import lazy_exports
 # Lazy: processes that never score (the ingress, the auction, the CLI) do not import torch.
 _EXPORTS = {
     "RankerArtifacts": "artifacts", "build_model": "artifacts",
-    "HEADS": "config", "DCNConfig": "config", "RankerTrainingConfig": "config", "RankingConfig": "config",
+    "HEAD_COLUMNS": "config", "HEADS": "config", "DCNConfig": "config", "RankerTrainingConfig": "config", "RankingConfig": "config",
     "RankingFeatureConfig": "config", "ScoreWeights": "config",
     "MultiTaskDCN": "dcn",
     "FeatureBatch": "features", "FeatureDef": "features", "FeatureSchema": "features", "FeatureStore": "features",
     "RankingFeatureAssembler": "features", "declare_features": "features",
-    "HEAD_COLUMNS": "scorer", "SCORE_COLUMNS": "scorer", "MultiTaskScorer": "scorer", "combine_heads": "scorer",
+    "SCORE_COLUMNS": "scorer", "MultiTaskScorer": "scorer", "combine_heads": "scorer",
     "top_k_all_items": "scorer",
 }
 __all__ = sorted(_EXPORTS)
@@ -30,10 +30,10 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from app.ranking.artifacts import RankerArtifacts, build_model
     from app.ranking.config import (
-        HEADS, DCNConfig, RankerTrainingConfig, RankingConfig, RankingFeatureConfig, ScoreWeights,
+        HEAD_COLUMNS, HEADS, DCNConfig, RankerTrainingConfig, RankingConfig, RankingFeatureConfig, ScoreWeights,
     )
     from app.ranking.dcn import MultiTaskDCN
     from app.ranking.features import (
         FeatureBatch, FeatureDef, FeatureSchema, FeatureStore, RankingFeatureAssembler, declare_features,
     )
-    from app.ranking.scorer import HEAD_COLUMNS, SCORE_COLUMNS, MultiTaskScorer, combine_heads, top_k_all_items
+    from app.ranking.scorer import SCORE_COLUMNS, MultiTaskScorer, combine_heads, top_k_all_items

@@ -12,6 +12,8 @@ from pydantic import Field, model_validator
 from app._config_base import Section
 
 HEADS = ("click", "like", "share", "hide", "watch")
+# The candidate score column of each head (what MultiTaskScorer writes, what monitors read).
+HEAD_COLUMNS = {"click": "p_click", "like": "p_like", "share": "p_share", "hide": "p_hide", "watch": "e_watch"}
 
 
 class RankingFeatureConfig(Section):

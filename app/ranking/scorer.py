@@ -18,11 +18,10 @@ import torch
 
 from app.pipeline.candidates import Candidates, FeedQuery
 from app.ranking.artifacts import RankerArtifacts
-from app.ranking.config import HEADS, ScoreWeights
+from app.ranking.config import HEAD_COLUMNS, HEADS, ScoreWeights
 from app.ranking.dcn import MultiTaskDCN
 from app.ranking.features import FeatureBatch, RankingFeatureAssembler
 
-HEAD_COLUMNS = {"click": "p_click", "like": "p_like", "share": "p_share", "hide": "p_hide", "watch": "e_watch"}
 SCORE_COLUMNS = (*HEAD_COLUMNS.values(), "final")
 
 
