@@ -54,9 +54,14 @@ class ApiConfig(Section):
     )
     rate_limit_per_s: float = Field(
         100.0, ge=0, le=1_000_000,
-        description="per-client requests/s on the public endpoints, per ingress replica (0 turns the limit off)",
+        description="per-client requests/s on the public endpoints across all ingress replicas (0 turns the limit off)",
     )
-    rate_limit_burst: float = Field(200.0, ge=1, le=1_000_000, description="per-client bucket size (requests)")
+    replica_heartbeat_s: float = Field(
+        1.0, gt=0, le=60,
+        description="ingress replicas count each other this often (Redis heartbeat) to take their share of the rate limit",
+    )
+    rate_limit_burst: float = Field(
+        200.0, ge=1, le=1_000_000, description="per-client bucket size (requests) across all ingress replicas")
     rate_limit_max_clients: int = Field(
         100_000, ge=1, le=10_000_000, description="client buckets one replica keeps (least recently used evicted)"
     )

@@ -6,11 +6,13 @@ Retry-After). At most `max_clients` buckets are kept, least recently used evicte
 flood of distinct addresses cannot grow memory without bound (an evicted client starts again
 with a full bucket, which errs on the side of serving).
 
-The state is in-process, per ingress replica, on purpose: the limiter must keep working when
-Redis is slow or down (exactly when load shedding matters most) and must not add a Redis round
-trip to every feed. The cost: with N ingress replicas a client may get up to N × rate_per_s
-in the worst case (the proxy spreads its requests over the replicas). For a hard global limit,
-put it in front of the proxy (a load balancer or API gateway).
+The buckets are in-process, on purpose: the limiter must keep working when Redis is slow or
+down (exactly when load shedding matters most) and must not add a Redis round trip to every
+feed. The limit still holds across replicas: each ingress replica enforces its share,
+`rate / n` and `burst / n`, where n is the number of live ingress replicas it learns from a
+heartbeat in Redis once a second (`app/state/membership.py`, `rescale`). The proxy spreads a
+client's requests over the replicas, so the shares add up to the configured limit; while Redis
+is down a replica keeps the last n it saw.
 
 Example:
     limiter = TokenBucketLimiter(rate_per_s=20, burst=40, max_clients=100_000, clock=time.monotonic)
@@ -34,6 +36,16 @@ class TokenBucketLimiter:
         self.rate_per_s, self.burst, self.max_clients = rate_per_s, float(burst), max_clients
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+
+    def rescale(self, rate_per_s: float, burst: float) -> None:
+        """New rate and bucket size (a replica's share changed): buckets are kept, none above
+        the new burst, so shrinking the share takes effect at once."""
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("need rate_per_s > 0 and burst >= 1")
+        self.rate_per_s, self.burst = rate_per_s, float(burst)
+        for key, (tokens, at) in self._buckets.items():
+            if tokens > self.burst:
+                self._buckets[key] = (self.burst, at)
 
     def __len__(self) -> int:
         return len(self._buckets)

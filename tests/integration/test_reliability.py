@@ -230,6 +230,16 @@ def test_public_endpoints_are_rate_limited_per_client(served_app: ServedApp):
         _wait(lambda: c.post("/v1/events", json=[]).status_code == 200, 20, "limit lifted")
 
 
+def test_ingress_replicas_count_each_other_for_their_share_of_the_rate_limit(served_app: ServedApp):
+    """Each ingress replica heartbeats into one Redis set and enforces 1/n of the limit."""
+    from deployments.ingress import MEMBERSHIP_KEY
+
+    client = redis.Redis.from_url(served_app.redis_url)
+    _wait(lambda: client.zcard(MEMBERSHIP_KEY) == 1, 10, "the one FeedIngress replica's heartbeat")
+    (_, first), = client.zrange(MEMBERSHIP_KEY, 0, -1, withscores=True)
+    _wait(lambda: client.zrange(MEMBERSHIP_KEY, 0, -1, withscores=True)[0][1] > first, 10, "a later heartbeat")
+
+
 def test_overload_is_shed_at_once_with_retry_after(served_app: ServedApp):
     """With room for one feed at a time, a burst of concurrent feeds gets 503 + Retry-After for
     the excess, answered without waiting for the admitted ones."""

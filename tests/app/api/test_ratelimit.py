@@ -57,3 +57,15 @@ def test_never_admits_more_than_burst_plus_rate_times_elapsed(rate, burst, gaps)
         clock.advance(gap)
         admitted += limiter.acquire("k") == 0.0
     assert admitted <= burst + rate * clock.now + 1e-9
+
+
+def test_rescale_shrinks_full_buckets_at_once_and_refills_at_the_new_rate():
+    clock = ManualClock(0.0)
+    limiter = TokenBucketLimiter(rate_per_s=10.0, burst=10, max_clients=10, clock=clock)
+    assert limiter.acquire("a") == 0.0  # 9 tokens left
+    limiter.rescale(rate_per_s=5.0, burst=4)  # a second replica joined: half each (rounded burst)
+    assert [limiter.acquire("a") for _ in range(4)] == [0.0] * 4
+    assert limiter.acquire("a") == pytest.approx(0.2)  # one token per 1/5 s now
+    assert limiter.acquire("b") == 0.0  # new clients start with the new burst
+    with pytest.raises(ValueError):
+        limiter.rescale(0.0, 1)
