@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-STAGES = ("state", "retrieval", "ranking", "reranking", "ads", "organic_and_ads_wall", "collate", "total")
+STAGES = ("state", "chain_wait", "retrieval", "ranking", "reranking", "ads", "organic_and_ads_wall", "collate", "total")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 

@@ -58,12 +58,13 @@ from app.collator.collator import Collator
 from app.data import load_dataset
 from app.state.counters import EngagementCounters, user_topics
 from app.config import ConfigError, RayfeedConfig, _deep_merge, config_from_mapping
-from app.pipeline import timed_step
+from app.pipeline import StageRecord, timed_step
 from app.state._redis import async_fail_fast_client
 from app.state.breaker import BreakerState, CircuitBreaker
 from app.state.clock import ReplayClock
 from app.state.errors import StoreUnavailable
 from app.state.events import EventStream, StreamEvent
+from app.state.membership import ReplicaMembership
 from app.state.sessions import FeedState, FeedStateStore, StreamAppend
 from deployments.batching import AdaptiveBatcher
 from deployments.common import (
@@ -80,11 +81,14 @@ from deployments.messages import (
 )
 from observability.live_monitor import PredictionRecord
 from observability.metrics import ObservabilityHook
-from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, hash_user_id, inject_context, request_span
+from observability.tracing import (
+    ATTR_BATCH_SIZE, ATTR_MODEL_VERSION, ATTR_N_OUT, hash_user_id, inject_context, record_span, request_span,
+)
 
 log = logging.getLogger("rayfeed.serve")
 
 MAX_ADMIN_BODY_BYTES = 64 * 1024
+MEMBERSHIP_KEY = "rf:members:ingress"  # live ingress replicas (app/state/membership.py)
 TIMEOUT_HEADER = "x-request-timeout-ms"  # a client may shorten (never lengthen) its feed deadline
 ADS_GRACE_S = 0.1  # how long a finished organic page waits for a late auction before going without ads
 _EVENTS = TypeAdapter(list[Event])
@@ -228,11 +232,40 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self._auctions = AdaptiveBatcher(self._auction_call, settings.chain_max_in_flight, settings.chain_max_batch_size)
         self._releases = AdaptiveBatcher(self._release_call, 1, settings.chain_max_batch_size * 4)
         self._background: set[asyncio.Task] = set()
+        self._chain_queued_ns: dict[str, int] = {}  # request id -> when it joined the chain batcher
+        # The rate limit is cluster-wide: this replica enforces 1/n of it, n from a Redis heartbeat.
+        self._replica_id = uuid.uuid4().hex
+        self._live_replicas = 1
+        self._heartbeat: asyncio.Task | None = None
 
     def after_swap(self, state: IngressState, settings: DeploymentSettings) -> None:
         self._chains.resize(settings.chain_max_in_flight, settings.chain_max_batch_size)
         self._auctions.resize(settings.chain_max_in_flight, settings.chain_max_batch_size)
         self._releases.resize(1, settings.chain_max_batch_size * 4)
+        self._take_rate_limit_share(state)
+        if self._heartbeat is None and state.config.redis_url:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._count_replicas())
+
+    def _take_rate_limit_share(self, state: IngressState) -> None:
+        if state.limiter is not None:
+            a, n = state.config.api, self._live_replicas
+            state.limiter.rescale(a.rate_limit_per_s / n, max(1.0, a.rate_limit_burst / n))
+
+    async def _count_replicas(self) -> None:
+        """Heartbeat into the ingress group every `api.replica_heartbeat_s`; on Redis trouble the
+        last count stands (the limit errs towards the share it had)."""
+        while True:
+            state = self._state
+            if state is not None and state.config.redis_url:
+                config = state.config
+                members = ReplicaMembership(self._client(config), MEMBERSHIP_KEY, 3 * config.api.replica_heartbeat_s)
+                try:
+                    self._live_replicas = await self._guarded(
+                        config, "membership", lambda: members.heartbeat(self._replica_id, time.time()))
+                    self._take_rate_limit_share(state)
+                except StoreUnavailable as exc:
+                    self._redis_down(config, "membership", exc)
+            await asyncio.sleep(state.config.api.replica_heartbeat_s if state is not None else 1.0)
 
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: IngressState | None) -> IngressState:
         version = resolve_version(config)
@@ -247,7 +280,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
                             load_admin_token(os.environ, a.admin_token_env, a.admin_token_file), hook, limiter, catalog, counters)
 
     def _rate_limit(self, request: Request, state: IngressState, route: str) -> None:
-        """429 with Retry-After when this client's bucket is empty (keyed by its address)."""
+        """429 with Retry-After when this client's bucket is empty (keyed by its address; this
+        replica's share of the cluster-wide limit)."""
         if state.limiter is None:
             return
         client = request.client.host if request.client else "unknown"
@@ -519,15 +553,34 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         remaining = deadline - time.time()
         if remaining <= 0:
             raise DeadlineExceeded("ingress", -remaining)
+        self._chain_queued_ns[request.request_id] = time.time_ns()
         try:
             return await asyncio.wait_for(self._chains.submit(request), remaining)
         except asyncio.TimeoutError:
             raise DeadlineExceeded("ingress", time.time() - deadline) from None
+        finally:
+            self._chain_queued_ns.pop(request.request_id, None)  # still there: never sent
+
+    def _record_chain_wait(self, requests: list[OrganicRequest]) -> dict[str, float]:
+        """Each request's wait in the chain batcher, up to now (its chain is being sent): an
+        `ingress.chain_wait` span and stage metric, and the figure for the page's timings."""
+        sent_ns, waits = time.time_ns(), {}
+        state = self._state
+        for request in requests:
+            queued_ns = self._chain_queued_ns.pop(request.request_id, sent_ns)
+            record_span("ingress.chain_wait", request.trace, queued_ns, sent_ns,
+                        attributes={ATTR_BATCH_SIZE: len(requests)})
+            if state is not None:
+                state.hook.metrics.record_stage(StageRecord("chain_wait", "wait", (sent_ns - queued_ns) / 1e9, 1, 1),
+                                                "ingress")
+            waits[request.request_id] = ms((sent_ns - queued_ns) / 1e9)
+        return waits
 
     async def _organic_chain(self, requests: list[OrganicRequest]) -> list[OrganicPage | Exception]:
         """One organic chain for a batch of requests. Read-only, so a chain whose replica died
         under it (a crash, a kill) is started once more while a deadline allows."""
         deadline = batch_deadline([r.deadline for r in requests])
+        waits = self._record_chain_wait(requests)
         for attempt in (1, 2):
             # Chained responses: Ranking receives Retrieval's output directly, Reranking Ranking's.
             retrieved = self.retrieval.retrieve_batch.remote(requests)
@@ -544,9 +597,10 @@ class FeedIngress(ReloadableDeployment[IngressState]):
                 for r in (retrieved, ranked, reranked):
                     r.cancel()
                 raise
-            for page in pages:
+            for request, page in zip(requests, pages):
                 if isinstance(page, OrganicPage):
                     page.timings_ms["chain_batch_size"] = float(len(requests))
+                    page.timings_ms["chain_wait"] = waits[request.request_id]
             return pages
         raise AssertionError("unreachable")
 
