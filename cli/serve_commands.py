@@ -85,8 +85,13 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+# An acknowledged event is in the stream before the 200 (deployments/ingress.py); with the AOF
+# fsynced on every write it also survives a crash or restart of this redis-server.
+LOCAL_REDIS_DURABILITY = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
+
+
 def _start_daemon_redis() -> dict:
-    """A redis-server that outlives this command (own session), bound to loopback."""
+    """A redis-server that outlives this command (own session), bound to loopback, with an AOF."""
     import redis
 
     from app.state.local_redis import find_redis_server, free_port
@@ -96,7 +101,7 @@ def _start_daemon_redis() -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     log = open(directory / "redis.log", "ab")
     process = subprocess.Popen(
-        [find_redis_server(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+        [find_redis_server(), "--bind", "127.0.0.1", "--port", str(port), *LOCAL_REDIS_DURABILITY,
          "--dir", str(directory), "--protected-mode", "yes"],
         stdout=log, stderr=log, start_new_session=True,
     )

@@ -12,3 +12,28 @@ def test_training_on_demand_uses_the_given_configuration(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "train", lambda config, no_ray: trained_with.append(config) or 0)
     cli._ensure_artifacts(load_config(path), no_ray=True)
     assert [c.artifacts.root for c in trained_with] == [tmp_path / "my-artifacts"]
+
+
+def test_the_main_commands_local_redis_keeps_acknowledged_writes_across_a_crash(tmp_path, monkeypatch):
+    """`rayfeed serve`'s own redis-server has an AOF fsynced per write: SIGKILL loses nothing."""
+    import os
+    import signal
+
+    import redis
+
+    from cli import serve_commands
+
+    monkeypatch.setattr(serve_commands, "STATE_DIR", tmp_path)
+    first = serve_commands._start_daemon_redis()
+    try:
+        redis.Redis.from_url(first["redis_url"]).xadd("rf:test:events", {"event_id": "e1"})
+    finally:
+        os.kill(first["redis_pid"], signal.SIGKILL)
+        os.waitpid(first["redis_pid"], 0)
+    second = serve_commands._start_daemon_redis()  # same directory, so the same AOF
+    try:
+        entries = redis.Redis.from_url(second["redis_url"]).xrange("rf:test:events")
+        assert [fields[b"event_id"] for _, fields in entries] == [b"e1"]
+    finally:
+        os.kill(second["redis_pid"], signal.SIGTERM)
+        os.waitpid(second["redis_pid"], 0)
