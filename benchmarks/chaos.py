@@ -19,6 +19,8 @@ run is a few minutes):
   redis-crash         SIGKILL redis-server, start it again at once
   overload            open loop at 6× the steady rate for 8 s: shed with 503 + Retry-After
   deadline            feeds with `X-Request-Timeout-Ms: 5`: answered 504, promptly
+  rate-limit          one client at 20 req/s against a 2 req/s limit (admin override), no other load:
+                      what the replicas together let through (the limit is cluster-wide, not per replica)
 
 Columns: requests (feeds sent in the scenario window), failures (feeds not answered 200; for
 `overload`/`deadline` only answers other than the intended 503/504/429), P99 of the feeds
@@ -57,7 +59,8 @@ APP = "rayfeed"
 DEPLOYMENTS = ("FeedIngress", "Retrieval", "Ranking", "Reranking", "Auction")
 ADMIN_TOKEN_ENV = "RAYFEED_ADMIN_TOKEN"
 SCENARIOS = (*(f"kill-{d}" for d in DEPLOYMENTS), "kill-controller", "redis-stop", "redis-pause", "redis-crash",
-             "overload", "deadline")
+             "overload", "deadline", "rate-limit")
+RATE_LIMIT_PROBE = {"rate_limit_per_s": 2.0, "rate_limit_burst": 4.0}  # the `rate-limit` scenario's override
 
 
 # -- the Redis this run owns ------------------------------------------------------------------------
@@ -302,6 +305,8 @@ class Chaos:
         return running_replicas() == self.expected
 
     def run(self, name: str) -> Row:
+        if name == "rate-limit":
+            return self._rate_limit()
         lead = 2.0
         load = Load(self.url, self.rate * (6 if name == "overload" else 1),
                     headers={"X-Request-Timeout-Ms": "5"} if name == "deadline" else {}).start()
@@ -385,6 +390,43 @@ class Chaos:
             extras.append("failed: " + ", ".join(f"{k}×{v}" for k, v in sorted(Counter(s.status for s in failed).items())))
         return Row(name, len(samples), len(failed), p99, recovery, restored, lost, doubled,
                    "; ".join(x for x in (note, *extras) if x))
+
+    def _rate_limit(self) -> Row:
+        """One client (this one) posts empty event batches at 20/s for the scenario window with
+        the limit overridden to 2/s (burst 4) at every replica; accepted/s should be ≈ 2, not
+        2 × replicas. The override is removed afterwards."""
+        import httpx
+
+        from deployments.common import OVERRIDES_KEY
+
+        client = self.redis.client()
+        generation = int(json.loads(client.get(OVERRIDES_KEY) or b'{"generation": 0}')["generation"])
+        client.set(OVERRIDES_KEY, json.dumps({"generation": generation + 1, "overrides": {"api": RATE_LIMIT_PROBE}}))
+        statuses: Counter[int] = Counter()
+        latencies: list[float] = []
+        with httpx.Client(base_url=self.url, timeout=10) as http:
+            time.sleep(3.0)  # every replica polls the override (1 s) and heartbeats its share (1 s)
+            window = max(5.0, self.scenario_s - 3.0)
+            began = time.monotonic()
+            while (now := time.monotonic()) - began < window:
+                started = time.perf_counter()
+                r = http.post("/v1/events", json=[])
+                statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                time.sleep(max(0.0, began + sum(statuses.values()) / 20.0 - time.monotonic()))
+            elapsed = time.monotonic() - began
+            client.delete(OVERRIDES_KEY)
+            wait_until(lambda: http.post("/v1/events", json=[]).status_code == 200, 20, 0.5)
+        sent, accepted = sum(statuses.values()), statuses.get(200, 0)
+        replicas = self.expected["FeedIngress"]
+        limit, burst = RATE_LIMIT_PROBE["rate_limit_per_s"], RATE_LIMIT_PROBE["rate_limit_burst"]
+        note = (f"{accepted} of {sent} accepted in {elapsed:.1f} s = {accepted / elapsed:.2f}/s; the limit allows "
+                f"{limit:g}/s + burst {burst:g} = {limit * elapsed + burst:.0f} across {replicas} ingress replicas "
+                f"(per-replica limits would allow {replicas * (limit * elapsed + burst):.0f})")
+        failed = sent - accepted - statuses.get(429, 0)
+        p99 = float(np.percentile(np.asarray(latencies) * 1000, 99)) if latencies else float("nan")
+        return Row("rate-limit", sent, failed, p99, None, None, 0, 0, note)
 
     def verify_events(self, load: Load) -> tuple[int, int]:
         """(acknowledged events not on the stream, events counted twice after re-sending every
