@@ -47,6 +47,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.handle import DeploymentHandle
 
 from app.ads.types import WithheldReason
+from app.api.admission import AdaptiveConcurrencyLimit
 from app.api.cursor import Cursor, CursorCodec, InvalidCursor
 from app.api.ratelimit import TokenBucketLimiter
 from app.api.validation import validation_problems
@@ -225,7 +226,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self._codec: CursorCodec | None = None
         self._breaker: CircuitBreaker | None = None
         self._published_breaker_state: BreakerState | None = None
-        self._inflight_feeds = 0
+        self._admission: AdaptiveConcurrencyLimit | None = None  # built from config on first use
         # Stage calls carry every request that arrived while earlier calls were out (batching.py).
         settings = DeploymentSettings()
         self._chains = AdaptiveBatcher(self._organic_chain, settings.chain_max_in_flight, settings.chain_max_batch_size)
@@ -532,20 +533,39 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self._record_page_metrics(state, page)
         return body
 
+    def _admission_for(self, config: RayfeedConfig) -> AdaptiveConcurrencyLimit | None:
+        """This replica's in-flight bound, kept across reloads unless its settings change."""
+        a = config.api
+        if not a.max_inflight_feeds:
+            return None
+        fixed = a.admission_target_s == 0  # the bound stays max_inflight_feeds
+        floor = a.max_inflight_feeds if fixed else min(a.admission_min_inflight, a.max_inflight_feeds)
+        key = (a.admission_target_s or 1.0, floor, a.max_inflight_feeds, a.admission_backoff)
+        current = self._admission
+        if current is None or (current.target_s, current.min_limit, current.max_limit, current.backoff) != key:
+            self._admission = AdaptiveConcurrencyLimit(*key)
+        return self._admission
+
     async def _admitted(self, config: RayfeedConfig, work):
-        """Admission control: past `api.max_inflight_feeds` feeds in progress on this replica,
+        """Admission control: past this replica's in-flight bound (adaptive, app/api/admission.py)
         answer 503 + Retry-After at once instead of queueing (the proxy's own queue-full 503 carries
         no Retry-After, and a queued request only grows everyone's latency)."""
-        bound = config.api.max_inflight_feeds
-        if bound and self._inflight_feeds >= bound:
+        admission = self._admission_for(config)
+        if admission is None:
+            return await work
+        if not admission.try_acquire():
             work.close()
             observability(config).record_shed("feed", "overloaded")
-            raise ApiError(503, None, f"overloaded: {bound} feeds in progress on this replica", {"Retry-After": "1"})
-        self._inflight_feeds += 1
+            raise ApiError(503, None, f"overloaded: {admission.limit} feeds in progress on this replica",
+                           {"Retry-After": "1"})
+        started = time.perf_counter()
         try:
             return await work
         finally:
-            self._inflight_feeds -= 1
+            before = admission.limit
+            admission.release(time.perf_counter() - started)
+            if admission.limit != before:
+                observability(config).set_admission_limit(admission.limit)
 
     async def _organic(self, request: OrganicRequest, deadline: float) -> OrganicPage:
         """This request's page from the next organic chain (shared with the requests that queued

@@ -103,6 +103,9 @@ REDIS_BREAKER_STATE = MetricSpec(
 REDIS_SKIPPED = MetricSpec(
     "rayfeed_redis_skipped_total", C, "Redis calls skipped because the circuit breaker was open.", ("op",)
 )
+ADMISSION_LIMIT = MetricSpec(
+    "rayfeed_admission_limit", G, "Feeds one ingress replica admits at once now (adaptive; more are shed with 503).",
+)
 REQUESTS_SHED = MetricSpec(
     "rayfeed_requests_shed_total", C, "Requests refused or cut short: rate_limited (429), overloaded or unavailable (503), deadline (504).",
     ("route", "reason"),

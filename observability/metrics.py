@@ -109,6 +109,9 @@ class FeedMetrics(ABC):
     def set_redis_breaker_state(self, state: int) -> None:
         self.set(m.REDIS_BREAKER_STATE, float(state))
 
+    def set_admission_limit(self, limit: int) -> None:
+        self.set(m.ADMISSION_LIMIT, float(limit))
+
     def record_shed(self, route: str, reason: str) -> None:
         self.inc(m.REQUESTS_SHED, route=route, reason=reason)
 

@@ -67,8 +67,16 @@ class ApiConfig(Section):
     )
     max_inflight_feeds: int = Field(
         8, ge=0, le=10_000,
-        description="feeds one ingress replica works on at once; more are answered 503 + Retry-After at once (0: no bound)",
+        description="most feeds one ingress replica works on at once; more are answered 503 + Retry-After at once (0: no bound)",
     )
+    admission_target_s: float = Field(
+        0.25, ge=0, le=60,
+        description="feeds finishing slower than this shrink the replica's in-flight bound, faster ones grow it back "
+                    "to max_inflight_feeds (app/api/admission.py; 0: the bound stays max_inflight_feeds)",
+    )
+    admission_min_inflight: int = Field(1, ge=1, le=10_000, description="the adaptive in-flight bound never goes below this")
+    admission_backoff: float = Field(
+        0.8, gt=0, lt=1, description="factor the in-flight bound is cut by after a slow feed (at most once per window)")
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="larger request bodies are refused with 413"
     )

@@ -88,6 +88,9 @@ def app_config(artifact_root: Path, version: str, port: int, otlp_endpoint: str 
         # The live monitor is off for the session: its Monitor would add to the calibration series
         # other tests count. tests/integration/test_live_monitor.py turns it on for itself.
         settings["rayfeed"].setdefault("observability", {}).setdefault("live_monitor", {})["enabled"] = False
+        # Fixed in-flight bound for the session: an adaptive one would shed other tests' concurrent
+        # feeds whenever the shared CI box is slow. test_reliability.py turns it on for itself.
+        settings["rayfeed"].setdefault("api", {})["admission_target_s"] = 0
         deployment["user_config"] = settings
     return config
 

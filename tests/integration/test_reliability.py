@@ -274,6 +274,33 @@ def test_overload_is_shed_at_once_with_retry_after(served_app: ServedApp):
     _wait(lambda: all(r.status_code == 200 for r in burst(3)), 30, "the bound lifted")
 
 
+def test_the_in_flight_bound_adapts_to_latency(served_app: ServedApp):
+    """Adaptive admission: with a target no feed can meet, the bound falls from 4 to 1 and a
+    burst is shed down to one feed at a time; without the override every feed is admitted."""
+    def burst(n: int) -> list[httpx.Response]:
+        out: list[httpx.Response] = []
+
+        def one(i: int) -> None:
+            with served_app.client() as c:
+                out.append(c.get("/v1/feed", params={"user_id": 60 + i, "limit": 10}))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+
+    _set_overrides(served_app, {"api": {"admission_target_s": 0.001, "max_inflight_feeds": 4}})
+    try:
+        with served_app.client() as c:  # sequential feeds, each slower than 1 ms: the bound shrinks
+            _wait(lambda: c.get("/v1/feed", params={"user_id": 7, "limit": 5}).status_code == 200
+                  and sum(r.status_code == 503 for r in burst(4)) >= 3, 60, "a burst of 4 shed down to 1")
+    finally:
+        redis.Redis.from_url(served_app.redis_url).delete(OVERRIDES_KEY)
+    _wait(lambda: all(r.status_code == 200 for r in burst(3)), 30, "the fixed bound back")
+
+
 def test_deadlines_and_oversized_input_are_refused_cleanly(served_app: ServedApp):
     with served_app.client() as c:
         started = time.perf_counter()

@@ -1,0 +1,53 @@
+"""Adaptive admission: how many feeds one ingress replica works on at once, learned from the
+latency of the feeds it finishes (additive increase, multiplicative decrease, as TCP's
+congestion window and Netflix's concurrency-limits do).
+
+A fixed bound is either too high for a loaded machine (every admitted feed waits behind the
+others: at 15 feeds/s, 16 in flight is a second each) or too low for an idle one. Here the
+bound follows the machine: each feed finished within `target_s` raises it by 1/limit (≈ +1 per
+window of `limit` feeds), one finished later cuts it by `backoff` (at most once per window, so
+one slow burst does not collapse it), always within [min_limit, max_limit]. Past the bound the
+ingress answers 503 + Retry-After at once, so the feeds it does take keep their latency.
+
+    limit = AdaptiveConcurrencyLimit(target_s=0.2, min_limit=1, max_limit=8)
+    if not limit.try_acquire(): answer 503
+    try: ... finally: limit.release(seconds_the_feed_took)
+"""
+from __future__ import annotations
+
+
+class AdaptiveConcurrencyLimit:
+    def __init__(self, target_s: float, min_limit: int, max_limit: int, backoff: float = 0.8) -> None:
+        if target_s <= 0 or not 1 <= min_limit <= max_limit or not 0 < backoff < 1:
+            raise ValueError("need target_s > 0, 1 <= min_limit <= max_limit and 0 < backoff < 1")
+        self.target_s, self.min_limit, self.max_limit, self.backoff = target_s, min_limit, max_limit, backoff
+        self._limit = float(max_limit)  # start open: an idle replica should not shed its first burst
+        self._inflight = 0
+        self._since_decrease = 0  # completions since the last cut
+
+    @property
+    def limit(self) -> int:
+        return int(self._limit)
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free under the current limit."""
+        if self._inflight >= self.limit:
+            return False
+        self._inflight += 1
+        return True
+
+    def release(self, seconds: float) -> None:
+        """Give the slot back with the time the admitted work took (failures count too: a feed
+        that ran into its deadline is the clearest sign of too much work in flight)."""
+        self._inflight = max(0, self._inflight - 1)
+        self._since_decrease += 1
+        if seconds > self.target_s:
+            if self._since_decrease >= self._limit:
+                self._limit = max(float(self.min_limit), self._limit * self.backoff)
+                self._since_decrease = 0
+        else:
+            self._limit = min(float(self.max_limit), self._limit + 1.0 / self._limit)

@@ -1,0 +1,64 @@
+"""Adaptive admission (AIMD on the latency of finished feeds), driven by hand."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.api.admission import AdaptiveConcurrencyLimit
+
+
+def test_starts_open_and_refuses_past_the_limit():
+    limit = AdaptiveConcurrencyLimit(target_s=0.2, min_limit=1, max_limit=3)
+    assert [limit.try_acquire() for _ in range(4)] == [True, True, True, False]
+    limit.release(0.05)
+    assert limit.try_acquire() and not limit.try_acquire()
+
+
+def test_slow_feeds_cut_the_limit_once_per_window_down_to_the_floor():
+    limit = AdaptiveConcurrencyLimit(target_s=0.2, min_limit=2, max_limit=10, backoff=0.5)
+    for _ in range(10):
+        limit.try_acquire()
+    for _ in range(10):  # one window of slow answers: a single cut, not ten
+        limit.release(1.0)
+    assert limit.limit == 5
+    for _ in range(20):
+        assert limit.try_acquire()
+        limit.release(1.0)
+    assert limit.limit == 2  # never below min_limit
+
+
+def test_fast_feeds_grow_the_limit_by_about_one_per_window_up_to_the_ceiling():
+    limit = AdaptiveConcurrencyLimit(target_s=0.2, min_limit=1, max_limit=6, backoff=0.5)
+    for _ in range(12):
+        limit.try_acquire()
+        limit.release(1.0)
+    assert limit.limit == 1
+    grown = []
+    for _ in range(12):
+        limit.try_acquire()
+        limit.release(0.05)
+        grown.append(limit.limit)
+    assert grown[0] == 2 and 3 <= grown[-1] <= 6 and grown == sorted(grown)
+    for _ in range(200):
+        limit.try_acquire()
+        limit.release(0.05)
+    assert limit.limit == 6
+
+
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 2)), max_size=300))
+def test_the_limit_stays_within_its_bounds_and_every_slot_is_counted(ops):
+    limit = AdaptiveConcurrencyLimit(target_s=0.2, min_limit=1, max_limit=8)
+    held = 0
+    for acquire, seconds in ops:
+        if acquire:
+            held += limit.try_acquire()
+        elif held:
+            limit.release(seconds)
+            held -= 1
+        assert 1 <= limit.limit <= 8 and limit.inflight == held
+
+
+def test_invalid_settings_are_refused():
+    with pytest.raises(ValueError):
+        AdaptiveConcurrencyLimit(target_s=0.2, min_limit=3, max_limit=2)
