@@ -382,6 +382,9 @@ class Chaos:
             served = [s.latency * 1000 for s in samples if s.status in (503, 429)]
             extras.append(f"{shed} shed ({with_header} with Retry-After, answered in P50 "
                           f"{np.percentile(served, 50) if served else float('nan'):.0f} ms), {statuses.get(504, 0)} × 504")
+            inside = [s.server_ms for s in samples if s.status == 200 and s.server_ms is not None]
+            if inside:  # the ingress's own time: the rest of the client's wait is before the handler
+                extras.append(f"accepted: server P50/P99 {np.percentile(inside, 50):.0f}/{np.percentile(inside, 99):.0f} ms")
         if name == "deadline":
             t504 = [s.latency * 1000 for s in samples if s.status == 504]
             if t504:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 
 class AdaptiveConcurrencyLimit:
-    def __init__(self, target_s: float, min_limit: int, max_limit: int, backoff: float = 0.8) -> None:
+    def __init__(self, target_s: float, min_limit: int, max_limit: int, backoff: float = 0.5) -> None:
         if target_s <= 0 or not 1 <= min_limit <= max_limit or not 0 < backoff < 1:
             raise ValueError("need target_s > 0, 1 <= min_limit <= max_limit and 0 < backoff < 1")
         self.target_s, self.min_limit, self.max_limit, self.backoff = target_s, min_limit, max_limit, backoff

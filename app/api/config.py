@@ -76,7 +76,7 @@ class ApiConfig(Section):
     )
     admission_min_inflight: int = Field(1, ge=1, le=10_000, description="the adaptive in-flight bound never goes below this")
     admission_backoff: float = Field(
-        0.8, gt=0, lt=1, description="factor the in-flight bound is cut by after a slow feed (at most once per window)")
+        0.5, gt=0, lt=1, description="factor the in-flight bound is cut by after a slow feed (at most once per window)")
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="larger request bodies are refused with 413"
     )
