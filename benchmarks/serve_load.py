@@ -63,7 +63,8 @@ class StepResult:
         }
 
 
-async def _one(client, url: str, users: int, limit: int, result: StepResult, rng: random.Random) -> None:
+async def _one(client, url: str, users: int, limit: int, result: StepResult, rng: random.Random) -> float:
+    """One feed request, recorded into `result`; the Retry-After (s) of a 429/503, else 0."""
     import httpx
 
     started = time.perf_counter()
@@ -71,8 +72,13 @@ async def _one(client, url: str, users: int, limit: int, result: StepResult, rng
         response = await client.get(url, params={"user_id": rng.randint(1, users), "limit": limit})
     except httpx.HTTPError:
         result.errors += 1
-        return
+        return 0.0
     result.statuses[response.status_code] += 1
+    if response.status_code in (429, 503):
+        try:
+            return max(0.0, float(response.headers.get("retry-after", 0)))
+        except ValueError:
+            return 0.0
     if response.status_code == 200:
         result.latencies.append(time.perf_counter() - started)
         timings = response.json().get("timings_ms", {})
@@ -83,6 +89,7 @@ async def _one(client, url: str, users: int, limit: int, result: StepResult, rng
             result.batch_sizes.append(float(timings["ranking_batch_size"]))
         if "chain_batch_size" in timings:
             result.chain_batch_sizes.append(float(timings["chain_batch_size"]))
+    return 0.0
 
 
 async def open_loop(base: str, rate: float, seconds: float, max_requests: int, users: int, limit: int,
@@ -116,9 +123,13 @@ async def closed_loop(base: str, concurrency: int, seconds: float, max_requests:
     deadline = time.perf_counter() + seconds
 
     async def worker(client) -> None:
+        # A well-behaved client: after a 429/503 it waits the Retry-After before its next request
+        # (re-sending at once would turn every shed into more load on the proxy and the ingress).
         while time.perf_counter() < deadline and budget[0] > 0:
             budget[0] -= 1
-            await _one(client, f"{base}/v1/feed", users, limit, result, rng)
+            retry_after = await _one(client, f"{base}/v1/feed", users, limit, result, rng)
+            if retry_after:
+                await asyncio.sleep(min(retry_after, max(0.0, deadline - time.perf_counter())))
 
     async with httpx.AsyncClient(timeout=timeout) as client:
         start = time.perf_counter()
