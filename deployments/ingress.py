@@ -227,6 +227,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self._breaker: CircuitBreaker | None = None
         self._published_breaker_state: BreakerState | None = None
         self._admission: AdaptiveConcurrencyLimit | None = None  # built from config on first use
+        self._admission_config: RayfeedConfig | None = None
         # Stage calls carry every request that arrived while earlier calls were out (batching.py).
         settings = DeploymentSettings()
         self._chains = AdaptiveBatcher(self._organic_chain, settings.chain_max_in_flight, settings.chain_max_batch_size)
@@ -534,16 +535,13 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         return body
 
     def _admission_for(self, config: RayfeedConfig) -> AdaptiveConcurrencyLimit | None:
-        """This replica's in-flight bound, kept across reloads unless its settings change."""
-        a = config.api
-        if not a.max_inflight_feeds:
-            return None
-        fixed = a.admission_target_s == 0  # the bound stays max_inflight_feeds
-        floor = a.max_inflight_feeds if fixed else min(a.admission_min_inflight, a.max_inflight_feeds)
-        key = (a.admission_target_s or 1.0, floor, a.max_inflight_feeds, a.admission_backoff)
-        current = self._admission
-        if current is None or (current.target_s, current.min_limit, current.max_limit, current.backoff) != key:
-            self._admission = AdaptiveConcurrencyLimit(*key)
+        """This replica's in-flight bound, rebuilt only when a new config changes its settings
+        (a reload keeps what it has learned)."""
+        if config is not self._admission_config:
+            self._admission_config = config
+            wanted = AdaptiveConcurrencyLimit.from_api(config.api)
+            if wanted is None or self._admission is None or wanted.settings != self._admission.settings:
+                self._admission = wanted
         return self._admission
 
     async def _admitted(self, config: RayfeedConfig, work):

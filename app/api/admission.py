@@ -9,21 +9,37 @@ window of `limit` feeds), one finished later cuts it by `backoff` (at most once 
 one slow burst does not collapse it), always within [min_limit, max_limit]. Past the bound the
 ingress answers 503 + Retry-After at once, so the feeds it does take keep their latency.
 
-    limit = AdaptiveConcurrencyLimit(target_s=0.2, min_limit=1, max_limit=8)
+    limit = AdaptiveConcurrencyLimit(target_s=0.2, min_limit=1, max_limit=8)   # or .from_api(config.api)
     if not limit.try_acquire(): answer 503
     try: ... finally: limit.release(seconds_the_feed_took)
+
+`target_s = 0` keeps the limit at `max_limit` (a fixed bound).
 """
 from __future__ import annotations
+
+from app.api.config import ApiConfig
 
 
 class AdaptiveConcurrencyLimit:
     def __init__(self, target_s: float, min_limit: int, max_limit: int, backoff: float = 0.5) -> None:
-        if target_s <= 0 or not 1 <= min_limit <= max_limit or not 0 < backoff < 1:
-            raise ValueError("need target_s > 0, 1 <= min_limit <= max_limit and 0 < backoff < 1")
+        if target_s < 0 or not 1 <= min_limit <= max_limit or not 0 < backoff < 1:
+            raise ValueError("need target_s >= 0, 1 <= min_limit <= max_limit and 0 < backoff < 1")
         self.target_s, self.min_limit, self.max_limit, self.backoff = target_s, min_limit, max_limit, backoff
         self._limit = float(max_limit)  # start open: an idle replica should not shed its first burst
         self._inflight = 0
         self._since_decrease = 0  # completions since the last cut
+
+    @classmethod
+    def from_api(cls, api: ApiConfig) -> "AdaptiveConcurrencyLimit | None":
+        """The ingress's bound from `api.*` settings; None when `max_inflight_feeds` is 0 (no bound)."""
+        if not api.max_inflight_feeds:
+            return None
+        return cls(api.admission_target_s, min(api.admission_min_inflight, api.max_inflight_feeds),
+                   api.max_inflight_feeds, api.admission_backoff)
+
+    @property
+    def settings(self) -> tuple[float, int, int, float]:
+        return self.target_s, self.min_limit, self.max_limit, self.backoff
 
     @property
     def limit(self) -> int:
@@ -44,6 +60,8 @@ class AdaptiveConcurrencyLimit:
         """Give the slot back with the time the admitted work took (failures count too: a feed
         that ran into its deadline is the clearest sign of too much work in flight)."""
         self._inflight = max(0, self._inflight - 1)
+        if not self.target_s:
+            return  # a fixed bound
         self._since_decrease += 1
         if seconds > self.target_s:
             if self._since_decrease >= self._limit:

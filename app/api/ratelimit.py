@@ -42,7 +42,10 @@ class TokenBucketLimiter:
         the new burst, so shrinking the share takes effect at once."""
         if rate_per_s <= 0 or burst < 1:
             raise ValueError("need rate_per_s > 0 and burst >= 1")
+        shrinks = burst < self.burst
         self.rate_per_s, self.burst = rate_per_s, float(burst)
+        if not shrinks:
+            return  # called on every heartbeat: walk the buckets only when a bucket can be too full
         for key, (tokens, at) in self._buckets.items():
             if tokens > self.burst:
                 self._buckets[key] = (self.burst, at)

@@ -62,3 +62,17 @@ def test_the_limit_stays_within_its_bounds_and_every_slot_is_counted(ops):
 def test_invalid_settings_are_refused():
     with pytest.raises(ValueError):
         AdaptiveConcurrencyLimit(target_s=0.2, min_limit=3, max_limit=2)
+
+
+def test_a_zero_target_is_a_fixed_bound_and_no_bound_is_none():
+    from app.api.config import ApiConfig
+
+    fixed = AdaptiveConcurrencyLimit.from_api(ApiConfig(admission_target_s=0, max_inflight_feeds=3))
+    assert fixed is not None and fixed.limit == 3
+    for _ in range(20):
+        assert fixed.try_acquire()
+        fixed.release(10.0)  # slow, but a fixed bound does not move
+    assert fixed.limit == 3
+    assert AdaptiveConcurrencyLimit.from_api(ApiConfig(max_inflight_feeds=0)) is None
+    adaptive = AdaptiveConcurrencyLimit.from_api(ApiConfig(max_inflight_feeds=2, admission_min_inflight=5))
+    assert adaptive is not None and adaptive.settings == (0.25, 2, 2, 0.5)  # floor clipped to the ceiling
