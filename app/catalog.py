@@ -45,6 +45,15 @@ class Catalog:
     def topic_names(self, item_id: int) -> tuple[str, ...]:
         return tuple(t for t, v in zip(self.topics, self.topic_matrix[item_id]) if v > 0)
 
+    def topic_names_of(self, item_ids: np.ndarray) -> list[tuple[str, ...]]:
+        """`topic_names` of many items with one array pass (the per-item form costs ~20 numpy
+        scalar compares per item, and the collator's input needs it for every reranked item)."""
+        names: list[list[str]] = [[] for _ in range(len(item_ids))]
+        rows, cols = np.nonzero(self.topic_matrix[np.asarray(item_ids, dtype=np.int64)] > 0)
+        for row, col in zip(rows.tolist(), cols.tolist()):
+            names[row].append(self.topics[col])
+        return [tuple(n) for n in names]
+
 
 class CatalogHydrator:
     """Attaches creator_id and min_age (the reranking filters' inputs)."""

@@ -53,7 +53,8 @@ def _bin(name: str) -> str:
 
 def serve_environment(redis_url: str, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(base if base is not None else os.environ)
-    env.update(THROUGHPUT_ENV)
+    for name, value in THROUGHPUT_ENV.items():  # an operator's explicit setting wins (A/B runs)
+        env.setdefault(name, value)
     env.update({
         "REDIS_URL": redis_url,
         "RAY_AUTH_MODE": "token",

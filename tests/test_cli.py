@@ -37,3 +37,15 @@ def test_the_main_commands_local_redis_keeps_acknowledged_writes_across_a_crash(
     finally:
         os.kill(second["redis_pid"], signal.SIGTERM)
         os.waitpid(second["redis_pid"], 0)
+
+
+def test_serve_environment_applies_the_throughput_defaults_unless_the_operator_set_one():
+    from cli.serve_commands import THROUGHPUT_ENV, serve_environment
+
+    defaults = serve_environment("redis://127.0.0.1:1/0", base={})
+    assert all(defaults[name] == value for name, value in THROUGHPUT_ENV.items())
+    assert defaults["REDIS_URL"] == "redis://127.0.0.1:1/0" and defaults["RAY_AUTH_MODE"] == "token"
+
+    chosen = serve_environment("redis://127.0.0.1:1/0", base={"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"})
+    assert chosen["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    assert chosen["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == THROUGHPUT_ENV["RAY_SERVE_THROUGHPUT_OPTIMIZED"]
