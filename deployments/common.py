@@ -6,7 +6,7 @@ user_config (serve_config.yaml, per deployment) is validated by `DeploymentSetti
     user_config:
       rayfeed: {artifacts: {root: artifacts, version: null}, collator: {alpha: 1.0}, ...}  # RayfeedConfig
       max_batch_size: 16          # Ranking only: @serve.batch
-      batch_wait_timeout_s: 0.002
+      batch_wait_timeout_s: 0.0     # Ranking: 0 = batch what is queued when the model is free
       admin_poll_s: 1.0           # how often a replica looks for /admin overrides in Redis
       chain_max_in_flight: 2      # FeedIngress only: stage calls outstanding (deployments/batching.py)
       chain_max_batch_size: 8     # FeedIngress only: requests carried by one stage call
@@ -50,7 +50,9 @@ class DeploymentSettings(BaseModel):
 
     rayfeed: dict[str, Any] = Field(default_factory=dict, description="RayfeedConfig sections (validated there)")
     max_batch_size: int = Field(16, ge=1, le=1024, description="Ranking: requests per @serve.batch call")
-    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1, description="Ranking: wait for a batch to fill")
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0, le=1,
+        description="Ranking: extra wait for a batch to fill; 0 takes what queued while the last batch ran")
     admin_poll_s: float = Field(1.0, gt=0, le=3600, description="period of the admin-override poll (Redis)")
     # Ingress only: adaptive batching of the stage calls (deployments/batching.py). A request that
     # finds fewer than chain_max_in_flight calls out goes at once; the others wait and share the next.

@@ -142,7 +142,7 @@ class Ranking(ReloadableDeployment[RankingState]):
         work.candidates = result.candidates
         return work
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _score(self, calls: list[_ScoreCall]) -> list[_Scored]:
         state = await self.state()
         began_ns, started = time.time_ns(), time.perf_counter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,22 @@ class ServedApp:
                 raise TimeoutError(f"rayfeed not running after {DEPLOY_TIMEOUT_S}s: {statuses}")
             time.sleep(0.5)
         self.config = config
+
+
+def concurrent_feeds(app: ServedApp, n: int, first_user: int) -> list[httpx.Response]:
+    """`n` feeds sent at once, one client each (users first_user, first_user + 1, ...)."""
+    out: list[httpx.Response] = []
+
+    def one(i: int) -> None:
+        with app.client() as c:
+            out.append(c.get("/v1/feed", params={"user_id": first_user + i, "limit": 10}))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
 
 
 def tracing_env(otlp_endpoint: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from tests.integration.conftest import ADMIN_TOKEN, ServedApp, wait_ready
+from tests.integration.conftest import ADMIN_TOKEN, ServedApp, concurrent_feeds, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -240,27 +240,11 @@ def test_ingress_replicas_count_each_other_for_their_share_of_the_rate_limit(ser
     _wait(lambda: client.zrange(MEMBERSHIP_KEY, 0, -1, withscores=True)[0][1] > first, 10, "a later heartbeat")
 
 
-def _concurrent_feeds(app: ServedApp, n: int, first_user: int) -> list[httpx.Response]:
-    """`n` feeds sent at once, one client each (users first_user, first_user + 1, ...)."""
-    out: list[httpx.Response] = []
-
-    def one(i: int) -> None:
-        with app.client() as c:
-            out.append(c.get("/v1/feed", params={"user_id": first_user + i, "limit": 10}))
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
-
-
 def test_overload_is_shed_at_once_with_retry_after(served_app: ServedApp):
     """With room for one feed at a time, a burst of concurrent feeds gets 503 + Retry-After for
     the excess, answered without waiting for the admitted ones."""
     def burst(n: int = 8) -> list[httpx.Response]:
-        return _concurrent_feeds(served_app, n, 30)
+        return concurrent_feeds(served_app, n, 30)
 
     _set_overrides(served_app, {"api": {"max_inflight_feeds": 1}})
     try:
@@ -283,7 +267,7 @@ def test_the_in_flight_bound_adapts_to_latency(served_app: ServedApp):
     """Adaptive admission: with a target no feed can meet, the bound falls from 4 to 1 and a
     burst is shed down to one feed at a time; without the override every feed is admitted."""
     def burst(n: int) -> list[httpx.Response]:
-        return _concurrent_feeds(served_app, n, 60)
+        return concurrent_feeds(served_app, n, 60)
 
     _set_overrides(served_app, {"api": {"admission_target_s": 0.001, "max_inflight_feeds": 4}})
     try:

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from app.collator.config import CollatorConfig
-from tests.integration.conftest import ADMIN_TOKEN, ServedApp
+from tests.integration.conftest import ADMIN_TOKEN, ServedApp, concurrent_feeds
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +59,19 @@ def test_feed_obeys_the_collator_rules(served_app: ServedApp):
             notifications = [i for i in items if i["type"] == "notification"]
             assert all(i["position"] in RULES.notification_positions for i in notifications)
             assert "removed" in body["explain"]
+
+
+def test_concurrent_feeds_share_ranking_passes(served_app: ServedApp):
+    """Requests that arrive while a ranking pass runs are scored together in the next one (with
+    no batch wait configured, batches form from what queued), and each still gets its own page."""
+    batch_sizes: list[float] = []
+    deadline = time.monotonic() + 60
+    while max(batch_sizes, default=0.0) < 2 and time.monotonic() < deadline:
+        responses = concurrent_feeds(served_app, 8, 200 + len(batch_sizes))
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+        assert len({r.json()["request_id"] for r in responses}) == 8
+        batch_sizes += [r.json()["timings_ms"]["ranking_batch_size"] for r in responses]
+    assert max(batch_sizes) >= 2, f"no ranking pass scored two requests: {batch_sizes}"
 
 
 def test_unknown_user_gets_a_cold_start_feed(served_app: ServedApp):
