@@ -10,6 +10,12 @@ P50/P99 from the server's `timings_ms` (retrieval, ranking, reranking, ads, coll
 Then runs the same pipeline in one plain process (FeedService, one thread, torch threads 1)
 for the per-request compute cost and prints the ratio Ray-served / in-process.
 
+CPU per request: each step also reports the machine's busy CPU time (Linux /proc/stat) minus this
+client's own, divided by the requests sent, i.e. what the server side (Ray, Serve, Redis) spent
+per request, and the in-process step its CPU per request. Their ratio moves far less with the
+host's speed than latency does (on a shared VM, run-to-run latency varies by ±30 %); it counts
+every process on the box, so run it on an otherwise idle machine.
+
     rayfeed bench serve --closed 1,4 --open 20,40,60,120 --seconds 20 --max-requests 3000
 """
 from __future__ import annotations
@@ -41,6 +47,7 @@ class StepResult:
     stages: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     batch_sizes: list[float] = field(default_factory=list)
     chain_batch_sizes: list[float] = field(default_factory=list)
+    server_cpu_s: float | None = None  # machine busy CPU minus this client's during the step
 
     @property
     def sent(self) -> int:
@@ -60,7 +67,40 @@ class StepResult:
             "stages_p99_ms": {k: float(np.percentile(v, 99)) for k, v in self.stages.items() if v},
             "mean_rank_batch": float(np.mean(self.batch_sizes)) if self.batch_sizes else None,
             "mean_chain_batch": float(np.mean(self.chain_batch_sizes)) if self.chain_batch_sizes else None,
+            "server_cpu_ms_per_request": None if self.server_cpu_s is None else 1000 * self.server_cpu_s / sent,
         }
+
+
+def machine_busy_cpu_s() -> float | None:
+    """CPU seconds all cores spent busy since boot (not idle, not waiting on I/O); None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+IDLE_SAMPLE_S = 5.0
+
+
+def idle_server_cores(seconds: float) -> float | None:
+    """The machine's busy cores while nothing is sent: the served app's background cost."""
+    busy = machine_busy_cpu_s()
+    time.sleep(seconds)
+    after = machine_busy_cpu_s()
+    return None if busy is None or after is None else (after - busy) / seconds
+
+
+def measured(step) -> StepResult:
+    """Run one load step (a coroutine) and attach the server side's CPU: the machine's busy time
+    minus this process's own (the client)."""
+    busy, own = machine_busy_cpu_s(), time.process_time()
+    result = asyncio.run(step)
+    busy_after = machine_busy_cpu_s()
+    if busy is not None and busy_after is not None:
+        result.server_cpu_s = max(0.0, (busy_after - busy) - (time.process_time() - own))
+    return result
 
 
 async def _one(client, url: str, users: int, limit: int, result: StepResult, rng: random.Random) -> float:
@@ -157,19 +197,23 @@ def in_process_cost(requests: int, limit: int, users: int) -> dict[str, float]:
         clock = world_clock(loaded)
         service = build_feed_service(loaded, config, config.redis_url or local.url, clock)
         rng = random.Random(1)
-        times = []
+        times, own = [], 0.0
         for i in range(requests + 10):
+            if i == 10:  # after the warm-up
+                own = time.process_time()
             query = loaded.organic.query(rng.randint(1, users), now=clock(), limit=limit, request_id=uuid.uuid4().hex)
             started = time.perf_counter()
             service.page(query, SessionSignals())
-            if i >= 10:  # warm-up
+            if i >= 10:
                 times.append(time.perf_counter() - started)
+        own = time.process_time() - own  # this process only: the served app may be running beside it
     finally:
         if local is not None:
             local.stop()
     t = np.asarray(times) * 1000
     return {"requests": requests, "mean_ms": float(t.mean()), "p50_ms": float(np.percentile(t, 50)),
-            "p99_ms": float(np.percentile(t, 99)), "max_rps_one_core": 1000.0 / float(t.mean())}
+            "p99_ms": float(np.percentile(t, 99)), "max_rps_one_core": 1000.0 / float(t.mean()),
+            "cpu_ms_per_request": 1000.0 * own / requests}
 
 
 def _print_step(s: dict[str, object]) -> None:
@@ -177,7 +221,8 @@ def _print_step(s: dict[str, object]) -> None:
           f"P50 {s['p50_ms']:6.1f}  P95 {s['p95_ms']:6.1f}  P99 {s['p99_ms']:6.1f} ms  "
           f"503 {100 * s['rate_503']:5.1f}%  errors {100 * s['error_rate']:5.1f}%"
           + (f"  rank batch {s['mean_rank_batch']:.1f}" if s["mean_rank_batch"] else "")
-          + (f"  chain batch {s['mean_chain_batch']:.1f}" if s.get("mean_chain_batch") else ""))
+          + (f"  chain batch {s['mean_chain_batch']:.1f}" if s.get("mean_chain_batch") else "")
+          + (f"  server CPU {s['server_cpu_ms_per_request']:.1f} ms/req" if s.get("server_cpu_ms_per_request") else ""))
     p50, p99 = s["stages_p50_ms"], s["stages_p99_ms"]
     print("               stages P50/P99 ms: " + ", ".join(f"{k} {p50[k]:.1f}/{p99[k]:.1f}" for k in STAGES if k in p50))
 
@@ -205,20 +250,27 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     figures: dict[str, object] = {"url": args.url, "steps": []}
+    idle = idle_server_cores(IDLE_SAMPLE_S)
+    if idle is not None:
+        figures["idle_server_cores"] = idle
+        print(f"idle app: {idle:.2f} cores busy with no requests (controller, health checks, pollers); "
+              f"included in each step's server CPU")
     asyncio.run(closed_loop(args.url, 1, 60, args.warmup, args.users, args.limit, args.timeout))
     for c in [int(x) for x in args.closed.split(",") if x.strip()]:
-        step = asyncio.run(closed_loop(args.url, c, args.seconds, args.max_requests, args.users, args.limit, args.timeout)).summary()
+        step = measured(closed_loop(args.url, c, args.seconds, args.max_requests, args.users, args.limit, args.timeout)).summary()
         figures["steps"].append(step)
         _print_step(step)
     for r in [float(x) for x in args.open_rates.split(",") if x.strip()]:
-        step = asyncio.run(open_loop(args.url, r, args.seconds, args.max_requests, args.users, args.limit, args.timeout)).summary()
+        step = measured(open_loop(args.url, r, args.seconds, args.max_requests, args.users, args.limit, args.timeout)).summary()
         figures["steps"].append(step)
         _print_step(step)
     if args.inprocess:
         cost = in_process_cost(args.inprocess, args.limit, args.users)
         figures["in_process"] = cost
         print(f"in-process   {cost['requests']} requests, one thread: mean {cost['mean_ms']:.1f} ms, "
-              f"P50 {cost['p50_ms']:.1f}, P99 {cost['p99_ms']:.1f} ms (≈ {cost['max_rps_one_core']:.0f} req/s per core)")
+              f"P50 {cost['p50_ms']:.1f}, P99 {cost['p99_ms']:.1f} ms"
+              + f", CPU {cost['cpu_ms_per_request']:.1f} ms/req"
+              + f" (≈ {cost['max_rps_one_core']:.0f} req/s per core)")
         c1 = next((s for s in figures["steps"] if s["step"] == "closed c=1"), None)
         if c1 is not None:
             ratio = c1["p50_ms"] / cost["p50_ms"]
@@ -229,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
             figures["ratio_in_process_over_served_throughput"] = cost["max_rps_one_core"] * 2 / best
             print(f"throughput: served best {best:.1f} req/s vs in-process {cost['max_rps_one_core'] * 2:.0f} req/s "
                   f"on 2 cores (ratio {cost['max_rps_one_core'] * 2 / best:.2f}x)")
+        served_cpu = [s["server_cpu_ms_per_request"] for s in figures["steps"]
+                      if s.get("server_cpu_ms_per_request") and s["error_rate"] == 0 and s["rate_503"] < 0.05]
+        if served_cpu:
+            figures["ratio_served_over_in_process_cpu"] = min(served_cpu) / cost["cpu_ms_per_request"]
+            print(f"CPU per request: served {min(served_cpu):.1f} ms (best step with < 5 % shed) vs in-process "
+                  f"{cost['cpu_ms_per_request']:.1f} ms (ratio {figures['ratio_served_over_in_process_cpu']:.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)

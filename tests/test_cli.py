@@ -49,3 +49,20 @@ def test_serve_environment_applies_the_throughput_defaults_unless_the_operator_s
     chosen = serve_environment("redis://127.0.0.1:1/0", base={"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"})
     assert chosen["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
     assert chosen["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == THROUGHPUT_ENV["RAY_SERVE_THROUGHPUT_OPTIMIZED"]
+
+
+def test_haproxy_asked_for_without_its_binary_is_refused_by_name(monkeypatch, tmp_path):
+    import argparse
+
+    import pytest
+
+    from cli import serve_commands
+
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    monkeypatch.setattr(serve_commands, "haproxy_available", lambda: False)
+    monkeypatch.setattr(serve_commands, "_ensure_redis", lambda state: "redis://127.0.0.1:1/0")
+    monkeypatch.setattr(serve_commands, "_read_state", lambda: {})
+    monkeypatch.setattr("cli.main._ensure_artifacts", lambda config, no_ray: None)
+    args = argparse.Namespace(config=None, train_in_process=False)
+    with pytest.raises(SystemExit, match="RAY_SERVE_ENABLE_HA_PROXY=1 needs the HAProxy binary"):
+        serve_commands.cmd_serve(args)

@@ -1,0 +1,38 @@
+"""benchmarks/serve_load.py: the server-side CPU figure attached to each load step."""
+import asyncio
+import time
+
+from benchmarks import serve_load
+from benchmarks.serve_load import StepResult, measured
+
+
+async def _step(spin_s: float, sleep_s: float) -> StepResult:
+    result = StepResult("closed c=1", 1.0)
+    end = time.process_time() + spin_s
+    while time.process_time() < end:  # the client's own CPU: must not count as the server's
+        pass
+    await asyncio.sleep(sleep_s)
+    result.statuses[200] += 4
+    return result
+
+
+def test_the_clients_own_cpu_is_not_counted_as_the_servers(monkeypatch):
+    # A fake machine clock that saw 2 s of busy CPU across the step, of which the client spent ~0.2.
+    readings = iter([100.0, 102.0])
+    monkeypatch.setattr(serve_load, "machine_busy_cpu_s", lambda: next(readings))
+    summary = measured(_step(0.2, 0.0)).summary()
+    assert 1600 <= summary["server_cpu_ms_per_request"] * 4 <= 1820  # (2 s - ~0.2 s) over 4 requests
+
+
+def test_server_cpu_is_absent_where_the_machine_clock_is_unavailable(monkeypatch):
+    monkeypatch.setattr(serve_load, "machine_busy_cpu_s", lambda: None)
+    assert measured(_step(0.0, 0.0)).summary()["server_cpu_ms_per_request"] is None
+
+
+def test_the_machine_clock_advances_with_work():
+    before = serve_load.machine_busy_cpu_s()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    after = serve_load.machine_busy_cpu_s()
+    assert before is not None and after - before >= 0.25
