@@ -43,11 +43,11 @@ class Catalog:
         return out
 
     def topic_names(self, item_id: int) -> tuple[str, ...]:
-        return tuple(t for t, v in zip(self.topics, self.topic_matrix[item_id]) if v > 0)
+        return self.topic_names_of(np.array([item_id]))[0]
 
     def topic_names_of(self, item_ids: np.ndarray) -> list[tuple[str, ...]]:
-        """`topic_names` of many items with one array pass (the per-item form costs ~20 numpy
-        scalar compares per item, and the collator's input needs it for every reranked item)."""
+        """Each item's topics, in catalogue order, with one array pass for all items (the
+        collator's input needs them for every reranked item)."""
         names: list[list[str]] = [[] for _ in range(len(item_ids))]
         rows, cols = np.nonzero(self.topic_matrix[np.asarray(item_ids, dtype=np.int64)] > 0)
         for row, col in zip(rows.tolist(), cols.tolist()):

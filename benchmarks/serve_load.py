@@ -12,9 +12,10 @@ for the per-request compute cost and prints the ratio Ray-served / in-process.
 
 CPU per request: each step also reports the machine's busy CPU time (Linux /proc/stat) minus this
 client's own, divided by the requests sent, i.e. what the server side (Ray, Serve, Redis) spent
-per request, and the in-process step its CPU per request. Their ratio moves far less with the
-host's speed than latency does (on a shared VM, run-to-run latency varies by ±30 %); it counts
-every process on the box, so run it on an otherwise idle machine.
+per request, the idle app's share included (printed first), and the in-process step its own
+process's CPU per request (its local Redis not counted). Their ratio moves far less with the
+host's speed than latency does (on a shared VM, run-to-run latency varies by ±30 %); the served
+figure counts every process on the box, so run it on an otherwise idle machine.
 
     rayfeed bench serve --closed 1,4 --open 20,40,60,120 --seconds 20 --max-requests 3000
 """
@@ -84,22 +85,27 @@ def machine_busy_cpu_s() -> float | None:
 IDLE_SAMPLE_S = 5.0
 
 
+def _server_cpu_during(run):
+    """`run()`'s result and the CPU seconds every other process on the machine spent meanwhile
+    (the machine's busy time minus this process's own, i.e. the client's); None off Linux."""
+    busy, own = machine_busy_cpu_s(), time.process_time()
+    result = run()
+    busy_after = machine_busy_cpu_s()
+    if busy is None or busy_after is None:
+        return result, None
+    return result, max(0.0, (busy_after - busy) - (time.process_time() - own))
+
+
 def idle_server_cores(seconds: float) -> float | None:
     """The machine's busy cores while nothing is sent: the served app's background cost."""
-    busy = machine_busy_cpu_s()
-    time.sleep(seconds)
-    after = machine_busy_cpu_s()
-    return None if busy is None or after is None else (after - busy) / seconds
+    _, cpu = _server_cpu_during(lambda: time.sleep(seconds))
+    return None if cpu is None else cpu / seconds
 
 
 def measured(step) -> StepResult:
-    """Run one load step (a coroutine) and attach the server side's CPU: the machine's busy time
-    minus this process's own (the client)."""
-    busy, own = machine_busy_cpu_s(), time.process_time()
-    result = asyncio.run(step)
-    busy_after = machine_busy_cpu_s()
-    if busy is not None and busy_after is not None:
-        result.server_cpu_s = max(0.0, (busy_after - busy) - (time.process_time() - own))
+    """Run one load step (a coroutine) with the server side's CPU attached."""
+    result, cpu = _server_cpu_during(lambda: asyncio.run(step))
+    result.server_cpu_s = cpu
     return result
 
 
@@ -268,9 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         cost = in_process_cost(args.inprocess, args.limit, args.users)
         figures["in_process"] = cost
         print(f"in-process   {cost['requests']} requests, one thread: mean {cost['mean_ms']:.1f} ms, "
-              f"P50 {cost['p50_ms']:.1f}, P99 {cost['p99_ms']:.1f} ms"
-              + f", CPU {cost['cpu_ms_per_request']:.1f} ms/req"
-              + f" (≈ {cost['max_rps_one_core']:.0f} req/s per core)")
+              f"P50 {cost['p50_ms']:.1f}, P99 {cost['p99_ms']:.1f} ms, CPU {cost['cpu_ms_per_request']:.1f} ms/req "
+              f"(≈ {cost['max_rps_one_core']:.0f} req/s per core)")
         c1 = next((s for s in figures["steps"] if s["step"] == "closed c=1"), None)
         if c1 is not None:
             ratio = c1["p50_ms"] / cost["p50_ms"]

@@ -22,6 +22,7 @@ from observability.tracing import (
     build_tracer_provider,
     continue_trace,
     extract_context,
+    get_tracer,
     hash_user_id,
     inject_context,
     request_span,
@@ -232,3 +233,21 @@ def test_setup_tracing_installs_one_global_provider(monkeypatch):
     first = tracing.setup_tracing(ObservabilityConfig())
     assert tracing.setup_tracing(ObservabilityConfig(sampling_ratio=0.1)) is first
     assert trace.get_tracer_provider() is first
+
+
+def test_the_tracer_is_made_once_per_provider_and_records_to_that_provider():
+    def provider_with(exporter: InMemorySpanExporter) -> TracerProvider:
+        return build_tracer_provider(ObservabilityConfig(), env={}, processors=[SimpleSpanProcessor(exporter)])
+
+    first_spans, second_spans = InMemorySpanExporter(), InMemorySpanExporter()
+    first, second = provider_with(first_spans), provider_with(second_spans)
+    try:
+        assert get_tracer(first) is get_tracer(first)
+        assert get_tracer(second) is not get_tracer(first)
+        get_tracer(first).start_span("one").end()
+        get_tracer(second).start_span("two").end()
+        assert [s.name for s in first_spans.get_finished_spans()] == ["one"]
+        assert [s.name for s in second_spans.get_finished_spans()] == ["two"]
+    finally:
+        first.shutdown()
+        second.shutdown()

@@ -54,7 +54,9 @@ def test_entries_without_click_scores_or_friend_flags_default_to_zero_and_false(
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.lists(st.integers(0, 1), min_size=4, max_size=4), min_size=1, max_size=8), st.data())
-def test_topic_names_of_many_items_equals_the_per_item_lookup(rows, data):
+def test_topic_names_are_each_items_topics_in_catalogue_order(rows, data):
     catalog = catalog_with(rows)
     items = data.draw(st.lists(st.integers(0, len(rows) - 1), max_size=12))
-    assert catalog.topic_names_of(np.array(items, dtype=np.int64)) == [catalog.topic_names(i) for i in items]
+    expected = [tuple(t for t, on in zip(TOPICS, rows[i]) if on) for i in items]
+    assert catalog.topic_names_of(np.array(items, dtype=np.int64)) == expected
+    assert [catalog.topic_names(i) for i in items] == expected
