@@ -85,6 +85,36 @@ def machine_busy_cpu_s() -> float | None:
 IDLE_SAMPLE_S = 5.0
 
 
+def process_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) of every other process on the machine, summed by role: a Serve
+    replica by its deployment (`ServeReplica:<app>:Ranking` → `Ranking`; any `*Ingress` →
+    `Ingress`), other Ray actors by class, anything else by executable. Empty off Linux."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    roles: dict[str, float] = defaultdict(float)
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:  # Ray rewrites it: "ray::<actor> ..."
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        roles[process_role(command)] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(roles)
+
+
+def process_role(command: str) -> str:
+    """The role `process_cpu_s` files a process under, from its command line's first word."""
+    if command.startswith("ray::ServeReplica:"):
+        deployment = command.split()[0].rsplit(":", 1)[-1]
+        return "Ingress" if deployment.endswith("Ingress") else deployment
+    if command.startswith("ray::"):  # "ray::ServeController.listen_for_change" while in a method
+        return command.split()[0][len("ray::"):].split(".")[0]
+    return os.path.basename(command.split()[0]) if command else "other"
+
+
 def _server_cpu_during(run):
     """`run()`'s result and the CPU seconds every other process on the machine spent meanwhile
     (the machine's busy time minus this process's own, i.e. the client's); None off Linux."""

@@ -59,7 +59,6 @@ def app_config(artifact_root: Path, version: str, port: int, rayfeed: dict | Non
 def deploy(config: dict, url: str, timeout_s: float = 600.0) -> None:
     """Deploy (or reconfigure in place) and wait until the app runs and answers /readyz. Serve's
     own blocking wait gives up after 60 s, too short for a first start on a loaded 2-core machine."""
-    import httpx
     from ray import serve
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
@@ -71,14 +70,20 @@ def deploy(config: dict, url: str, timeout_s: float = 600.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         app = serve.status().applications.get("rayfeed")
-        if app is not None and str(app.status).endswith("RUNNING"):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+        if app is not None and str(app.status).endswith("RUNNING") and answers_ok(f"{url}/readyz"):
+            return
         time.sleep(1.0)
     raise TimeoutError(f"the app was not ready within {timeout_s:.0f}s")
+
+
+def answers_ok(url: str, params: dict | None = None) -> bool:
+    """Whether a GET of `url` answers 200 (within 10 s)."""
+    import httpx
+
+    try:
+        return httpx.get(url, params=params, timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 

@@ -3,7 +3,7 @@
     rayfeed train                      train on the configured dataset and publish artifacts
     rayfeed feed --user 42 --explain   print one blended page (trains first if no artifacts)
     rayfeed eval topk --interactions H.csv --users U.txt --k 50 --out TOPK.csv
-    rayfeed bench quality|ann|ranking|pacing|collator|observability|million [args...]
+    rayfeed bench quality|ann|ranking|pacing|collator|observability|million|floor [args...]
     rayfeed monitor BASELINE CURRENT --out DIR | --demo
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ BENCHMARKS = {
     "chaos": "benchmarks/chaos.py",
     "freshness": "benchmarks/freshness_delay.py",
     "million": "benchmarks/million_items.py",
+    "floor": "benchmarks/serve_floor.py",
 }
 
 

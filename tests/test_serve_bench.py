@@ -36,3 +36,27 @@ def test_the_machine_clock_advances_with_work():
         pass
     after = serve_load.machine_busy_cpu_s()
     assert before is not None and after - before >= 0.25
+
+
+def test_processes_are_filed_by_role():
+    role = serve_load.process_role
+    assert role("ray::ServeReplica:rayfeed:Ranking") == "Ranking"
+    assert role("ray::ServeReplica:rayfeed:FeedIngress") == role("ray::ServeReplica:floor:PlainIngress") == "Ingress"
+    assert role("ray::ServeController.listen_for_change") == role("ray::ServeController") == "ServeController"
+    assert role("/usr/bin/redis-server 127.0.0.1:6379") == "redis-server"
+    assert role("") == "other"
+
+
+def test_a_processs_cpu_is_filed_under_its_name():
+    import subprocess
+    import sys
+
+    spin = "import sys, time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\nprint('spun', flush=True)\ntime.sleep(30)"
+    child = subprocess.Popen(["bash", "-c", f'exec -a rayfeed-spin-test "{sys.executable}" -c "{spin}"'],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "spun"
+        assert serve_load.process_cpu_s().get("rayfeed-spin-test", 0.0) >= 0.25
+    finally:
+        child.kill()
+        child.wait()
