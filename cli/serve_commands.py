@@ -35,10 +35,11 @@ DASHBOARD_HOST, DASHBOARD_PORT = "127.0.0.1", 8265
 # separate router loop, gRPC between replicas.
 #
 # HTTP goes through Serve's Python proxy. HAProxy in front of the FeedIngress replicas (Serve's
-# direct ingress, `RAY_SERVE_ENABLE_HA_PROXY=1` with `pip install -e .[haproxy]`) takes the proxy's
-# 7-8 ms of CPU per request off the box, but in back-to-back runs on our 2-core machine it gave the
-# same throughput and tail latency within the run-to-run noise (docs/serving.md, session 5), and
-# it makes every ingress replica drain for 30 s when it stops; so it is opt-in.
+# direct ingress, `RAY_SERVE_ENABLE_HA_PROXY=1` with `pip install -e .[haproxy]`) is faster (no proxy
+# CPU, less in the ingress: 20-57 % more throughput in two alternating pairs, docs/serving.md
+# session 6), but Serve then binds the ingress replicas' HTTP ports and HAProxy's stats/metrics
+# ports on all interfaces, and every ingress replica drains for 30 s when it stops; so it is
+# opt-in, for firewalled serving nodes.
 #
 # Ray starts every worker (each replica and the HTTP proxy included) at niceness 15, so that user
 # tasks yield to its own daemons. On a serving node the replicas ARE the workload: at 15 they
