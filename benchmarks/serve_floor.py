@@ -1,6 +1,7 @@
 """What Ray Serve itself costs per feed request on this machine, beside what rayfeed costs: one run.
 
-    python benchmarks/serve_floor.py [--seconds 15] [--closed 1,8]     # or: rayfeed bench floor
+    python benchmarks/serve_floor.py [--seconds 15] [--closed 1,4,8] [--variants chain,chain-work,rayfeed]
+    rayfeed bench floor ...     # the same
 
 Starts a private local Ray (2 CPUs) and Serve with the same settings `rayfeed serve` uses
 (RAY_SERVE_THROUGHPUT_OPTIMIZED, workers at niceness 0), then deploys, one after another, apps of
@@ -201,6 +202,8 @@ def parse_work(text: str) -> dict[str, float]:
             work[name] = float(value)
         except ValueError:
             raise SystemExit(f"--work: {name}={value!r} is not a number of milliseconds") from None
+        if work[name] < 0:
+            raise SystemExit(f"--work: {name}={value} is negative (milliseconds of CPU, >= 0)")
     return work
 
 
@@ -240,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--closed", default="1,4,8", help="closed-loop concurrencies per app")
-    parser.add_argument("--breakdown", type=int, default=4, help="concurrency whose per-process CPU is tabled")
+    parser.add_argument("--breakdown", type=int, default=None,
+                        help="concurrency whose per-process CPU is tabled (default: 4 if run, else the highest)")
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
     parser.add_argument("--work", default="", help="stage=ms overrides of the chain-work CPU per stage "
                         f"(defaults {DEFAULT_WORK_MS})")
@@ -255,7 +259,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--variants: unknown {unknown} (choose from {', '.join(VARIANTS)})")
     if not 0 < args.seconds <= 300:
         parser.error("--seconds must be in (0, 300]")
-    concurrencies = [int(c) for c in args.closed.split(",") if c.strip()]
+    try:
+        concurrencies = [int(c) for c in args.closed.split(",") if c.strip()]
+    except ValueError:
+        parser.error(f"--closed must be comma-separated whole numbers (got {args.closed!r})")
+    if not concurrencies or min(concurrencies) < 1:
+        parser.error(f"--closed needs at least one concurrency, each >= 1 (got {args.closed!r})")
+    if args.breakdown is None:
+        args.breakdown = 4 if 4 in concurrencies else max(concurrencies)
+    elif args.breakdown not in concurrencies:
+        parser.error(f"--breakdown {args.breakdown} is not one of the --closed concurrencies {concurrencies}")
     work = parse_work(args.work)
 
     from ray import serve

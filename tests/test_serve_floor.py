@@ -24,6 +24,8 @@ def test_work_overrides_and_bad_input_name_the_stage():
         parse_work("scoring=3")
     with pytest.raises(SystemExit, match="ranking='fast' is not a number"):
         parse_work("ranking=fast")
+    with pytest.raises(SystemExit, match="ranking=-2 is negative"):
+        parse_work("ranking=-2")
 
 
 def test_scaled_work_keeps_the_split_and_reaches_the_total():
@@ -64,10 +66,16 @@ def test_every_variant_but_rayfeed_builds_an_application():
             assert isinstance(serve_floor.floor_app(variant, dict(DEFAULT_WORK_MS)), Application)
 
 
-def test_unknown_variants_are_refused_before_anything_starts(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--variants", "chain,fused"], "unknown ['fused']"),
+    (["--closed", "1,four"], "--closed must be comma-separated whole numbers"),
+    (["--closed", "0"], "each >= 1"),
+    (["--closed", "1,8", "--breakdown", "4"], "--breakdown 4 is not one of the --closed concurrencies [1, 8]"),
+])
+def test_bad_arguments_are_refused_by_name_before_anything_starts(capsys, argv, message):
     with pytest.raises(SystemExit):
-        serve_floor.main(["--variants", "chain,fused"])
-    assert "unknown ['fused']" in capsys.readouterr().err
+        serve_floor.main(argv)
+    assert message in capsys.readouterr().err
 
 
 def test_per_process_cpu_is_per_request_and_drops_the_noise():
