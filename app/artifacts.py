@@ -16,12 +16,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import Field
+
+from app._config_base import Section
+
 LATEST = "LATEST"
 MANIFEST = "manifest.json"
 
 
 class ArtifactNotFound(FileNotFoundError):
     pass
+
+
+class ArtifactsConfig(Section):
+    """Where artifacts live and which version is served (the `artifacts` section)."""
+
+    root: Path = Field(Path("artifacts"), description="directory of versioned artifacts")
+    version: str | None = Field(None, description="pinned version; None follows LATEST")
 
 
 @dataclass(frozen=True)
@@ -78,3 +89,9 @@ class ArtifactStore:
         if not self.root.exists():
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST).exists())
+
+
+def resolve_version(config: ArtifactsConfig) -> ArtifactVersion:
+    """The version a loader serves: the pinned one, else LATEST (the one place that decides)."""
+    store = ArtifactStore(Path(config.root).resolve())
+    return store.get(config.version) if config.version else store.latest()

@@ -8,17 +8,17 @@ import redis
 from app.ads.bundle import AdsBundle
 from app.ads.pacing import BudgetPacer
 from app.ads.server import AdServer
-from app.artifacts import ArtifactStore, ArtifactVersion
+from app.artifacts import ArtifactVersion, resolve_version
 from app.collator.collator import Collator
-from app.config import RayfeedConfig
 from app.data import Dataset, load_dataset
-from app.feed import FeedService
+from app.feed import FeedService, PageRecorder
 from app.organic import OrganicModels, OrganicPipeline
 from app.pipeline import StageHook
 from app.state._redis import fail_fast_client
 from app.state.budgets import RedisBudgetStore
 from app.state.caps import RedisCapStore
 from app.state.reservations import RedisReservations
+from app.settings import FeedSettings
 from app.state.clock import Clock, ReplayClock
 
 
@@ -30,9 +30,8 @@ class LoadedArtifacts:
     ads: AdsBundle
 
 
-def load_artifacts(config: RayfeedConfig, dataset: Dataset | None = None) -> LoadedArtifacts:
-    store = ArtifactStore(config.artifacts.root)
-    version = store.get(config.artifacts.version) if config.artifacts.version else store.latest()
+def load_artifacts(config: FeedSettings, dataset: Dataset | None = None) -> LoadedArtifacts:
+    version = resolve_version(config.artifacts)
     dataset = dataset or load_dataset(config.data)
     organic = OrganicModels.load(version.path / "organic", dataset, config)
     ads = AdsBundle.load(version.path / "ads")
@@ -44,13 +43,13 @@ def world_clock(loaded: LoadedArtifacts) -> ReplayClock:
 
 
 def build_ad_server(
-    loaded: LoadedArtifacts, config: RayfeedConfig, client: redis.Redis, clock: Clock, hook: StageHook | None = None
+    loaded: LoadedArtifacts, config: FeedSettings, client: redis.Redis, clock: Clock, hook: StageHook | None = None
 ) -> AdServer:
     return ad_server_from_bundle(loaded.ads, config, client, clock, hook)
 
 
 def ad_server_from_bundle(
-    bundle: AdsBundle, config: RayfeedConfig, client: redis.Redis, clock: Clock, hook: StageHook | None = None
+    bundle: AdsBundle, config: FeedSettings, client: redis.Redis, clock: Clock, hook: StageHook | None = None
 ) -> AdServer:
     """The ad server over one ads artifact (the serving layer's Auction loads only that).
     A page's cap and budget steps go to Redis batched (`RedisReservations`)."""
@@ -71,20 +70,23 @@ def ad_server_from_bundle(
 
 
 def build_feed_service(
-    loaded: LoadedArtifacts, config: RayfeedConfig, redis_url: str | None, clock: Clock, hook: StageHook | None = None,
+    loaded: LoadedArtifacts, config: FeedSettings, redis_url: str | None, clock: Clock, hook: StageHook | None = None,
     ads_hook: StageHook | None = None,
 ) -> FeedService:
     """Without a Redis URL there are no ads: caps and budgets cannot be checked (fail closed).
     `hook` observes the organic stages, `ads_hook` the ads funnel."""
+    recorder = PageRecorder()
     ad_server = None
     if redis_url:
         client = fail_fast_client(redis_url, config.ads.redis_socket_timeout_s)
-        ad_server = build_ad_server(loaded, config, client, clock, ads_hook)
+        ad_server = build_ad_server(loaded, config, client, clock, recorder.hook(ads_hook))
+    version = loaded.version.version
     return FeedService(
-        OrganicPipeline(loaded.organic, config, hook),
+        OrganicPipeline(loaded.organic, config, recorder.hook(hook), version),
         Collator(config.collator),
         ad_server,
         dict(loaded.ads.users),
-        config.collator.notifications,
-        config.data.seed,
+        config.api.max_pages,
+        version,
+        recorder,
     )

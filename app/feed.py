@@ -1,42 +1,94 @@
-"""A feed page end to end, in one process: organic pipeline, ads, notifications, collator.
+"""A feed page end to end, in one process: the same parts and page assembly the served app runs.
 
-The serving layer splits the same steps across deployments; the CLI, the simulator and the
-tests use `FeedService` directly. The collator's verdict drives the ads' budget state: ads it
-did not place have their reservations released here; placed ones are committed when the
-impression event arrives.
+`FeedService.page` is the served feed without the hops: the organic parts (app/organic.py),
+the ads funnel (app/ads/server.py) and `assemble_page` (app/page.py), with the same rules. The
+CLI, the benchmarks' in-process baselines, the simulator and the differential test use it.
+
+The collator's verdict drives the ads' budget state: ads it did not place have their
+reservations released here; placed ones are committed when the impression event arrives.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from app.ads.server import AdServer
-from app.ads.types import AdCandidate, AdResult, AdUser
+from app.ads.server import AdServer, AdsRequest, serve_page_ads
+from app.ads.types import AdCandidate, AdUser
 from app.collator.collator import Collator
-from app.collator.config import NotificationConfig
-from app.collator.inputs import notifications_for, organic_entries
-from app.collator.types import CollatedPage, SessionSignals
-from app.organic import OrganicPipeline
-from app.pipeline import Candidates, FeedQuery, Removal, StageRecord
-from app.pipeline.runner import RemovalBatch
+from app.organic import OrganicPage, OrganicPipeline, OrganicRequest
+from app.page import AdsOutcome, AssembledPage, PageState, assemble_page
+from app.pipeline import StageHook, StageRecord
+from app.pipeline.runner import NullHook, PartSpan, Trace
 from app.state.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from app.freshness.live import LiveEngagement
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class FeedPage:
-    query: FeedQuery
-    page: CollatedPage
-    organic: Candidates  # the reranked organic candidates with every column (explain mode)
-    ads: AdResult | None
-    removal_batches: list[RemovalBatch] = field(default_factory=list)
-    records: list[StageRecord] = field(default_factory=list)
+    request: OrganicRequest
+    state: PageState
+    organic: OrganicPage  # its `candidates` carry every column of the reranked items
+    ads: AdsOutcome
+    assembled: AssembledPage
+    records: list[StageRecord] = field(default_factory=list)  # every stage of this page, in order
 
     @property
-    def removals(self) -> list[Removal]:
-        return [r for batch in self.removal_batches for r in batch.expand()]
+    def body(self) -> dict:
+        return self.assembled.body
+
+    @property
+    def slots(self):
+        return self.assembled.collated.slots
+
+
+class PageRecorder:
+    """Keeps the stage records of the page being made, from every hook it wraps (the organic
+    parts' and the ads funnel's): the in-process caller reads them. One page at a time."""
+
+    def __init__(self) -> None:
+        self.records: list[StageRecord] = []
+
+    def hook(self, inner: StageHook | None = None) -> RecordingHook:
+        return RecordingHook(self, inner or NullHook())
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[list[StageRecord]]:
+        self.records = []
+        yield self.records
+
+
+class RecordingHook:
+    """A StageHook that hands everything to `inner` and keeps the records in its recorder."""
+
+    def __init__(self, recorder: PageRecorder, inner: StageHook) -> None:
+        self.recorder, self.inner = recorder, inner
+
+    def span(self, name: str, kind: str):
+        return self.inner.span(name, kind)
+
+    def record(self, record: StageRecord) -> None:
+        self.recorder.records.append(record)
+        self.inner.record(record)
+
+    def part(self, name: str, trace: Trace | None) -> contextlib.AbstractContextManager[PartSpan]:
+        return self.inner.part(name, trace)
+
+    def within(self, trace: Trace):
+        return self.inner.within(trace)
+
+    def batch_span(self, name: str, kind: str, traces: Sequence[Trace], sizes: Sequence[int]):
+        return self.inner.batch_span(name, kind, traces, sizes)
+
+    def wait(self, name: str, trace: Trace, start_ns: int, end_ns: int, batch_size: int) -> None:
+        self.inner.wait(name, trace, start_ns, end_ns, batch_size)
 
 
 class FeedService:
@@ -45,42 +97,40 @@ class FeedService:
         organic: OrganicPipeline,
         collator: Collator,
         ads: AdServer | None,
-        ad_users: dict[int, AdUser],
-        notification_config: NotificationConfig,
-        seed: int,
+        ad_users: Mapping[int, AdUser],
+        max_pages: int,
+        version: str = "",
+        recorder: PageRecorder | None = None,
+        live: LiveEngagement | None = None,
     ) -> None:
         self.organic = organic
         self.collator = collator
         self.ads = ads
         self.ad_users = ad_users
-        self.notification_config = notification_config
-        self.seed = seed
+        self.max_pages = max_pages
+        self.version = version
+        self.recorder = recorder or PageRecorder()
+        self.hook = self.recorder.hook()  # the page assembly's own steps (collation)
+        self.live = live  # the event stream's fresh engagement, as a Retrieval replica holds it
 
-    def page(self, query: FeedQuery, session: SessionSignals, session_id: str | None = None) -> FeedPage:
-        result = self.organic.run(query)
-        organic = result.candidates
-        ad_result = self.serve_ads(query, session_id)
-        notifications = notifications_for(query, self.organic.models.dataset, self.notification_config, self.seed)
-        page = self.collator.collate(
-            organic_entries(organic, self.organic.models.catalog),
-            ad_result.ads if ad_result else (),
-            notifications,
-            session,
-            query.limit,
-        )
-        self.release_unplaced(query.request_id, page.unplaced_ads)
-        removals = [b for part in result.parts.values() for b in part.removal_batches]
-        records = [r for part in result.parts.values() for r in part.records]
-        return FeedPage(query, page, organic, ad_result, removals, records)
+    def page(self, request: OrganicRequest, state: PageState | None = None) -> FeedPage:
+        """One page for `request` given the user's state (a fresh first page when None)."""
+        state = state or PageState(session_id=uuid.uuid4().hex, store_ok=self.ads is not None)
+        with self.recorder.collecting() as records:
+            organic = self.organic.page(request, self.live)
+            ads = self.serve_ads(request, state)
+            assembled = assemble_page(request, organic, ads, state, self.collator, self.max_pages, self.version,
+                                      self.hook)
+        self.release_unplaced(request.request_id, assembled.unplaced_ads)
+        return FeedPage(request, state, organic, ads, assembled, list(records))
 
-    def serve_ads(self, query: FeedQuery, session_id: str | None) -> AdResult | None:
-        user = self.ad_users.get(query.user_id)
-        if self.ads is None or user is None:
-            return None
-        return self.ads.serve(
-            user.hiding_creators(query.hidden_creator_ids), query.request_id,
-            self.collator.config.ad_slots(query.limit), now=query.now, session_id=session_id,
-        )
+    def serve_ads(self, request: OrganicRequest, state: PageState) -> AdsOutcome:
+        if not state.store_ok:
+            return AdsOutcome()  # no cap or budget could be checked: no auction (fail closed)
+        result = serve_page_ads(self.ads, self.ad_users, AdsRequest(
+            request.user_id, request.request_id, self.collator.config.ad_slots(request.limit), request.now,
+            state.session_id, state.hidden_creator_ids))
+        return AdsOutcome(result)
 
     def release_unplaced(self, request_id: str, unplaced: Sequence[AdCandidate]) -> None:
         if self.ads is None or not unplaced:

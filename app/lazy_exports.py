@@ -1,6 +1,6 @@
 """Package re-exports resolved on first use (PEP 562).
 
-`app.config` imports every section's config module, which imports its package's `__init__`;
+`config` imports every section's config module, which imports its package's `__init__`;
 eager re-exports there would make every process that reads configuration (the ingress, the
 auction, the CLI) import torch and FAISS (~2-3 s per replica start). A package lists its exports
 as name -> submodule and gets them lazily instead:

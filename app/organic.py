@@ -1,29 +1,31 @@
 """The organic pipeline, declared in one place: retrieval → ranking → reranking.
 
 Three stage lists, each run by its own PipelineRunner, so the serving layer can put each part
-in its own deployment and the offline path can run all three in one process:
+in its own deployment and the in-process service runs all three in one process. Both run the
+parts below (`RetrievalPart`, `RankingPart`, `RerankingPart`); a deployment adds only transport:
 
-    retrieval   sources → cross-source features → cheap filters → quota merge   (~5000)
-    ranking     multi-task DCN scores → top-K                                    (~500)
-    reranking   MMR diversity → creator frequency cap                            (~100)
+    retrieval   query hydration → sources → cross-source features → cheap filters → quota merge (~5000)
+    ranking     multi-task DCN scores (one pass per batch of requests) → session interest → top-K (~500)
+    reranking   MMR diversity → creator frequency cap → the collator's entries + notifications (~100)
 
-`OrganicModels` holds everything the stages read (models, index, engagement state, catalogue);
-it is built by training/organic.py, saved as one artifact version and loaded by deployments.
+What travels between parts is typed here too: `OrganicRequest` (what the page asks for) →
+`OrganicWork` (query and candidates so far) → `OrganicPage` (what the page assembly needs).
 """
 from __future__ import annotations
 
-import json
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
-from app.catalog import Catalog, CatalogHydrator
-from app.config import RayfeedConfig
-from app.data.tables import Dataset
-from app.pipeline import Candidates, FeedQuery, PipelineResult, PipelineRunner, StageHook
+from app.catalog import CatalogHydrator
+from app.collator.inputs import notifications_for, organic_entries
+from app.collator.types import Notification, OrganicEntry
+from app.organic_models import CatalogModels, OrganicModels
+from app.pipeline import BatchEntry, Candidates, FeedQuery, PipelineResult, PipelineRunner, StageHook, timed_step
+from app.pipeline.runner import NullHook, ms
+from app.ranking.config import HEAD_COLUMNS
 from app.reranking import (
     ContentRatingFilter,
     CreatorCapSelector,
@@ -33,136 +35,24 @@ from app.reranking import (
     TopKSelector,
     UnknownItemFilter,
 )
+from app.settings import OrganicSettings
 
 # The model stack (torch, FAISS) is imported where it is used: the Reranking replica needs
 # only the catalogue, and a replacement replica that skips those imports starts seconds sooner.
 if TYPE_CHECKING:
+    from app.freshness.live import LiveEngagement
     from app.ranking.artifacts import RankerArtifacts
-    from app.retrieval.engagement import EngagementLog, ItemNeighbours
-    from app.retrieval.index import AnnIndex
-    from app.retrieval.sources import SocialGraph
-    from app.retrieval.two_tower import TwoTowerArtifacts
+
+__all__ = [
+    "CatalogModels", "OrganicModels", "OrganicPage", "OrganicPipeline", "OrganicRequest", "OrganicWork",
+    "RankingPart", "RerankingPart", "RetrievalPart", "organic_provenance", "ranking_pipeline",
+    "reranking_pipeline", "retrieval_pipeline",
+]
 
 
-@dataclass(frozen=True)
-class CatalogModels:
-    """What reranking and the notifications read: the dataset and its catalogue, no models."""
+# -- the declared stage lists ----------------------------------------------------------------
 
-    dataset: Dataset
-    catalog: Catalog
-
-    @classmethod
-    def from_dataset(cls, dataset: Dataset) -> "CatalogModels":
-        return cls(dataset, Catalog.from_dataset(dataset))
-
-
-@dataclass
-class OrganicModels:
-    """Everything the organic stages read, loaded once per replica."""
-
-    dataset: Dataset
-    catalog: Catalog
-    two_tower: TwoTowerArtifacts
-    index: AnnIndex
-    engagements: EngagementLog
-    neighbours: ItemNeighbours
-    social: SocialGraph
-    ranker: RankerArtifacts
-    meta: dict[str, object] = field(default_factory=dict)
-
-    @classmethod
-    def build(
-        cls,
-        dataset: Dataset,
-        history: pd.DataFrame,
-        two_tower: TwoTowerArtifacts,
-        ranker: RankerArtifacts | None,
-        config: RayfeedConfig,
-    ) -> "OrganicModels":
-        """Serving state as of `history`: engagement logs, neighbours, index, fresh user embeddings."""
-        from app.retrieval.engagement import EngagementLog, ItemNeighbours
-        from app.retrieval.index import AnnIndex
-        from app.retrieval.sources import SocialGraph
-
-        sources = config.retrieval.sources
-        two_tower = two_tower.with_histories(history)
-        return cls(
-            dataset=dataset,
-            catalog=Catalog.from_dataset(dataset),
-            two_tower=two_tower,
-            index=AnnIndex.build(two_tower.item_ids, two_tower.item_embeddings, config.retrieval.index),
-            engagements=EngagementLog(history),
-            neighbours=ItemNeighbours.build(history, sources.coengagement_neighbours, sources.coengagement_shrink),
-            social=SocialGraph(dataset.social_edges),
-            ranker=ranker,  # type: ignore[arg-type]  # None only while the ranker is being trained
-        )
-
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.two_tower.save(directory / "two_tower")
-        self.index.save(directory / "ann.index")
-        self.ranker.save(directory / "ranker")
-        self.engagements.interactions().to_parquet(directory / "engagements.parquet", index=False)
-        (directory / "organic.json").write_text(json.dumps(self.meta, default=str))
-
-    @classmethod
-    def load(cls, directory: Path, dataset: Dataset, config: RayfeedConfig) -> "OrganicModels":
-        from app.ranking.artifacts import RankerArtifacts
-        from app.retrieval.engagement import EngagementLog, ItemNeighbours
-        from app.retrieval.index import AnnIndex
-        from app.retrieval.sources import SocialGraph
-        from app.retrieval.two_tower import TwoTowerArtifacts
-
-        two_tower = TwoTowerArtifacts.load(directory / "two_tower")
-        engagements = pd.read_parquet(directory / "engagements.parquet")
-        sources = config.retrieval.sources
-        return cls(
-            dataset=dataset,
-            catalog=Catalog.from_dataset(dataset),
-            two_tower=two_tower,
-            index=AnnIndex.load(directory / "ann.index", config.retrieval.index),
-            engagements=EngagementLog(engagements),
-            neighbours=ItemNeighbours.build(engagements, sources.coengagement_neighbours, sources.coengagement_shrink),
-            social=SocialGraph(dataset.social_edges),
-            ranker=RankerArtifacts.load(directory / "ranker", config.ranking),
-            meta=json.loads((directory / "organic.json").read_text()),
-        )
-
-    def query(
-        self,
-        user_id: int,
-        now: float,
-        limit: int,
-        request_id: str = "",
-        served_item_ids: frozenset[int] = frozenset(),
-        hidden_item_ids: frozenset[int] = frozenset(),
-        hidden_creator_ids: frozenset[int] = frozenset(),
-        user_embedding: np.ndarray | None = None,
-        fresh_item_ids: tuple[int, ...] = (),
-        session_item_ids: tuple[int, ...] = (),
-    ) -> FeedQuery:
-        """Hydrate the query: profile, consumed history + already served, friends."""
-        profile = self.dataset.user_row(user_id)
-        history = self.engagements.user_items(user_id)
-        return FeedQuery(
-            user_id=user_id,
-            limit=limit,
-            now=now,
-            user_features={} if profile is None else {"age": profile["age"], "gender": profile["gender"]},
-            seen_item_ids=frozenset(history.tolist()) | served_item_ids,
-            hidden_item_ids=hidden_item_ids,
-            hidden_creator_ids=hidden_creator_ids,
-            friend_ids=tuple(int(f) for f in self.dataset.friends_of(user_id)),
-            close_friend_ids=frozenset(int(f) for f in self.dataset.close_friends_of(user_id)),
-            user_embedding=user_embedding,
-            fresh_item_ids=fresh_item_ids,
-            session_item_ids=session_item_ids,
-            request_id=request_id,
-            cold_start=profile is None or len(history) == 0,
-        )
-
-
-def retrieval_pipeline(models: OrganicModels, config: RayfeedConfig, hook: StageHook | None = None) -> PipelineRunner:
+def retrieval_pipeline(models: OrganicModels, config: OrganicSettings, hook: StageHook | None = None) -> PipelineRunner:
     from app.retrieval.sources import (
         CoEngagementSource, EmbeddingAnnSource, SeenItemFilter, SocialSource, SourceFeatureHydrator, SourceMerger,
         TrendingSource,
@@ -193,16 +83,24 @@ def retrieval_pipeline(models: OrganicModels, config: RayfeedConfig, hook: Stage
     )
 
 
-def ranking_pipeline(models: OrganicModels, config: RayfeedConfig, hook: StageHook | None = None) -> PipelineRunner:
+def ranking_pipeline(
+    ranker: RankerArtifacts, config: OrganicSettings, hook: StageHook | None = None,
+    on_scored: Callable[..., None] | None = None,
+) -> PipelineRunner:
+    """`on_scored(requests, features, columns)`: called after each model pass with its inputs and
+    outputs (the live monitor's feature sample); the weights come from config, not the artifact."""
     from app.ranking.scorer import MultiTaskScorer
     from app.ranking.session import SessionInterestScorer
 
+    scorer = MultiTaskScorer.from_artifacts(ranker)
+    scorer.reconfigure(config.ranking.weights)
+    scorer.on_scored = on_scored
     return PipelineRunner(
         "ranking",
         sources=[],
         stages=[
-            MultiTaskScorer.from_artifacts(models.ranker),
-            SessionInterestScorer(models.ranker.store.item_topics, config.ranking.session_interest),
+            scorer,  # batch-aware: run_batch scores every queued request in one tensor pass
+            SessionInterestScorer(ranker.store.item_topics, config.ranking.session_interest),
             TopKSelector(config.ranking.output_size, name="ranked_top_k"),
         ],
         hook=hook,
@@ -210,7 +108,7 @@ def ranking_pipeline(models: OrganicModels, config: RayfeedConfig, hook: StageHo
 
 
 def reranking_pipeline(
-    models: CatalogModels | OrganicModels, config: RayfeedConfig, hook: StageHook | None = None,
+    models: CatalogModels | OrganicModels, config: OrganicSettings, hook: StageHook | None = None,
 ) -> PipelineRunner:
     rerank = config.reranking
     return PipelineRunner(
@@ -225,31 +123,229 @@ def reranking_pipeline(
     )
 
 
+# -- what travels between the parts ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class OrganicRequest:
+    """What a page asks of the organic pipeline. `trace` (a W3C carrier) and `deadline` (unix
+    seconds) travel with it so each part's spans join the request's trace and a part reached too
+    late does no work; in one process both may stay empty."""
+
+    user_id: int
+    now: float
+    limit: int
+    request_id: str
+    served_item_ids: frozenset[int] = frozenset()
+    hidden_item_ids: frozenset[int] = frozenset()
+    hidden_creator_ids: frozenset[int] = frozenset()
+    explain: bool = False
+    trace: dict[str, str] = field(default_factory=dict)
+    deadline: float | None = None
+
+
 @dataclass
-class OrganicResult:
+class OrganicWork:
+    """Retrieval → Ranking → Reranking: the query and the candidates so far."""
+
+    request: OrganicRequest
+    query: FeedQuery
     candidates: Candidates
-    parts: dict[str, PipelineResult]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)  # explain mode: "<stage>: <reason>" -> n
+    versions: dict[str, str] = field(default_factory=dict)
+    monitor_sample: object | None = None  # the live monitor's feature sample (logged requests only)
+
+    def advance(self, part: str, result: PipelineResult, version: str, seconds: float) -> OrganicWork:
+        """Take a part's result: its candidates, its time, its version, its removals (explain)."""
+        self.candidates = result.candidates
+        self.timings_ms[part] = ms(seconds)
+        self.versions[part] = version
+        if self.request.explain:
+            for reason, n in result.removal_counts().items():
+                self.removed[reason] = self.removed.get(reason, 0) + n
+        return self
+
+
+@dataclass
+class OrganicPage:
+    """The organic part of a page: what the page assembly needs, plus explain details."""
+
+    entries: list[OrganicEntry]
+    notifications: list[Notification]
+    cold_start: bool
+    timings_ms: dict[str, float]
+    versions: dict[str, str]
+    candidates: Candidates | None = None  # the reranked candidates with every column (in-process callers)
+    provenance: dict[int, dict[str, object]] | None = None
+    removed: dict[str, int] | None = None
+    # Logged requests only: Ranking's feature sample, and head -> prediction per entry (entries' order).
+    monitor_sample: object | None = None
+    head_scores: dict[str, list[float]] | None = None
+
+
+def organic_provenance(candidates: Candidates) -> dict[int, dict[str, object]]:
+    """Per reranked item: the source that kept it, every source that produced it, per-head
+    scores and the final score, and its rank after reranking."""
+    out: dict[int, dict[str, object]] = {}
+    source_columns = [c for c in candidates.features if c.startswith("src_")]
+    score_columns = [h for h in (*HEAD_COLUMNS.values(), "final") if h in candidates.scores]
+    for row, item in enumerate(candidates.item_ids.tolist()):
+        out[int(item)] = {
+            "source": str(candidates.sources[row]),
+            "also_from": [c.removeprefix("src_") for c in source_columns if candidates.features[c][row] > 0],
+            "scores": {h: round(float(candidates.scores[h][row]), 5) for h in score_columns},
+            "rerank_position": row + 1,
+        }
+    return out
+
+
+# -- the parts: a declared stage list and the bookkeeping every runner of it does ---------------
+
+class RetrievalPart:
+    """Hydrates the query (profile, history, friends, live engagement) and runs retrieval."""
+
+    name = "retrieval"
+
+    def __init__(self, models: OrganicModels, config: OrganicSettings, hook: StageHook | None = None,
+                 version: str = "") -> None:
+        self.models, self.version = models, version
+        self.hook: StageHook = hook or NullHook()
+        self.runner = retrieval_pipeline(models, config, self.hook)
+
+    def run(self, request: OrganicRequest, live: LiveEngagement | None = None) -> OrganicWork:
+        started = time.perf_counter()
+        with self.hook.part(self.name, request.trace or None) as span:
+            with timed_step(self.hook, "query_hydration", "hydrator") as figures:
+                query = self.models.query(
+                    request.user_id, now=request.now, limit=request.limit, request_id=request.request_id,
+                    served_item_ids=request.served_item_ids, hidden_item_ids=request.hidden_item_ids,
+                    hidden_creator_ids=request.hidden_creator_ids,
+                    user_embedding=live.embedding(request.user_id, request.now) if live else None,
+                    fresh_item_ids=live.fresh_items(request.user_id) if live else (),
+                    session_item_ids=live.session_items(request.user_id, request.now) if live else (),
+                )
+                figures.update(seen_items=len(query.seen_item_ids), friends=len(query.friend_ids),
+                               cold_start=query.cold_start)
+            result = self.runner.run(query)
+            span.figures.update(n_out=len(result.candidates))
+        work = OrganicWork(request, query, result.candidates)
+        return work.advance(self.name, result, self.version, time.perf_counter() - started)
+
+
+class RankingPart:
+    """The multi-task DCN over every candidate, then the session-interest term and the top K.
+
+    Many requests share one model pass: each enters through `traced` (its `ranking` span stays
+    open while it waits for its batch), `run_batch` runs the declared list over the batch, and
+    `finish` takes each request's result. `run` is the same path for a batch of one."""
+
+    name = "ranking"
+
+    def __init__(self, ranker: RankerArtifacts, config: OrganicSettings, hook: StageHook | None = None,
+                 version: str = "", on_scored: Callable[..., None] | None = None) -> None:
+        self.ranker, self.version = ranker, version
+        self.hook: StageHook = hook or NullHook()
+        self.runner = ranking_pipeline(ranker, config, self.hook, on_scored)
+
+    @property
+    def scorer(self):
+        return self.runner.stages[0]
+
+    @contextlib.contextmanager
+    def traced(self, work: OrganicWork) -> Iterator[BatchEntry]:
+        """This request's entry into a batch, with its `ranking` span open around the wait."""
+        with self.hook.part(self.name, work.request.trace or None) as span:
+            yield BatchEntry(work.query, work.candidates, span.carrier, time.time_ns())
+            span.figures.update(n_in=len(work.candidates), n_out=len(work.candidates))
+
+    def run_batch(self, entries: Sequence[BatchEntry]) -> list[PipelineResult]:
+        return self.runner.run_batch(entries)
+
+    def finish(self, work: OrganicWork, result: PipelineResult) -> OrganicWork:
+        work.timings_ms[f"{self.name}_batch_size"] = float(result.batch_size)
+        return work.advance(self.name, result, self.version, result.seconds)
+
+    def run(self, work: OrganicWork) -> OrganicWork:
+        with self.traced(work) as entry:
+            result = self.run_batch([BatchEntry(entry.query, entry.candidates, entry.trace)])[0]
+        return self.finish(work, result)
+
+
+class RerankingPart:
+    """MMR and the creator cap, then the collator's view of the items and the notifications."""
+
+    name = "reranking"
+
+    def __init__(self, models: CatalogModels | OrganicModels, config: OrganicSettings, hook: StageHook | None = None,
+                 version: str = "") -> None:
+        self.models, self.version = models, version
+        self.hook: StageHook = hook or NullHook()
+        self.runner = reranking_pipeline(models, config, self.hook)
+        self.notification_config = config.collator.notifications
+        self.seed = config.data.seed
+
+    def run(self, work: OrganicWork, keep_candidates: bool = True) -> OrganicPage:
+        """`keep_candidates=False` leaves the reranked columns out of the page (a deployment
+        sends the page to the ingress, which needs only the entries)."""
+        started = time.perf_counter()
+        with self.hook.part(self.name, work.request.trace or None) as span:
+            result = self.runner.run(work.query, work.candidates)
+            candidates = result.candidates
+            entries = organic_entries(candidates, self.models.catalog)
+            with timed_step(self.hook, "notifications", "source") as figures:
+                notifications = notifications_for(work.query, self.models.dataset, self.notification_config, self.seed)
+                figures.update(n_out=len(notifications))
+            span.figures.update(n_in=len(work.candidates), n_out=len(candidates))
+        work.advance(self.name, result, self.version, time.perf_counter() - started)
+        page = OrganicPage(entries, notifications, work.query.cold_start, work.timings_ms, work.versions,
+                           candidates if keep_candidates else None)
+        if work.monitor_sample is not None:  # a request the live monitor logs
+            page.monitor_sample = work.monitor_sample
+            page.head_scores = {head: candidates.scores[column].tolist()
+                                for head, column in HEAD_COLUMNS.items() if column in candidates.scores}
+        if work.request.explain:
+            page.provenance = organic_provenance(candidates)
+            page.removed = dict(work.removed)
+        return page
 
 
 class OrganicPipeline:
-    """All three parts in one process: the CLI, offline evaluation and the simulator use it."""
+    """All three parts in one process (the in-process service, offline evaluation, the simulator):
+    exactly what the Retrieval, Ranking and Reranking deployments run, without the hops."""
 
-    def __init__(self, models: OrganicModels, config: RayfeedConfig, hook: StageHook | None = None) -> None:
+    def __init__(self, models: OrganicModels, config: OrganicSettings, hook: StageHook | None = None,
+                 version: str = "") -> None:
         self.models = models
-        self.parts = {
-            "retrieval": retrieval_pipeline(models, config, hook),
-            "ranking": ranking_pipeline(models, config, hook),
-            "reranking": reranking_pipeline(models, config, hook),
-        }
+        self.retrieval = RetrievalPart(models, config, hook, version)
+        self.ranking = RankingPart(models.ranker, config, hook, version)
+        self.reranking = RerankingPart(models, config, hook, version)
+
+    @property
+    def parts(self) -> dict[str, PipelineRunner]:
+        return {"retrieval": self.retrieval.runner, "ranking": self.ranking.runner, "reranking": self.reranking.runner}
+
+    def page(self, request: OrganicRequest, live: LiveEngagement | None = None) -> OrganicPage:
+        return self.reranking.run(self.ranking.run(self.retrieval.run(request, live)))
 
     def run(self, query: FeedQuery, through: str = "reranking") -> OrganicResult:
-        """Run the parts in order, stopping after `through` (e.g. "ranking" for top-K evaluation)."""
+        """The stage lists on a hydrated query, stopping after `through` (e.g. "ranking" for
+        top-K evaluation): the offline harness's view, without the page around it."""
         results: dict[str, PipelineResult] = {}
         candidates: Candidates | None = None
         for name, runner in self.parts.items():
-            results[name] = runner.run(query, candidates)
+            if name == "ranking":
+                assert candidates is not None
+                results[name] = runner.run_batch([BatchEntry(query, candidates)])[0]
+            else:
+                results[name] = runner.run(query, candidates)
             candidates = results[name].candidates
             if name == through:
                 break
         assert candidates is not None
         return OrganicResult(candidates, results)
+
+
+@dataclass
+class OrganicResult:
+    candidates: Candidates
+    parts: dict[str, PipelineResult]

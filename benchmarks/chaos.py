@@ -400,7 +400,7 @@ class Chaos:
         2 × replicas. The override is removed afterwards."""
         import httpx
 
-        from deployments.common import OVERRIDES_KEY
+        from app.state.overrides import OVERRIDES_KEY
 
         client = self.redis.client()
         generation = int(json.loads(client.get(OVERRIDES_KEY) or b'{"generation": 0}')["generation"])

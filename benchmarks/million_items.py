@@ -241,24 +241,27 @@ def _timed(fn: Callable, sink: dict, key: str) -> Callable:
 def instrument(service, sink: dict, counts: dict) -> None:
     """Time each part of FeedService.page in place (instance attributes shadow the methods), so
     the measured path is FeedService.page itself; record what each organic part passes on."""
-    for name, runner in service.organic.parts.items():
-        run = _timed(runner.run, sink, name)
+    for name in ("retrieval", "ranking", "reranking"):
+        part = getattr(service.organic, name)
+        run = _timed(part.run, sink, name)
 
-        def counted(query, candidates=None, _run=run, _name=name):
-            result = _run(query, candidates)
-            counts[_name] = len(result.candidates)
-            if _name == "retrieval":
-                fetched = {r.name: r.n_out for r in result.records if r.kind == "source"}
-                counts["sources"] = fetched
-                counts["fetched"] = sum(fetched.values())
-                merge = next((r for r in result.records if r.name == "source_merge"), None)
-                counts["after_filters"] = merge.n_in if merge else counts["retrieval"]
-            return result
+        def counted(*args, _run=run, _name=name, **kwargs):
+            out = _run(*args, **kwargs)
+            counts[_name] = len(out.candidates) if out.candidates is not None else len(out.entries)
+            return out
 
-        runner.run = counted
+        part.run = counted
     if service.ads is not None:
         service.ads.serve = _timed(service.ads.serve, sink, "ads")
     service.collator.collate = _timed(service.collator.collate, sink, "collate")
+
+
+def retrieval_counts(page, source_names: set[str]) -> dict:
+    """What the retrieval part fetched per source and kept through its filters (from the page's
+    stage records)."""
+    fetched = {r.name: r.n_out for r in page.records if r.kind == "source" and r.name in source_names}
+    merge = next((r for r in page.records if r.name == "source_merge"), None)
+    return {"sources": fetched, "fetched": sum(fetched.values()), "after_filters": merge.n_in if merge else 0}
 
 
 def percentiles(values, ps=(50, 95, 99)) -> dict[str, float]:
@@ -272,7 +275,7 @@ def measure_in_process(config, requests: int, warmup: int, seed: int, log: Calla
     import torch
 
     from app.bootstrap import build_feed_service, load_artifacts, world_clock
-    from app.collator.types import SessionSignals
+    from app.organic import OrganicRequest
     from app.state.local_redis import LocalRedis
 
     torch.set_num_threads(1)
@@ -287,6 +290,7 @@ def measure_in_process(config, requests: int, warmup: int, seed: int, log: Calla
         sink: dict[str, float] = {}
         counts: dict[str, object] = {}
         instrument(service, sink, counts)
+        source_names = {source.name for source in service.organic.retrieval.runner.sources}
         rng = random.Random(seed)
         users = loaded.dataset.users["user_id"].to_numpy()
         parts: dict[str, list[float]] = {p: [] for p in PARTS}
@@ -296,13 +300,15 @@ def measure_in_process(config, requests: int, warmup: int, seed: int, log: Calla
             sink.clear()
             counts.clear()
             start = time.perf_counter()
-            query = loaded.organic.query(int(users[rng.randrange(len(users))]), now=clock(), limit=PAGE,
-                                         request_id=uuid.uuid4().hex)
-            sink["query"] = time.perf_counter() - start
-            page = service.page(query, SessionSignals())
+            request = OrganicRequest(int(users[rng.randrange(len(users))]), clock(), PAGE, uuid.uuid4().hex)
+            page = service.page(request)
             total = time.perf_counter() - start
             if i < warmup:
                 continue
+            hydration = next((r.seconds for r in page.records if r.name == "query_hydration"), 0.0)
+            sink["query"] = hydration
+            sink["retrieval"] = sink.get("retrieval", 0.0) - hydration  # the part's own time holds it
+            counts.update(retrieval_counts(page, source_names))
             timed = {p: sink.get(p, 0.0) for p in PARTS if p not in ("other", "total")}
             timed["other"] = total - sum(timed.values())  # notifications, collator entries, releases
             timed["total"] = total
@@ -310,12 +316,12 @@ def measure_in_process(config, requests: int, warmup: int, seed: int, log: Calla
                 parts[p].append(1000 * s)
             for record in page.records:
                 stages.setdefault(record.name, []).append(1000 * record.seconds)
-            kinds = [str(getattr(s.kind, "value", s.kind)) for s in page.page.slots]
+            kinds = [str(getattr(s.kind, "value", s.kind)) for s in page.slots]
             row = {
                 "fetched": counts.get("fetched", 0),
                 "after_filters": counts.get("after_filters", 0), "retrieval": counts.get("retrieval", 0),
                 "ranking": counts.get("ranking", 0), "reranking": counts.get("reranking", 0),
-                "page": len(page.page.slots), "page_organic": kinds.count("organic"),
+                "page": len(page.slots), "page_organic": kinds.count("organic"),
                 "page_ads": kinds.count("ad"), "page_notifications": kinds.count("notification"),
             }
             row.update({f"source_{k}": v for k, v in counts.get("sources", {}).items()})
@@ -437,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write every figure here (default <root>/figures.json)")
     args = parser.parse_args(argv)
 
-    from app.config import load_config
+    from config import load_config
 
     reduction = Reduction(two_tower_rows=args.two_tower_rows, ranker_users=args.ranker_users)
     overrides = million_overrides(args.root, WORLD, reduction)
@@ -458,9 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     figures["build"] = found.manifest()["million_build"]
     if args.build_only:
         return 0
-    from app.config import _deep_merge
+    from config import deep_merge
 
-    serving = _deep_merge(overrides, SERVING)
+    serving = deep_merge(overrides, SERVING)
     pinned = load_config(overrides={**serving, "artifacts": {"root": str(config.artifacts.root), "version": found.version}})
     if args.requests:
         figures["in_process"] = measure_in_process(pinned, args.requests, args.warmup, seed=1)

@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     from opentelemetry.trace import NoOpTracerProvider
 
     from app.bootstrap import build_feed_service, load_artifacts, world_clock
-    from app.collator.types import SessionSignals
-    from app.config import load_config
+    from app.organic import OrganicRequest
+    from config import load_config
     from app.pipeline import NullHook
     from app.state.local_redis import LocalRedis
     from observability.metrics import NullMetrics, ObservabilityHook
@@ -126,13 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             for mode in order:
                 request_id = uuid.uuid4().hex
                 started = time.perf_counter()
-                query = loaded.organic.query(user, now=clock(), limit=args.limit, request_id=request_id)
+                request = OrganicRequest(user, clock(), args.limit, request_id)
                 if mode in ("tracing", "both"):
                     with request_span("GET /v1/feed", {}, user_id=user, request_id=request_id,
                                       salt=config.observability.user_id_hash_salt, tracer=tracers["on"]):
-                        services[mode].page(query, SessionSignals())
+                        services[mode].page(request)
                 else:
-                    services[mode].page(query, SessionSignals())
+                    services[mode].page(request)
                 if mode in ("metrics", "both"):
                     metrics.record_request(200, time.perf_counter() - started)
                 if i >= args.warmup:

@@ -46,7 +46,7 @@ from app.evaluation import (  # noqa: E402
 )
 
 def organic_models(split: Split, use_ray: bool, log: Callable[[str], None]) -> list[tuple[str, RecommenderFactory]]:
-    from app.config import load_config
+    from config import load_config
     from app.data import load_dataset
     from app.retrieval.recommender import TwoTowerRecommender
     from training.eval_topk import OrganicRecommender

@@ -221,8 +221,8 @@ def in_process_cost(requests: int, limit: int, users: int) -> dict[str, float]:
     import torch
 
     from app.bootstrap import build_feed_service, load_artifacts, world_clock
-    from app.collator.types import SessionSignals
-    from app.config import load_config
+    from app.organic import OrganicRequest
+    from config import load_config
     from app.state.local_redis import LocalRedis
 
     torch.set_num_threads(1)
@@ -237,9 +237,9 @@ def in_process_cost(requests: int, limit: int, users: int) -> dict[str, float]:
         for i in range(requests + 10):
             if i == 10:  # after the warm-up
                 own = time.process_time()
-            query = loaded.organic.query(rng.randint(1, users), now=clock(), limit=limit, request_id=uuid.uuid4().hex)
+            request = OrganicRequest(rng.randint(1, users), clock(), limit, uuid.uuid4().hex)
             started = time.perf_counter()
-            service.page(query, SessionSignals())
+            service.page(request)
             if i >= 10:
                 times.append(time.perf_counter() - started)
         own = time.process_time() - own  # this process only: the served app may be running beside it

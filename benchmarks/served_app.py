@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from app.config import _deep_merge
+from config import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 def prepare_artifacts(root: Path, target: Path, log) -> str:
     """A copy of the latest version under `target`, with a monitor baseline; returns its version."""
     from app.artifacts import ArtifactStore
-    from app.config import load_config
+    from config import load_config
     from app.data import load_dataset
     from app.organic import OrganicModels
     from observability.live_monitor import BASELINE_FILE
@@ -51,7 +51,7 @@ def app_config(artifact_root: Path, version: str, port: int, rayfeed: dict | Non
         settings = copy.deepcopy(deployment["user_config"])
         settings["rayfeed"]["artifacts"] = {"root": str(artifact_root), "version": version}
         settings["rayfeed"]["data"] = {"cache_dir": str(REPO / "data_cache")}
-        settings["rayfeed"] = _deep_merge(settings["rayfeed"], rayfeed or {})
+        settings["rayfeed"] = deep_merge(settings["rayfeed"], rayfeed or {})
         deployment["user_config"] = settings
     return config
 

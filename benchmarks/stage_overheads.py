@@ -48,7 +48,7 @@ def metric_call_cost(calls: int) -> dict[str, float]:
 
 def payload_cost(users: int) -> dict[str, tuple[float, float]]:
     from app.bootstrap import load_artifacts, world_clock
-    from app.config import load_config
+    from config import load_config
     from app.organic import OrganicPipeline
 
     config = load_config()

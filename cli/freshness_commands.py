@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from app.config import ConfigError, load_config
+    from config import ConfigError, load_config
     from app.data import load_dataset
     from training.replay import QUICK_OVERRIDES, format_buckets, format_table, run, write_outputs
 

@@ -36,7 +36,7 @@ BENCHMARKS = {
 
 
 def _config(args: argparse.Namespace):
-    from app.config import load_config
+    from config import load_config
 
     return load_config(args.config)
 
@@ -69,7 +69,7 @@ def _ensure_artifacts(config, no_ray: bool) -> None:
 
 def cmd_feed(args: argparse.Namespace) -> int:
     from app.bootstrap import build_feed_service, load_artifacts, world_clock
-    from app.collator.types import SessionSignals
+    from app.organic import OrganicRequest
     from app.state.local_redis import LocalRedis
 
     config = _config(args)
@@ -83,8 +83,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
     try:
         clock = world_clock(loaded)
         service = build_feed_service(loaded, config, config.redis_url or local.url, clock)
-        query = loaded.organic.query(args.user, now=clock(), limit=args.limit, request_id=uuid.uuid4().hex)
-        page = service.page(query, SessionSignals())
+        page = service.page(OrganicRequest(args.user, clock(), args.limit, uuid.uuid4().hex, explain=args.explain))
         print(render_page(page, loaded, explain=args.explain))
     finally:
         if local is not None:
@@ -95,16 +94,16 @@ def cmd_feed(args: argparse.Namespace) -> int:
 def render_page(page, loaded, explain: bool) -> str:
     from app.feed import FeedPage
 
-    assert isinstance(page, FeedPage)
+    assert isinstance(page, FeedPage) and page.organic.candidates is not None
     items = loaded.dataset.items.set_index("item_id")
-    organic = page.organic
+    organic = page.organic.candidates
     row_of = {int(i): r for r, i in enumerate(organic.item_ids)}
-    profile = loaded.dataset.user_row(page.query.user_id) or {}
+    profile = loaded.dataset.user_row(page.request.user_id) or {}
     lines = [
-        f"feed for user {page.query.user_id} (age {profile.get('age')}, {profile.get('occupation')}) "
+        f"feed for user {page.request.user_id} (age {profile.get('age')}, {profile.get('occupation')}) "
         f"— artifacts {loaded.version.version}",
     ]
-    for slot in page.page.slots:
+    for slot in page.slots:
         if slot.kind == "organic":
             item = items.loc[int(slot.ref_id)]
             line = f"{slot.position:>3}. [organic] {item['title']} ({', '.join(item['topics'])}; {item['content_rating']})"
@@ -126,16 +125,14 @@ def render_page(page, loaded, explain: bool) -> str:
             line = f"{slot.position:>3}. [notification] {slot.item.text}"
         lines.append(line)
     if explain:
-        reasons: dict[str, int] = {}
-        for removal in page.removals:
-            reasons[f"{removal.stage}: {removal.reason}"] = reasons.get(f"{removal.stage}: {removal.reason}", 0) + 1
+        reasons = page.organic.removed or {}
         lines.append("removed candidates by stage and reason:")
         lines += [f"  {n:>6}  {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
         lines.append("stage timings: " + ", ".join(f"{r.name} {r.seconds * 1000:.1f}ms ({r.n_in}->{r.n_out})" for r in page.records))
-        if page.ads is not None and page.ads.withheld_reason:
-            lines.append(f"ads withheld: {page.ads.withheld_reason}")
-        if page.page.guardrails_fired:
-            lines.append(f"guardrails fired: {', '.join(page.page.guardrails_fired)}")
+        if page.body.get("ads_withheld"):
+            lines.append(f"ads withheld: {page.body['ads_withheld']}")
+        if page.assembled.collated.guardrails_fired:
+            lines.append(f"guardrails fired: {', '.join(page.assembled.collated.guardrails_fired)}")
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ import sys
 def cmd_retrain(args: argparse.Namespace) -> int:
     import logging
 
-    from app.config import ConfigError, load_config
+    from config import ConfigError, load_config
     from app.api.responses import load_admin_token
     from observability.monitors import MonitorResult, RetrainRequest, Severity
     from training.retrain_runner import RetrainRunner, http_reload

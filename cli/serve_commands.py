@@ -224,7 +224,7 @@ def _wait_ready(url: str, timeout_s: float) -> dict:
 def _print_feed(url: str, user: int, limit: int) -> None:
     import httpx
 
-    from app.config import load_config
+    from config import load_config
     from app.data import load_dataset
 
     response = httpx.get(f"{url}/v1/feed", params={"user_id": user, "limit": limit, "explain": "true"}, timeout=30)
@@ -250,7 +250,7 @@ def _print_feed(url: str, user: int, limit: int) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from app.config import load_config
+    from config import load_config
     from cli.main import _ensure_artifacts
 
     config = load_config(args.config)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 def _configs(args: argparse.Namespace):
     from app.artifacts import ArtifactNotFound, ArtifactStore
-    from app.config import load_config
+    from config import load_config
     from tuning.runs import sim_config_from_args
 
     config = load_config(args.config)
@@ -31,7 +31,7 @@ def _configs(args: argparse.Namespace):
 
 
 def _collator(args: argparse.Namespace, base):
-    from app.config import load_config
+    from config import load_config
     from tuning.search import collator_config
 
     collator = load_config(args.collator).collator if args.collator else base

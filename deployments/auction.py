@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from ray import serve
 
 from app.ads.bundle import AdsBundle
-from app.ads.server import AdServer
-from app.ads.types import AdResult, WithheldReason
+from app.ads.server import AdServer, AdsRequest, serve_page_ads
+from app.ads.types import WithheldReason
 from app.bootstrap import ad_server_from_bundle
-from app.config import RayfeedConfig
 from app.state._redis import fail_fast_client
 from app.state.errors import StoreUnavailable
-from deployments.common import DeploymentSettings, ReloadableDeployment, observability, resolve_version, serving_clock
-from deployments.messages import AdsAnswer, AdsRequest, check_deadline
-from observability.metrics import ObservabilityHook
-from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, continue_trace
+from config import RayfeedConfig
+from deployments.common import (
+    DeploymentSettings, Loaded, ReloadableDeployment, load_once, observability, resolve_version, serving_clock, stage_hook,
+)
+from deployments.messages import AdsAnswer, check_deadline
 
 log = logging.getLogger("rayfeed.serve")
 
@@ -30,9 +30,9 @@ log = logging.getLogger("rayfeed.serve")
 @dataclass(frozen=True)
 class AuctionState:
     config: RayfeedConfig
-    key: tuple[str, str]
     version: str
-    bundle: AdsBundle
+    bundle: Loaded[AdsBundle]
+    hook: object  # the ads funnel's StageHook (its part span and steps)
     server: AdServer | None  # None without Redis: no caps or budgets can be checked, so no ads
 
 
@@ -42,14 +42,14 @@ class Auction(ReloadableDeployment[AuctionState]):
 
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: AuctionState | None) -> AuctionState:
         version = resolve_version(config)
-        key = (str(version.root), version.version)
-        bundle = previous.bundle if previous is not None and previous.key == key else AdsBundle.load(version.path / "ads")
+        bundle = load_once(previous.bundle if previous else None, (str(version.root), version.version),
+                           lambda: AdsBundle.load(version.path / "ads"))
         server = None
-        hook = ObservabilityHook("ads", observability(config), model_version=version.version)
+        hook = stage_hook("ads", config, version.version)
         if config.redis_url:
             client = fail_fast_client(config.redis_url, config.ads.redis_socket_timeout_s)
-            server = ad_server_from_bundle(bundle, config, client, serving_clock(version), hook)
-        return AuctionState(config, key, version.version, bundle, server)
+            server = ad_server_from_bundle(bundle.value, config, client, serving_clock(version), hook)
+        return AuctionState(config, version.version, bundle, hook, server)
 
     def _current(self) -> AuctionState:
         if self._state is None:
@@ -71,16 +71,10 @@ class Auction(ReloadableDeployment[AuctionState]):
         state = self._current()
         check_deadline(request.deadline, "auction")  # before any reservation is made
         started = time.perf_counter()
-        user = state.bundle.users.get(request.user_id)
-        if user is None or state.server is None:
-            result = None if user is None else AdResult([], WithheldReason.STORE_UNAVAILABLE)
-            return AdsAnswer(result, time.perf_counter() - started, state.version)
-        user = user.hiding_creators(request.hidden_creator_ids)
-        with continue_trace("auction", request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:
-            result = state.server.serve(user, request.request_id, request.n_slots, now=request.now,
-                                        session_id=request.session_id)
-            span.set_attribute(ATTR_N_OUT, len(result.ads))
-        if result.withheld_reason == WithheldReason.STORE_UNAVAILABLE:
+        with state.hook.part("auction", request.trace or None) as span:
+            result = serve_page_ads(state.server, state.bundle.value.users, request)
+            span.figures.update(n_out=len(result.ads) if result else 0)
+        if state.server is not None and result is not None and result.withheld_reason == WithheldReason.STORE_UNAVAILABLE:
             observability(state.config).redis_error("ads_serve")
         return AdsAnswer(result, time.perf_counter() - started, state.version)
 

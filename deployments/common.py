@@ -21,23 +21,23 @@ flight finish on the state they started with, none waits for the load, none fail
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.artifacts import ArtifactStore, ArtifactVersion
-from app.config import RayfeedConfig, _deep_merge, config_from_mapping
+from app.artifacts import ArtifactVersion
+from app.artifacts import resolve_version as resolve_artifact_version
 from app.state.clock import ReplayClock
+from app.state.overrides import AdminOverrides
+from config import RayfeedConfig, config_from_mapping, deep_merge
 
 log = logging.getLogger("rayfeed.serve")
-
-OVERRIDES_KEY = "rf:admin:overrides"  # JSON {"generation": n, "overrides": {RayfeedConfig mapping}}
 
 # Outside Ray's own CPU accounting, libraries must not start a thread per core each.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -62,8 +62,27 @@ class DeploymentSettings(BaseModel):
 
 
 def resolve_version(config: RayfeedConfig) -> ArtifactVersion:
-    store = ArtifactStore(Path(config.artifacts.root).resolve())
-    return store.get(config.artifacts.version) if config.artifacts.version else store.latest()
+    return resolve_artifact_version(config.artifacts)
+
+
+Value = TypeVar("Value")
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[Value]):
+    """Something a replica loaded (an artifact, a catalogue) and what it was loaded for."""
+
+    key: object
+    value: Value
+
+
+def load_once(previous: Loaded[Value] | None, key: object, load: Callable[[], Value]) -> Loaded[Value]:
+    """`previous` when it was loaded for the same `key` (artifact root and version, and the
+    config sections the load depends on), else a fresh `load()`: a reconfigure that changes only
+    tunables reuses what is loaded instead of reading it again."""
+    if previous is not None and previous.key == key:
+        return previous
+    return Loaded(key, load())
 
 
 def serving_clock(version: ArtifactVersion) -> ReplayClock:
@@ -92,8 +111,13 @@ def observability(config: RayfeedConfig):
     return _metrics
 
 
-def ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 3)
+def stage_hook(pipeline: str, config: RayfeedConfig, version: str):
+    """The StageHook of one pipeline in this replica: spans and stage metrics, tagged with the
+    artifact version it serves."""
+    from observability.metrics import ObservabilityHook
+
+    return ObservabilityHook(pipeline, observability(config), model_version=version,
+                             batch_span_mode=config.observability.batch_span_mode)
 
 
 State = TypeVar("State")
@@ -141,7 +165,7 @@ class ReloadableDeployment(Generic[State]):
         if self._rebuild_lock is None:
             self._rebuild_lock = asyncio.Lock()
         async with self._rebuild_lock:
-            mapping = _deep_merge(self._settings.rayfeed, self._overrides)
+            mapping = deep_merge(self._settings.rayfeed, self._overrides)
             config = config_from_mapping(mapping, f"{self.stage_name} user_config")
             started = time.perf_counter()
             # Built in a worker thread, beside the old state: requests keep being served meanwhile.
@@ -158,18 +182,16 @@ class ReloadableDeployment(Generic[State]):
     async def _poll_overrides(self, url: str) -> None:
         from app.state._redis import async_fail_fast_client
 
-        client = async_fail_fast_client(url, 0.5, max_connections=2)
+        overrides = AdminOverrides(async_fail_fast_client(url, 0.5, max_connections=2))
         while True:
             try:
-                raw = await client.get(OVERRIDES_KEY)
-                found = json.loads(raw) if raw is not None else {"generation": 0, "overrides": {}}
-                generation = int(found.get("generation", 0))  # a deleted key resets to generation 0
-                if generation != self._generation:
-                    self._generation = generation  # tried once: a bad override is not retried forever
-                    previous, self._overrides = self._overrides, dict(found.get("overrides", {}))
+                found = await overrides.read()  # a deleted key resets to generation 0
+                if found.generation != self._generation:
+                    self._generation = found.generation  # tried once: a bad override is not retried forever
+                    previous, self._overrides = self._overrides, dict(found.overrides)
                     try:
                         await self._rebuild()
-                        log.info("%s: applied admin overrides generation %d", self.stage_name, generation)
+                        log.info("%s: applied admin overrides generation %d", self.stage_name, found.generation)
                     except Exception:
                         self._overrides = previous
                         raise

@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass
 from ray import serve
 
 from app.artifacts import ArtifactVersion
-from app.config import RayfeedConfig
+from config import RayfeedConfig
 from app.state._redis import async_fail_fast_client
-from deployments.common import DeploymentSettings, ReloadableDeployment, observability, resolve_version
+from deployments.common import (
+    DeploymentSettings, Loaded, ReloadableDeployment, load_once, observability, resolve_version,
+)
 from observability.live_monitor import BASELINE_FILE, LiveMonitor
 from observability.monitors import TrainingBaseline
 
@@ -31,9 +33,8 @@ CONSUMER = "monitor-0"  # one replica: a restarted one takes over its predecesso
 @dataclass(frozen=True)
 class MonitorState:
     config: RayfeedConfig
-    key: tuple[str, str]
     version: str
-    baseline: TrainingBaseline | None
+    baseline: Loaded[TrainingBaseline | None]
     tables_updated_at: float  # the artifact's publication (its feature tables' last update), unix seconds
 
 
@@ -59,9 +60,9 @@ class Monitor(ReloadableDeployment[MonitorState]):
 
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: MonitorState | None) -> MonitorState:
         version = resolve_version(config)
-        key = (str(version.root), version.version)
-        baseline = previous.baseline if previous is not None and previous.key == key else load_baseline(version)
-        return MonitorState(config, key, version.version, baseline, (version.path / "manifest.json").stat().st_mtime)
+        baseline = load_once(previous.baseline if previous else None, (str(version.root), version.version),
+                             lambda: load_baseline(version))
+        return MonitorState(config, version.version, baseline, (version.path / "manifest.json").stat().st_mtime)
 
     def after_swap(self, state: MonitorState, settings: DeploymentSettings) -> None:
         config = state.config
@@ -70,11 +71,11 @@ class Monitor(ReloadableDeployment[MonitorState]):
         if self._live is None:
             timeout_s = config.observability.live_monitor.redis_timeout_s
             client = async_fail_fast_client(config.redis_url, timeout_s, max_connections=2)
-            self._live = LiveMonitor(client, config.observability, observability(config), state.baseline,
+            self._live = LiveMonitor(client, config.observability, observability(config), state.baseline.value,
                                      consumer=CONSUMER, model_version=state.version,
                                      tables_updated_at=state.tables_updated_at)
         else:
-            self._live.reconfigure(config.observability, state.baseline, state.version, state.tables_updated_at)
+            self._live.reconfigure(config.observability, state.baseline.value, state.version, state.tables_updated_at)
         if self._loop is None or self._loop.done():  # one loop for the replica's life; idle while disabled
             self._loop = asyncio.get_running_loop().create_task(self._live.run())
 

@@ -9,49 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 from ray import serve
 
-from app.config import RayfeedConfig
 from app.data import load_dataset
 from app.freshness.live import LiveEngagement
-from app.organic import OrganicModels, retrieval_pipeline
-from app.pipeline import PipelineRunner, timed_step
+from app.organic import OrganicModels, OrganicRequest, OrganicWork, RetrievalPart
+from config import RayfeedConfig
 from deployments.batching import each_request
-from deployments.common import DeploymentSettings, ReloadableDeployment, ms, observability, resolve_version
-from deployments.messages import OrganicRequest, OrganicWork, check_deadline
-from observability.metrics import ObservabilityHook
-from observability.tracing import ATTR_MODEL_VERSION, ATTR_N_OUT, continue_trace
+from deployments.common import DeploymentSettings, Loaded, ReloadableDeployment, load_once, resolve_version, stage_hook
+from deployments.messages import check_deadline
 
 log = logging.getLogger("rayfeed.serve")
 
 
 @dataclass(frozen=True)
-class OrganicState:
-    """The loaded organic artifact and the retrieval runner over it."""
-
+class RetrievalState:
     config: RayfeedConfig
-    key: tuple[str, str]
     version: str
-    models: OrganicModels
-    runner: PipelineRunner
-
-
-def load_organic_state(config: RayfeedConfig, previous: OrganicState | None, pipeline: str, build_runner) -> OrganicState:
-    version = resolve_version(config)
-    key = (str(version.root), version.version)
-    if previous is not None and previous.key == key and previous.config.data == config.data:
-        models = previous.models  # same artifact: only tunables changed
-    else:
-        models = OrganicModels.load(version.path / "organic", load_dataset(config.data), config)
-    hook = ObservabilityHook(pipeline, observability(config), model_version=version.version)
-    return OrganicState(config, key, version.version, models, build_runner(models, config, hook))
+    models: Loaded[OrganicModels]
+    part: RetrievalPart
 
 
 @serve.deployment(name="Retrieval")
-class Retrieval(ReloadableDeployment[OrganicState]):
+class Retrieval(ReloadableDeployment[RetrievalState]):
     stage_name = "retrieval"
 
     def __init__(self) -> None:
@@ -60,18 +42,23 @@ class Retrieval(ReloadableDeployment[OrganicState]):
         self._follower: asyncio.Task | None = None
         self._stream_position = "0-0"
 
-    def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: OrganicState | None) -> OrganicState:
-        return load_organic_state(config, previous, "retrieval", retrieval_pipeline)
+    def build_state(self, config: RayfeedConfig, settings: DeploymentSettings,
+                    previous: RetrievalState | None) -> RetrievalState:
+        version = resolve_version(config)
+        models = load_once(previous.models if previous else None, (str(version.root), version.version, config.data),
+                           lambda: OrganicModels.load(version.path / "organic", load_dataset(config.data), config))
+        part = RetrievalPart(models.value, config, stage_hook("retrieval", config, version.version), version.version)
+        return RetrievalState(config, version.version, models, part)
 
-    def after_swap(self, state: OrganicState, settings: DeploymentSettings) -> None:
+    def after_swap(self, state: RetrievalState, settings: DeploymentSettings) -> None:
         dynamic = state.config.retrieval.dynamic
         if not dynamic.enabled or not state.config.redis_url:
             self._live = None
             return
         if self._live is None or self._live.config != dynamic:
-            self._live = LiveEngagement(state.models.two_tower, dynamic)
+            self._live = LiveEngagement(state.models.value.two_tower, dynamic)
             self._stream_position = "0-0"  # a new follower state replays the retained stream
-        self._live.attach(state.models)  # a newly loaded artifact gets the engagements since
+        self._live.attach(state.models.value)  # a newly loaded artifact gets the engagements since
         if self._follower is None:
             self._follower = asyncio.get_running_loop().create_task(self._follow(state.config.redis_url))
 
@@ -113,24 +100,4 @@ class Retrieval(ReloadableDeployment[OrganicState]):
     async def retrieve(self, request: OrganicRequest) -> OrganicWork:
         state = await self.state()
         check_deadline(request.deadline, "retrieval")
-        started = time.perf_counter()
-        live = self._live
-        with continue_trace("retrieval", request.trace, attributes={ATTR_MODEL_VERSION: state.version}) as span:
-            with timed_step(state.runner.hook, "query_hydration", "hydrator") as figures:
-                query = state.models.query(
-                    request.user_id, now=request.now, limit=request.limit, request_id=request.request_id,
-                    served_item_ids=request.served_item_ids, hidden_item_ids=request.hidden_item_ids,
-                    hidden_creator_ids=request.hidden_creator_ids,
-                    user_embedding=live.embedding(request.user_id, request.now) if live else None,
-                    fresh_item_ids=live.fresh_items(request.user_id) if live else (),
-                    session_item_ids=live.session_items(request.user_id, request.now) if live else (),
-                )
-                figures.update(seen_items=len(query.seen_item_ids), friends=len(query.friend_ids),
-                               cold_start=query.cold_start)
-            result = state.runner.run(query)
-            span.set_attribute(ATTR_N_OUT, len(result.candidates))
-        work = OrganicWork(request, query, result.candidates, {"retrieval": ms(time.perf_counter() - started)},
-                           versions={"retrieval": state.version})
-        if request.explain:
-            work.removed = result.removal_counts()
-        return work
+        return state.part.run(request, self._live)

@@ -1,4 +1,4 @@
-"""Observability tunables, declared once. Wired into app.config.RayfeedConfig as `observability`.
+"""Observability tunables, declared once. Wired into config.RayfeedConfig as `observability`.
 
 Tracing follows OpenTelemetry's standard environment variables first (OTEL_EXPORTER_OTLP_ENDPOINT,
 OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER[_ARG], OTEL_SDK_DISABLED); the fields here are the

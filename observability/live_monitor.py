@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from app.state.sessions import StreamAppend
 from observability.config import ObservabilityConfig
 from observability.metrics import FeedMetrics
 from observability.monitors import (
@@ -178,6 +179,28 @@ class PredictionRecord:
         for name in ("item_ids", "positions", "creator_ids"):
             data[name] = tuple(data[name])
         return cls(**data)
+
+
+def prediction_log_entry(config: ObservabilityConfig, user_id: int, request_id: str, slots: Sequence[Any],
+                         first_position: int, page: Any, version: str) -> StreamAppend | None:
+    """The live monitor's record of a served page, for requests Ranking sampled (it attached the
+    per-head scores to `page`, an app.organic.OrganicPage); sent with the page's other Redis
+    writes. Never raises: monitoring never fails a feed."""
+    from observability.tracing import hash_user_id
+
+    live = config.live_monitor
+    if not live.enabled or page.head_scores is None:
+        return None
+    try:
+        organic = [(int(s.ref_id), first_position + s.position - 1, int(s.item.creator_id))
+                   for s in slots if s.kind == "organic"]
+        record = PredictionRecord.for_page(
+            request_id, hash_user_id(user_id, config.user_id_hash_salt), page.versions.get("ranking", version),
+            time.time(), organic, [e.item_id for e in page.entries], page.head_scores, page.monitor_sample)
+        return StreamAppend(live.stream_key, record.to_fields(), live.stream_maxlen)
+    except Exception:  # noqa: BLE001 - monitoring never fails a feed
+        log.exception("prediction log record failed")
+        return None
 
 
 def _text(value) -> str:

@@ -335,17 +335,31 @@ class ObservabilityHook:
         runner = PipelineRunner("organic", sources, stages, hook=hook)
     """
 
-    def __init__(self, pipeline: str, metrics: FeedMetrics | None = None, tracing=None, model_version: str | None = None) -> None:
+    def __init__(self, pipeline: str, metrics: FeedMetrics | None = None, tracing=None, model_version: str | None = None,
+                 batch_span_mode: str = "per_request") -> None:
         from observability.tracing import ATTR_MODEL_VERSION, TracingStageHook
 
         self.pipeline = pipeline
         self.metrics = metrics or NullMetrics()
-        self.tracing = tracing or TracingStageHook(pipeline)
+        self.tracing = tracing or TracingStageHook(pipeline, batch_span_mode=batch_span_mode)  # type: ignore[arg-type]
         if model_version is not None:
             self.tracing.set_attributes(**{ATTR_MODEL_VERSION: model_version})
 
     def span(self, name: str, kind: str) -> contextlib.AbstractContextManager[dict[str, object]]:
         return self.tracing.span(name, kind)
+
+    def part(self, name: str, trace: Mapping[str, str] | None) -> contextlib.AbstractContextManager[Any]:
+        return self.tracing.part(name, trace)
+
+    def within(self, trace: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
+        return self.tracing.within(trace)
+
+    def batch_span(self, name: str, kind: str, traces: Sequence[Mapping[str, str]],
+                   sizes: Sequence[int]) -> contextlib.AbstractContextManager[None]:
+        return self.tracing.batch_span(name, kind, traces, sizes)
+
+    def wait(self, name: str, trace: Mapping[str, str], start_ns: int, end_ns: int, batch_size: int) -> None:
+        self.tracing.wait(name, trace, start_ns, end_ns, batch_size)
 
     def record(self, record: StageRecord) -> None:
         self.tracing.record(record)
@@ -353,4 +367,3 @@ class ObservabilityHook:
             self.metrics.record_stage(record, self.pipeline)
         except Exception:  # noqa: BLE001 - metrics must never fail a request
             log.exception("recording stage metrics for %s failed", record.name)
-

@@ -51,7 +51,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from app.pipeline.runner import StageRecord
+from app.pipeline.runner import PartSpan, StageRecord
 from observability.config import ObservabilityConfig
 
 log = logging.getLogger(__name__)
@@ -337,10 +337,12 @@ class TracingStageHook:
         pipeline: str,
         attributes: Mapping[str, object] | None = None,
         tracer: trace.Tracer | None = None,
+        batch_span_mode: Literal["per_request", "linked"] = "per_request",
     ) -> None:
         self.pipeline = pipeline
         self._tracer = tracer
         self._attributes = dict(attributes or {})
+        self.batch_span_mode = batch_span_mode
         self._pending: contextvars.ContextVar[tuple[str, Span, int] | None] = contextvars.ContextVar(
             f"rayfeed_pending_span_{id(self)}", default=None
         )
@@ -397,6 +399,50 @@ class TracingStageHook:
             span.add_event("exception", {"exception.message": record.error, "rayfeed.failed_open": True})
             span.set_status(Status(StatusCode.ERROR, record.error))
         span.end(end_time=end)
+
+    @contextlib.contextmanager
+    def part(self, name: str, trace_carrier: Mapping[str, str] | None) -> Iterator[PartSpan]:
+        """A pipeline part's span (e.g. "ranking"), continuing the caller's trace from its carrier
+        (a deployment hop) or, without one, a child of the current context (in-process)."""
+        self._flush_pending()
+        context = extract_context(trace_carrier) if trace_carrier else None
+        kind = SpanKind.SERVER if trace_carrier else SpanKind.INTERNAL
+        with self.tracer.start_as_current_span(name, context=context, kind=kind,
+                                               attributes=dict(self._attributes)) as span:
+            opened = PartSpan(inject_context())
+            try:
+                yield opened
+            finally:
+                self._flush_pending()
+                self._set_figures(span, opened.figures)
+
+    @contextlib.contextmanager
+    def within(self, trace_carrier: Mapping[str, str]) -> Iterator[None]:
+        self._flush_pending()
+        token = otel_context.attach(extract_context(trace_carrier))
+        try:
+            yield None
+        finally:
+            self._flush_pending()
+            otel_context.detach(token)
+
+    @contextlib.contextmanager
+    def batch_span(
+        self, name: str, kind: str, traces: Sequence[Mapping[str, str]], sizes: Sequence[int],
+    ) -> Iterator[None]:
+        self._flush_pending()
+        attributes = {ATTR_PIPELINE: self.pipeline, ATTR_STAGE: name, ATTR_KIND: kind, **self._attributes}
+        with batch_span(f"{self.pipeline}.{name}", traces, mode=self.batch_span_mode, attributes=attributes,
+                        tracer=self.tracer) as spans:
+            spans.set_attribute("rayfeed.batch.candidates", int(sum(sizes)))
+            for i, n in enumerate(sizes):
+                spans.span_for(i).set_attribute(ATTR_N_IN, int(n))
+                spans.span_for(i).set_attribute(ATTR_N_OUT, int(n))
+            yield None
+
+    def wait(self, name: str, trace_carrier: Mapping[str, str], start_ns: int, end_ns: int, batch_size: int) -> None:
+        record_span(f"{self.pipeline}.{name}", trace_carrier, start_ns, end_ns,
+                    attributes={ATTR_BATCH_SIZE: batch_size}, tracer=self.tracer)
 
 
 # Re-exported for callers that only need the hook signature.

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import cli.main as cli
-from app.config import load_config
+from config import load_config
 
 
 def test_training_on_demand_uses_the_given_configuration(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from app.config import load_config
+from config import load_config
 from benchmarks.million_items import WORLD, Reduction, build_key, million_overrides, split_for_reduced_training
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from app.config import RayfeedConfig
+from config import RayfeedConfig
 from app.data import load_dataset
 from app.data.tables import Dataset
 from app.evaluation.sets import PAD, UserItemSets

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from app.artifacts import ArtifactStore, ArtifactVersion
-from app.config import RayfeedConfig
+from config import RayfeedConfig
 from app.data import load_dataset
 from app.data.tables import Dataset
 from app.evaluation.metrics import recall_at_k

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.config import RayfeedConfig
+from config import RayfeedConfig
 from app.organic import OrganicModels, retrieval_pipeline
 from app.ranking.scorer import HEAD_COLUMNS, MultiTaskScorer
 from observability.live_monitor import BASELINE_FILE, FeatureSampler
@@ -67,7 +67,7 @@ def save_monitor_baseline(models: OrganicModels, config: RayfeedConfig, organic_
 
 def main(argv: list[str] | None = None) -> int:
     from app.artifacts import ArtifactStore
-    from app.config import load_config
+    from config import load_config
     from app.data import load_dataset
 
     parser = argparse.ArgumentParser(prog="python -m training.monitor_baseline", description=__doc__.split("\n\n")[0])

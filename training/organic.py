@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from app.artifacts import ArtifactStore, ArtifactVersion
-from app.config import RayfeedConfig
+from config import RayfeedConfig
 from app.data.tables import Dataset
 from app.organic import OrganicModels, retrieval_pipeline
 from app.pipeline import Candidates

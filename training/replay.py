@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from app.config import RayfeedConfig
+from config import RayfeedConfig
 from app.data.tables import Dataset
 from app.freshness.config import FreshnessConfig
 from app.freshness.ensemble import ContextEnsembleStrategy

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 
-from app.config import RayfeedConfig
+from config import RayfeedConfig
 from app.data.tables import Dataset
 from app.state.events import EventStream
 from observability.retrain_requests import RETRAIN_REQUESTS_KEY, RetrainRequestStream

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from app.collator.config import CollatorConfig
-from app.config import RayfeedConfig, load_config
+from config import RayfeedConfig, load_config
 from tuning.config import SimulationConfig
 from tuning.report import build_report
 from tuning.search import (

@@ -12,7 +12,7 @@
                (same seed = same random numbers) get a 95% t-interval.
 
 The chosen configuration is written as a YAML fragment `collator: {...}` that
-`app.config.load_config` reads, and that serve_config.yaml's `user_config` takes verbatim
+`config.load_config` reads, and that serve_config.yaml's `user_config` takes verbatim
 (see tuning/README.md).
 """
 from __future__ import annotations

@@ -93,7 +93,7 @@ def world_from_artifacts(
     log: Callable[[str], None] = print,
 ) -> SimWorld:
     """The MovieLens world of a published artifact version (`app.bootstrap.load_artifacts`)."""
-    from app.config import config_from_mapping
+    from config import config_from_mapping
     from app.organic import OrganicPipeline
 
     system = sim_config.system

@@ -9,7 +9,8 @@ was not placed). If caps or budgets cannot be read or reserved, the request gets
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from app.ads.auction import AuctionBid, GSPAuction, PositionAuction, VCGAuction
 from app.ads.config import AdsConfig
@@ -41,6 +42,60 @@ log = logging.getLogger(__name__)
 def reservation_id(request_id: str, ad_id: int) -> str:
     """One ad's reservation within one request: the idempotency key of reserve/commit/release."""
     return f"{request_id}:{ad_id}"
+
+
+@dataclass(frozen=True)
+class AdsRequest:
+    """One page's ask of the ads side. `trace` and `deadline` travel with it to the Auction
+    replica (spans join the request's trace; a request reached too late reserves nothing)."""
+
+    user_id: int
+    request_id: str
+    n_slots: int
+    now: float
+    session_id: str
+    hidden_creator_ids: frozenset[int] = frozenset()
+    trace: dict[str, str] = field(default_factory=dict)
+    deadline: float | None = None
+
+
+def serve_page_ads(server: AdServer | None, users: Mapping[int, AdUser], request: AdsRequest) -> AdResult | None:
+    """The ads of one page: None for a user without an ad profile; withheld (fail closed) when
+    there is no server, i.e. no store to check caps and budgets against."""
+    user = users.get(request.user_id)
+    if user is None:
+        return None
+    if server is None:
+        return AdResult([], WithheldReason.STORE_UNAVAILABLE)
+    return server.serve(user.hiding_creators(request.hidden_creator_ids), request.request_id, request.n_slots,
+                        now=request.now, session_id=request.session_id)
+
+
+@dataclass
+class AdFunnel:
+    """One request on its way through the funnel: what each step hands the next."""
+
+    user: AdUser
+    request_id: str
+    n_slots: int
+    now: float
+    session_id: str
+    ads: list[Ad] = field(default_factory=list)
+    request: AdRequest | None = None  # the user's caps and the campaigns' budgets, read once
+    removed: dict[str, int] = field(default_factory=dict)
+    bids: list[AuctionBid] = field(default_factory=list)
+    scores: dict[int, tuple[float, float]] = field(default_factory=dict)  # ad -> (pCTR, pCVR)
+    pacing: dict[int, float] = field(default_factory=dict)  # campaign -> multiplier
+    awards: list = field(default_factory=list)
+    winners: list[AdCandidate] = field(default_factory=list)
+    result: AdResult | None = None  # set by a step that settles the request early
+
+
+@dataclass(frozen=True)
+class AdStep:
+    name: str
+    kind: str
+    run: Callable[[AdFunnel], None]
 
 
 def make_auction(config: AdsConfig) -> PositionAuction:
@@ -93,6 +148,16 @@ class AdServer:
         self.pacer = pacer
         self.page = PageConstraintSelector(self.limits, config.one_ad_per_advertiser)
         self.auction = make_auction(config)
+        # The funnel, in order; each step is timed, counted and traced through the hook. A step
+        # that settles the request (no targeted ads, a store failure) ends it early.
+        self.steps: tuple[AdStep, ...] = (
+            AdStep("targeting", "source", self._target),
+            AdStep("cap_budget_hydration", "hydrator", self._hydrate_caps_and_budgets),
+            AdStep("eligibility", "filter", self._eligible),
+            AdStep("ad_ranker", "scorer", self._rank),
+            AdStep("auction", "selector", self._run_auction),
+            AdStep("reservation", "hydrator", self._reserve),
+        )
         self.caps = caps
         self.budgets = budgets
         self.reservations: ReservationStore = reservations or StoreReservations(caps, budgets)
@@ -107,63 +172,78 @@ class AdServer:
         session. Serving the same `request_id` again holds nothing twice.
         """
         now = self.clock() if now is None else now
-        session_id = session_id or request_id
         if user.opted_out_all:
             return AdResult([], WithheldReason.OPTED_OUT)
-        with timed_step(self.hook, "targeting", "source") as figures:
-            ads = [ad for cid in self.targeting.match(user, now) for ad in self._ads_by_campaign.get(int(cid), ())]
-            figures.update(n_out=len(ads))
-        if not ads or n_slots <= 0:
-            return AdResult([])
+        funnel = AdFunnel(user, request_id, n_slots, now, session_id or request_id)
+        for step in self.steps:
+            with timed_step(self.hook, step.name, step.kind) as figures:
+                figures["n_in"] = len(funnel.ads)
+                step.run(funnel)
+                figures["n_out"] = len(funnel.ads)
+            if funnel.result is not None:
+                return funnel.result
+        return AdResult(funnel.winners, None, funnel.removed)
+
+    # -- the funnel's steps, in the order `steps` declares them ----------------------------------
+    def _target(self, f: AdFunnel) -> None:
+        f.ads = [ad for cid in self.targeting.match(f.user, f.now) for ad in self._ads_by_campaign.get(int(cid), ())]
+        if not f.ads or f.n_slots <= 0:
+            f.result = AdResult([])
+
+    def _hydrate_caps_and_budgets(self, f: AdFunnel) -> None:
         try:
-            with timed_step(self.hook, "cap_budget_hydration", "hydrator") as figures:
-                request = self._hydrate(user, session_id, now, ads)
-                figures.update(n_in=len(ads), n_out=len(ads))
+            f.request = self._hydrate(f.user, f.session_id, f.now, f.ads)
         except StoreUnavailable as exc:
-            log.warning("ads withheld for request %s: %s", request_id, exc)
-            return AdResult([], WithheldReason.STORE_UNAVAILABLE)
+            log.warning("ads withheld for request %s: %s", f.request_id, exc)
+            f.result = AdResult([], WithheldReason.STORE_UNAVAILABLE)
 
-        removed: dict[str, int] = {}
-        with timed_step(self.hook, "eligibility", "filter") as figures:
-            figures["n_in"] = len(ads)
-            for f in self.filters:
-                keep = f.keep(request, ads, self.campaigns)
-                removed[f.name] = int(len(ads) - keep.sum())
-                ads = [a for a, k in zip(ads, keep) if k]
-            if len(ads) > self.config.max_candidates:  # cheapest prior: the campaign's own bid
-                ads = sorted(ads, key=lambda a: (-self.campaigns[a.campaign_id].bid, a.ad_id))[: self.config.max_candidates]
-            figures["n_out"] = len(ads)
+    def _eligible(self, f: AdFunnel) -> None:
+        assert f.request is not None
+        ads = f.ads
+        for ad_filter in self.filters:
+            keep = ad_filter.keep(f.request, ads, self.campaigns)
+            f.removed[ad_filter.name] = int(len(ads) - keep.sum())
+            ads = [a for a, k in zip(ads, keep) if k]
+        if len(ads) > self.config.max_candidates:  # cheapest prior: the campaign's own bid
+            ads = sorted(ads, key=lambda a: (-self.campaigns[a.campaign_id].bid, a.ad_id))[: self.config.max_candidates]
+        f.ads = ads
 
-        with timed_step(self.hook, "ad_ranker", "scorer") as figures:
-            bids, scores, pacing = self._bids(request, ads)
-            figures.update(n_in=len(ads), n_out=len(bids))
-        by_id = {a.ad_id: a for a in ads}
-        with timed_step(self.hook, "auction", "selector") as figures:
-            ranked = sorted(bids, key=lambda b: (-b.ecpm, b.ad_id))
-            kept = self.page.select(request, [by_id[b.ad_id] for b in ranked], self.campaigns)
-            removed[self.page.name] = len(ranked) - len(kept)
-            awards = self.auction.run([ranked[i] for i in kept], n_slots)
-            figures.update(n_in=len(ranked), n_out=len(awards))
+    def _rank(self, f: AdFunnel) -> None:
+        assert f.request is not None
+        f.bids, f.scores, f.pacing = self._bids(f.request, f.ads)
 
-        holds = [self._reservation(request_id, request, by_id[a.ad_id], a.price_per_impression) for a in awards]
+    def _run_auction(self, f: AdFunnel) -> None:
+        assert f.request is not None
+        by_id = {a.ad_id: a for a in f.ads}
+        ranked = sorted(f.bids, key=lambda b: (-b.ecpm, b.ad_id))
+        kept = self.page.select(f.request, [by_id[b.ad_id] for b in ranked], self.campaigns)
+        f.removed[self.page.name] = len(ranked) - len(kept)
+        f.awards = self.auction.run([ranked[i] for i in kept], f.n_slots)
+        awarded = {a.ad_id for a in f.awards}
+        f.ads = [a for a in f.ads if a.ad_id in awarded]
+
+    def _reserve(self, f: AdFunnel) -> None:
+        assert f.request is not None
+        by_id = {a.ad_id: a for a in f.ads}
+        holds = [self._reservation(f.request_id, f.request, by_id[a.ad_id], a.price_per_impression) for a in f.awards]
         try:
-            outcomes = self.reservations.reserve(holds, now)
+            outcomes = self.reservations.reserve(holds, f.now)
         except StoreUnavailable as exc:
-            log.warning("ads withheld for request %s mid-reservation: %s", request_id, exc)
-            self._release_quietly([h.reservation_id for h in holds], now)
-            return AdResult([], WithheldReason.STORE_UNAVAILABLE, removed)
-        winners: list[AdCandidate] = []
-        for award, hold, outcome in zip(awards, holds, outcomes):
+            log.warning("ads withheld for request %s mid-reservation: %s", f.request_id, exc)
+            self._release_quietly([h.reservation_id for h in holds], f.now)
+            f.result = AdResult([], WithheldReason.STORE_UNAVAILABLE, f.removed)
+            return
+        for award, hold, outcome in zip(f.awards, holds, outcomes):
             if not outcome.caps_held:
-                removed["cap_reserve"] = removed.get("cap_reserve", 0) + 1
+                f.removed["cap_reserve"] = f.removed.get("cap_reserve", 0) + 1
                 continue
             if not outcome.held:
-                removed["budget_reserve"] = removed.get("budget_reserve", 0) + 1
+                f.removed["budget_reserve"] = f.removed.get("budget_reserve", 0) + 1
                 continue
             ad = by_id[award.ad_id]
             campaign = self.campaigns[ad.campaign_id]
-            pctr, pcvr = scores[ad.ad_id]
-            winners.append(
+            pctr, pcvr = f.scores[ad.ad_id]
+            f.winners.append(
                 AdCandidate(
                     ad_id=ad.ad_id,
                     campaign_id=ad.campaign_id,
@@ -172,7 +252,7 @@ class AdServer:
                     bid=campaign.bid,
                     pctr=pctr,
                     pcvr=pcvr,
-                    pacing_multiplier=pacing[ad.campaign_id],
+                    pacing_multiplier=f.pacing[ad.campaign_id],
                     ecpm=award.ecpm,
                     price=award.price_per_impression,
                     slot_rank=award.slot,
@@ -182,7 +262,7 @@ class AdServer:
                     slot_factor=award.slot_factor,
                 )
             )
-        return AdResult(winners, None, removed)
+        f.ads = [by_id[w.ad_id] for w in f.winners]
 
     def commit_impression(self, request_id: str, ad_id: int) -> bool:
         """The ad was shown: its reservation becomes spend and a counted impression.

@@ -15,25 +15,6 @@ import numpy as np
 
 from app.ads.types import AdCandidate
 from app.collator.types import CollatedPage, Notification
-from app.pipeline import Candidates
-
-HEAD_COLUMNS = ("p_click", "p_like", "p_share", "p_hide", "e_watch")
-
-
-def organic_provenance(candidates: Candidates) -> dict[int, dict[str, object]]:
-    """Per reranked item: the source that kept it, every source that produced it, per-head
-    scores and the final score, and its rank after reranking."""
-    out: dict[int, dict[str, object]] = {}
-    source_columns = [c for c in candidates.features if c.startswith("src_")]
-    for row, item in enumerate(candidates.item_ids.tolist()):
-        out[int(item)] = {
-            "source": str(candidates.sources[row]),
-            "also_from": [c.removeprefix("src_") for c in source_columns if candidates.features[c][row] > 0],
-            "scores": {h: round(float(candidates.scores[h][row]), 5) for h in (*HEAD_COLUMNS, "final") if h in candidates.scores},
-            "rerank_position": row + 1,
-        }
-    return out
-
 
 def ad_provenance(ad: AdCandidate) -> dict[str, object]:
     return {

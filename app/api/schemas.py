@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 EventType = Literal["impression", "click", "like", "share", "hide", "watch", "conversion"]
 EVENT_TYPES: tuple[str, ...] = ("impression", "click", "like", "share", "hide", "watch", "conversion")
@@ -68,6 +68,12 @@ class Event(_Strict):
         if self.creator_id is not None and self.type != "hide":
             raise ValueError("creator_id is only meaningful on hide events")
         return self
+
+
+class EventBatch(RootModel[list[Event]]):
+    """The body of POST /v1/events: one or more events (at most api.max_events_per_request)."""
+
+    root: list[Event] = Field(min_length=1)
 
 
 class EventsAck(BaseModel):

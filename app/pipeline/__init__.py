@@ -4,8 +4,19 @@ Stages never call other stages; the runner times them, counts kept/removed candi
 applies their failure policy through a hook that observability/ implements.
 """
 from app.pipeline.candidates import Candidates, FeedQuery, Removal
-from app.pipeline.runner import NullHook, PipelineResult, PipelineRunner, StageHook, StageRecord, timed_step
+from app.pipeline.runner import (
+    BATCH_WAIT,
+    BatchEntry,
+    NullHook,
+    PartSpan,
+    PipelineResult,
+    PipelineRunner,
+    StageHook,
+    StageRecord,
+    timed_step,
+)
 from app.pipeline.stages import (
+    BatchScorer,
     CandidateSource,
     Filter,
     Hydrator,
@@ -18,6 +29,10 @@ __all__ = [
     "Candidates",
     "FeedQuery",
     "Removal",
+    "BATCH_WAIT",
+    "BatchEntry",
+    "BatchScorer",
+    "PartSpan",
     "CandidateSource",
     "Filter",
     "Hydrator",

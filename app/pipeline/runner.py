@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,14 +32,61 @@ class StageRecord:
     n_in: int
     n_out: int
     error: str | None = None
+    batch_size: int = 1  # requests that shared the call (a batched stage, a batch queue)
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One request of a batched run: its query and candidates, the carrier of its part span
+    (where its stage spans go) and, when it queued for the batch, since when (time.time_ns)."""
+
+    query: FeedQuery
+    candidates: Candidates
+    trace: Mapping[str, str] = field(default_factory=dict)
+    queued_ns: int | None = None
+
+
+BATCH_WAIT = "batch_wait"  # the record and span of the time a request queued for its batch
+
+
+Trace = Mapping[str, str]  # a W3C trace-context carrier (e.g. {"traceparent": ...}); opaque here
+
+
+@dataclass
+class PartSpan:
+    """An open span of one pipeline part: `carrier` names it (children made elsewhere, e.g. in a
+    batch, attach to it); `figures` become its attributes when it closes (n_in, n_out, ...)."""
+
+    carrier: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, object] = field(default_factory=dict)
 
 
 class StageHook(Protocol):
-    """Observability's view of the runner. The default does nothing."""
+    """Observability's view of the runner (observability.metrics.ObservabilityHook implements it).
+    The runner calls it; stages never do."""
 
-    def span(self, name: str, kind: str) -> contextlib.AbstractContextManager[dict[str, object]]: ...
+    def span(self, name: str, kind: str) -> contextlib.AbstractContextManager[dict[str, object]]:
+        """A stage's span, child of the current context."""
 
-    def record(self, record: StageRecord) -> None: ...
+    def record(self, record: StageRecord) -> None:
+        """A stage's figures (metrics; the end of its span)."""
+
+    def part(self, name: str, trace: Trace | None) -> contextlib.AbstractContextManager[PartSpan]:
+        """The span of one pipeline part, continuing `trace` (None: the current context), current
+        for the block."""
+
+    def within(self, trace: Trace) -> contextlib.AbstractContextManager[None]:
+        """Make `trace` the current context (a per-request stage run inside a batch handler, whose
+        ambient context is whichever request started the batch)."""
+
+    def batch_span(
+        self, name: str, kind: str, traces: Sequence[Trace], sizes: Sequence[int],
+    ) -> contextlib.AbstractContextManager[None]:
+        """One batched stage call serving len(traces) requests (sizes[i] candidates each): a span
+        under each request's part."""
+
+    def wait(self, name: str, trace: Trace, start_ns: int, end_ns: int, batch_size: int) -> None:
+        """A finished interval measured before its span could exist (time queued for a batch)."""
 
 
 class NullHook:
@@ -49,6 +96,26 @@ class NullHook:
 
     def record(self, record: StageRecord) -> None:
         return None
+
+    @contextlib.contextmanager
+    def part(self, name: str, trace: Trace | None) -> Iterator[PartSpan]:
+        yield PartSpan(dict(trace or {}))
+
+    @contextlib.contextmanager
+    def within(self, trace: Trace) -> Iterator[None]:
+        yield None
+
+    @contextlib.contextmanager
+    def batch_span(self, name: str, kind: str, traces: Sequence[Trace], sizes: Sequence[int]) -> Iterator[None]:
+        yield None
+
+    def wait(self, name: str, trace: Trace, start_ns: int, end_ns: int, batch_size: int) -> None:
+        return None
+
+
+def ms(seconds: float) -> float:
+    """Seconds as the milliseconds a page's `timings_ms` reports."""
+    return round(seconds * 1000.0, 3)
 
 
 @contextlib.contextmanager
@@ -69,6 +136,14 @@ def timed_step(hook: StageHook, name: str, kind: str) -> Iterator[dict[str, obje
         yield figures
     hook.record(StageRecord(name, kind, time.perf_counter() - start,
                             int(figures.get("n_in", 0)), int(figures.get("n_out", 0))))  # type: ignore[arg-type]
+
+
+def record_wait(hook: StageHook, name: str, trace: Trace, queued_ns: int, sent_ns: int, batch_size: int) -> float:
+    """A request's time queued for a batched call (a span and a `wait` record); its seconds."""
+    seconds = max(sent_ns - queued_ns, 0) / 1e9
+    hook.wait(name, trace, queued_ns, sent_ns, batch_size)
+    hook.record(StageRecord(name, "wait", seconds, 1, 1, batch_size=batch_size))
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -102,6 +177,16 @@ class PipelineResult:
     candidates: Candidates
     removal_batches: list[RemovalBatch] = field(default_factory=list)
     records: list[StageRecord] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """Time the stages spent on this request (a batched stage's share included, waits not)."""
+        return sum(r.seconds for r in self.records if r.kind != "wait")
+
+    @property
+    def batch_size(self) -> int:
+        """Requests that shared this run's batched stages (1 for a plain run)."""
+        return max((r.batch_size for r in self.records), default=1)
 
     @property
     def removals(self) -> list[Removal]:
@@ -180,6 +265,46 @@ class PipelineRunner:
             candidates = self._run_stage(stage, query, candidates, result)
         result.candidates = candidates
         return result
+
+    def run_batch(self, entries: Sequence[BatchEntry]) -> list[PipelineResult]:
+        """Every entry through the post-source stages together, in declared order. A scorer with
+        `score_batch(requests)` scores all entries in ONE call (each request's record gets its
+        share of the time, by candidate count); every other stage runs per entry, under that
+        entry's trace. Results are in entry order."""
+        began_ns = time.time_ns()
+        results = [PipelineResult(e.candidates) for e in entries]
+        for entry, result in zip(entries, results):
+            if entry.queued_ns is not None:
+                n = len(entry.candidates)
+                self.hook.wait(BATCH_WAIT, entry.trace, entry.queued_ns, began_ns, len(entries))
+                self._record(result, StageRecord(BATCH_WAIT, "wait", max(began_ns - entry.queued_ns, 0) / 1e9,
+                                                 n, n, batch_size=len(entries)))
+        current = [e.candidates for e in entries]
+        for stage in self.stages:
+            if stage_kind(stage) == "scorer" and callable(getattr(stage, "score_batch", None)):
+                current = self._run_batched_scorer(stage, entries, current, results)
+                continue
+            for i, entry in enumerate(entries):
+                with self.hook.within(entry.trace):
+                    current[i] = self._run_stage(stage, entry.query, current[i], results[i])
+        for result, candidates in zip(results, current):
+            result.candidates = candidates
+        return results
+
+    def _run_batched_scorer(
+        self, stage: Scorer, entries: Sequence[BatchEntry], current: list[Candidates], results: list[PipelineResult],
+    ) -> list[Candidates]:
+        """A batch-aware scorer fails closed for the whole batch: one model pass has one outcome."""
+        sizes = [len(c) for c in current]
+        start = time.perf_counter()
+        with self.hook.batch_span(stage.name, "scorer", [e.trace for e in entries], sizes):
+            columns = stage.score_batch([(e.query, c) for e, c in zip(entries, current)])  # type: ignore[attr-defined]
+        seconds, total = time.perf_counter() - start, max(sum(sizes), 1)
+        out = []
+        for candidates, scores, n, result in zip(current, columns, sizes, results):
+            out.append(candidates.with_scores(scores))
+            self._record(result, StageRecord(stage.name, "scorer", seconds * n / total, n, n, batch_size=len(entries)))
+        return out
 
     def _run_source(self, source: CandidateSource, query: FeedQuery, result: PipelineResult) -> Candidates:
         start = time.perf_counter()

@@ -53,3 +53,11 @@ class Selector(Stage, Protocol):
     """Returns the positions (into `candidates`) of the chosen ones, in page order."""
 
     def select(self, query: FeedQuery, candidates: Candidates) -> np.ndarray: ...
+
+
+@runtime_checkable
+class BatchScorer(Scorer, Protocol):
+    """A scorer that can score many requests in one call (one model pass). The runner's
+    `run_batch` uses it; a plain `run` calls `score`."""
+
+    def score_batch(self, requests: list[tuple[FeedQuery, Candidates]]) -> list[dict[str, np.ndarray]]: ...

@@ -69,6 +69,9 @@ class MultiTaskScorer:
         self.weights = weights or ScoreWeights()
         self.assembler = assembler
         self.chunk = chunk
+        # Called after each pass with (requests, features, columns): the live monitor samples the
+        # inputs the model saw without a second featurisation. None: nobody listens.
+        self.on_scored = None
 
     @classmethod
     def from_artifacts(cls, artifacts: RankerArtifacts, hydrate_missing: bool = True) -> MultiTaskScorer:
@@ -117,9 +120,13 @@ class MultiTaskScorer:
         """Score many requests' candidates in one tensor pass; one dict of columns per request.
         `features`: `features_for(requests)` when the caller already made it (the live monitor
         samples the same inputs the model saw)."""
-        scores = self.predict(self.features_for(requests) if features is None else features)
+        features = self.features_for(requests) if features is None else features
+        scores = self.predict(features)
         bounds = np.cumsum([0] + [len(c) for _, c in requests])
-        return [{k: v[lo:hi] for k, v in scores.items()} for lo, hi in zip(bounds[:-1], bounds[1:])]
+        columns = [{k: v[lo:hi] for k, v in scores.items()} for lo, hi in zip(bounds[:-1], bounds[1:])]
+        if self.on_scored is not None:
+            self.on_scored(requests, features, columns)
+        return columns
 
     def score(self, query: FeedQuery, candidates: Candidates) -> dict[str, np.ndarray]:
         return self.score_batch([(query, candidates)])[0]

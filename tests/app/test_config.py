@@ -1,6 +1,6 @@
 import pytest
 
-from app.config import ConfigError, RayfeedConfig, load_config
+from config import ConfigError, RayfeedConfig, load_config
 
 
 def test_defaults_load():

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from app.artifacts import ArtifactStore, ArtifactVersion
-from app.config import RayfeedConfig, load_config
+from config import RayfeedConfig, load_config
 from app.data import load_dataset
 from training.ads import train_ads
 from training.monitor_baseline import save_monitor_baseline

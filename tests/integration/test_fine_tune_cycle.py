@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from app.config import config_from_mapping
+from config import config_from_mapping
 from observability.monitors import MonitorResult, RetrainRequest, Severity
 from observability.retrain_requests import RetrainRequestStream
 from tests.integration.artifacts import reduced_config

@@ -23,7 +23,7 @@ from tests.integration.conftest import ADMIN_TOKEN, ServedApp, concurrent_feeds,
 
 pytestmark = pytest.mark.integration
 
-OVERRIDES_KEY = "rf:admin:overrides"
+from app.state.overrides import OVERRIDES_KEY
 
 
 def _replica_names(deployment: str) -> list[str]:
@@ -232,7 +232,7 @@ def test_public_endpoints_are_rate_limited_per_client(served_app: ServedApp):
 
 def test_ingress_replicas_count_each_other_for_their_share_of_the_rate_limit(served_app: ServedApp):
     """Each ingress replica heartbeats into one Redis set and enforces 1/n of the limit."""
-    from deployments.ingress import MEMBERSHIP_KEY
+    from deployments.guards import MEMBERSHIP_KEY
 
     client = redis.Redis.from_url(served_app.redis_url)
     _wait(lambda: client.zcard(MEMBERSHIP_KEY) == 1, 10, "the one FeedIngress replica's heartbeat")

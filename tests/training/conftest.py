@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import RayfeedConfig, config_from_mapping
+from config import RayfeedConfig, config_from_mapping
 from app.data import DataConfig
 from app.data.synthetic import SyntheticWorldSpec, generate_world
 from training.organic import fit_organic, production_split

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from app.artifacts import ArtifactStore
-from app.config import config_from_mapping
+from config import config_from_mapping
 from app.organic import OrganicModels
 from app.state.events import StreamEvent
 from training.fine_tune import FRESH_FILE, engagement_interactions, fine_tune

@@ -9,7 +9,7 @@ from app.ads.pacing import BudgetPacer
 from app.ads.server import AdServer
 from app.collator.collator import Collator
 from app.collator.rules import page_violations
-from app.collator.types import SessionSignals
+from app.organic import OrganicRequest
 from app.feed import FeedService
 from app.organic import OrganicModels, OrganicPipeline
 from app.state.budgets import InMemoryBudgetStore
@@ -87,7 +87,7 @@ def feed_service(trained_models, small_world, small_config_):
                    InMemoryCapStore(), InMemoryBudgetStore(small_config_.ads.reservation_ttl_s),
                    small_config_.ads, clock)
     service = FeedService(OrganicPipeline(trained_models, small_config_), Collator(small_config_.collator), ads,
-                          dict(bundle.users), small_config_.collator.notifications, seed=3)
+                          dict(bundle.users), small_config_.api.max_pages)
     return service, clock
 
 
@@ -95,17 +95,17 @@ def test_feed_pages_obey_the_blending_rules_and_release_unplaced_ads(feed_servic
     service, clock = feed_service
     placed_ads = 0
     for user_id in range(1, 60):
-        query = trained_models.query(user_id, now=clock(), limit=20, request_id=f"r{user_id}")
-        page = service.page(query, SessionSignals())
-        organic = [s.item for s in page.page.slots if s.kind == "organic"]
-        assert page_violations(page.page.slots, page.page.rules, organic) == []
-        placed = {s.ref_id for s in page.page.slots if s.kind == "ad"}
+        request = OrganicRequest(user_id, clock(), 20, f"r{user_id}")
+        page = service.page(request).assembled.collated
+        organic = [s.item for s in page.slots if s.kind == "organic"]
+        assert page_violations(page.slots, page.rules, organic) == []
+        placed = {s.ref_id for s in page.slots if s.kind == "ad"}
         placed_ads += len(placed)
-        unplaced = {a.ad_id for a in page.page.unplaced_ads}
+        unplaced = {a.ad_id for a in page.unplaced_ads}
         # Released reservations: committing an unplaced ad's impression must not charge anything.
         for ad_id in unplaced:
-            assert service.ads.commit_impression(query.request_id, ad_id) is False
-        assert [s.position for s in page.page.slots] == list(range(1, len(page.page.slots) + 1))
+            assert service.ads.commit_impression(request.request_id, ad_id) is False
+        assert [s.position for s in page.slots] == list(range(1, len(page.slots) + 1))
     assert placed_ads > 0
 
 
@@ -125,10 +125,10 @@ def test_redis_unreachable_withholds_ads_and_keeps_the_organic_feed(trained_mode
                    RedisCapStore(dead, config.session_ttl_s, config.state_key_grace_s),
                    RedisBudgetStore(dead, config.reservation_ttl_s, config.state_key_grace_s), config, clock)
     service = FeedService(OrganicPipeline(trained_models, small_config_), Collator(small_config_.collator), ads,
-                          dict(bundle.users), small_config_.collator.notifications, seed=3)
-    query = trained_models.query(3, now=clock(), limit=20, request_id="r-down")
-    page = service.page(query, SessionSignals())
-    kinds = [s.kind for s in page.page.slots]
+                          dict(bundle.users), small_config_.api.max_pages)
+    page = service.page(OrganicRequest(3, clock(), 20, "r-down"))
+    kinds = [s.kind for s in page.slots]
     assert "ad" not in kinds
     assert kinds.count("organic") >= 18
-    assert page.ads.withheld_reason == WithheldReason.STORE_UNAVAILABLE
+    assert page.ads.result.withheld_reason == WithheldReason.STORE_UNAVAILABLE
+    assert page.body["ads_withheld"] == WithheldReason.STORE_UNAVAILABLE.value

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from app.config import ConfigError, load_config
+from config import ConfigError, load_config
 from cli.main import build_parser
 from training.replay import QUICK_OVERRIDES, build_strategies, format_table, run, split_timeline, write_outputs
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from app.collator.config import CollatorConfig
-from app.config import load_config
+from config import load_config
 from tuning.search import (
     SEARCH_NARROWING,
     TUNED_FIELDS,

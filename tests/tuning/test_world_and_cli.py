@@ -6,7 +6,7 @@ import pytest
 
 from app.artifacts import ArtifactNotFound, ArtifactStore
 from app.collator.config import CollatorConfig
-from app.config import load_config
+from config import load_config
 from cli.main import build_parser
 from tuning.config import SimulationConfig
 from tuning.simulator import simulate

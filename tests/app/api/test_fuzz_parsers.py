@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.api.schemas import Event, ReloadRequest, WeightsRequest
 from app.api.validation import field_name, validation_problems
-from app.config import ConfigError, RayfeedConfig, config_from_mapping
+from config import ConfigError, RayfeedConfig, config_from_mapping
 from app.state.events import StreamEvent
 
 EVENTS = TypeAdapter(list[Event])

@@ -1,7 +1,7 @@
 """`data.dataset: synthetic` sized by `data.synthetic`, and its parquet cache."""
 import pytest
 
-from app.config import ConfigError, load_config
+from config import ConfigError, load_config
 from app.data import DataConfig, load_dataset
 from app.data.synthetic import cache_key, generate_world, spec_from_config
 

@@ -1,0 +1,58 @@
+"""`POST /v1/events`, the pure parts: a body becomes validated events, events become stream
+entries, accepted events become per-type counts. No I/O; the ingress appends and applies.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from pydantic import TypeAdapter, ValidationError
+
+from app.api.errors import ApiError
+from app.api.schemas import Event
+from app.api.validation import validation_problems
+from app.state.events import StreamEvent
+
+_EVENTS = TypeAdapter(list[Event])
+
+
+def parse_events(raw: bytes, max_events: int) -> list[Event]:
+    """The events of a request body: 400 when it is not JSON, 422 naming the field of each bad
+    event, 413 past `max_events`. An empty list is a 422 (nothing to acknowledge)."""
+    try:
+        payload = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "body", f"not JSON: {exc}") from None
+    if not isinstance(payload, list):
+        raise ApiError(422, "body", "expected a JSON list of events")
+    if not payload:
+        raise ApiError(422, "body", "expected at least one event")
+    if len(payload) > max_events:
+        raise ApiError(413, "body", f"at most {max_events} events per request")
+    try:
+        return _EVENTS.validate_python(payload)
+    except ValidationError as exc:
+        problems = validation_problems(list(exc.errors()))
+        raise ApiError(422, problems[0]["field"], problems[0]["message"], problems=problems) from None
+
+
+def stream_event(event: Event, now: float) -> StreamEvent:
+    """The stream's record of an event: world time `now` when the client sent none, and a
+    content-derived id when it named none (a retried batch is then still de-duplicated)."""
+    fields = event.model_dump(exclude={"event_id"})
+    fields["ts"] = event.ts if event.ts is not None else now
+    event_id = event.event_id or StreamEvent.derive_id(fields)
+    return StreamEvent(event_id=event_id, **fields)
+
+
+def ad_impressions(accepted: Sequence[StreamEvent]) -> list[tuple[str, int]]:
+    """(request id, ad id) of the accepted ad impressions: each turns a reservation into spend."""
+    return [(e.request_id, e.ad_id) for e in accepted
+            if e.type == "impression" and e.ad_id is not None and e.request_id]
+
+
+def counts_by_type(accepted: Sequence[StreamEvent]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in accepted:
+        counts[e.type] = counts.get(e.type, 0) + 1
+    return counts

@@ -1,0 +1,147 @@
+"""The loaded organic artifact: everything the organic stages read, as one object per replica.
+
+`OrganicModels` (models, index, engagement state, catalogue) is built by training/organic.py,
+saved as one artifact version and loaded by the Retrieval replica and the in-process service;
+`CatalogModels` is the slice reranking and the notifications read (no model stack).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from app.catalog import Catalog
+from app.data.tables import Dataset
+from app.pipeline import FeedQuery
+from app.settings import OrganicSettings
+
+# The model stack (torch, FAISS) is imported where it is used: the Reranking replica needs
+# only the catalogue, and a replacement replica that skips those imports starts seconds sooner.
+if TYPE_CHECKING:
+    from app.ranking.artifacts import RankerArtifacts
+    from app.retrieval.engagement import EngagementLog, ItemNeighbours
+    from app.retrieval.index import AnnIndex
+    from app.retrieval.sources import SocialGraph
+    from app.retrieval.two_tower import TwoTowerArtifacts
+
+
+@dataclass(frozen=True)
+class CatalogModels:
+    """What reranking and the notifications read: the dataset and its catalogue, no models."""
+
+    dataset: Dataset
+    catalog: Catalog
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> "CatalogModels":
+        return cls(dataset, Catalog.from_dataset(dataset))
+
+
+@dataclass
+class OrganicModels:
+    """Everything the organic stages read, loaded once per replica."""
+
+    dataset: Dataset
+    catalog: Catalog
+    two_tower: TwoTowerArtifacts
+    index: AnnIndex
+    engagements: EngagementLog
+    neighbours: ItemNeighbours
+    social: SocialGraph
+    ranker: RankerArtifacts
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        dataset: Dataset,
+        history: pd.DataFrame,
+        two_tower: TwoTowerArtifacts,
+        ranker: RankerArtifacts | None,
+        config: OrganicSettings,
+    ) -> "OrganicModels":
+        """Serving state as of `history`: engagement logs, neighbours, index, fresh user embeddings."""
+        from app.retrieval.engagement import EngagementLog, ItemNeighbours
+        from app.retrieval.index import AnnIndex
+        from app.retrieval.sources import SocialGraph
+
+        sources = config.retrieval.sources
+        two_tower = two_tower.with_histories(history)
+        return cls(
+            dataset=dataset,
+            catalog=Catalog.from_dataset(dataset),
+            two_tower=two_tower,
+            index=AnnIndex.build(two_tower.item_ids, two_tower.item_embeddings, config.retrieval.index),
+            engagements=EngagementLog(history),
+            neighbours=ItemNeighbours.build(history, sources.coengagement_neighbours, sources.coengagement_shrink),
+            social=SocialGraph(dataset.social_edges),
+            ranker=ranker,  # type: ignore[arg-type]  # None only while the ranker is being trained
+        )
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.two_tower.save(directory / "two_tower")
+        self.index.save(directory / "ann.index")
+        self.ranker.save(directory / "ranker")
+        self.engagements.interactions().to_parquet(directory / "engagements.parquet", index=False)
+        (directory / "organic.json").write_text(json.dumps(self.meta, default=str))
+
+    @classmethod
+    def load(cls, directory: Path, dataset: Dataset, config: OrganicSettings) -> "OrganicModels":
+        from app.ranking.artifacts import RankerArtifacts
+        from app.retrieval.engagement import EngagementLog, ItemNeighbours
+        from app.retrieval.index import AnnIndex
+        from app.retrieval.sources import SocialGraph
+        from app.retrieval.two_tower import TwoTowerArtifacts
+
+        two_tower = TwoTowerArtifacts.load(directory / "two_tower")
+        engagements = pd.read_parquet(directory / "engagements.parquet")
+        sources = config.retrieval.sources
+        return cls(
+            dataset=dataset,
+            catalog=Catalog.from_dataset(dataset),
+            two_tower=two_tower,
+            index=AnnIndex.load(directory / "ann.index", config.retrieval.index),
+            engagements=EngagementLog(engagements),
+            neighbours=ItemNeighbours.build(engagements, sources.coengagement_neighbours, sources.coengagement_shrink),
+            social=SocialGraph(dataset.social_edges),
+            ranker=RankerArtifacts.load(directory / "ranker", config.ranking),
+            meta=json.loads((directory / "organic.json").read_text()),
+        )
+
+    def query(
+        self,
+        user_id: int,
+        now: float,
+        limit: int,
+        request_id: str = "",
+        served_item_ids: frozenset[int] = frozenset(),
+        hidden_item_ids: frozenset[int] = frozenset(),
+        hidden_creator_ids: frozenset[int] = frozenset(),
+        user_embedding: np.ndarray | None = None,
+        fresh_item_ids: tuple[int, ...] = (),
+        session_item_ids: tuple[int, ...] = (),
+    ) -> FeedQuery:
+        """Hydrate the query: profile, consumed history + already served, friends."""
+        profile = self.dataset.user_row(user_id)
+        history = self.engagements.user_items(user_id)
+        return FeedQuery(
+            user_id=user_id,
+            limit=limit,
+            now=now,
+            user_features={} if profile is None else {"age": profile["age"], "gender": profile["gender"]},
+            seen_item_ids=frozenset(history.tolist()) | served_item_ids,
+            hidden_item_ids=hidden_item_ids,
+            hidden_creator_ids=hidden_creator_ids,
+            friend_ids=tuple(int(f) for f in self.dataset.friends_of(user_id)),
+            close_friend_ids=frozenset(int(f) for f in self.dataset.close_friends_of(user_id)),
+            user_embedding=user_embedding,
+            fresh_item_ids=fresh_item_ids,
+            session_item_ids=session_item_ids,
+            request_id=request_id,
+            cold_start=profile is None or len(history) == 0,
+        )

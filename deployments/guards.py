@@ -1,0 +1,118 @@
+"""What guards one ingress replica's capacity: its share of the cluster-wide rate limit and
+its adaptive in-flight bound (admission).
+
+- Rate limit: per client address, across all ingress replicas. Each replica heartbeats into a
+  Redis set every `api.replica_heartbeat_s` (app/state/membership.py) and enforces 1/n of the
+  limit with its local token buckets (app/api/ratelimit.py); on Redis trouble the last count
+  stands (the limit errs towards the share it had). 429 + Retry-After past it.
+- Admission: past this replica's in-flight bound (adaptive, app/api/admission.py) answer 503 +
+  Retry-After at once instead of queueing: the proxy's own queue-full 503 carries no
+  Retry-After, and a queued request only grows everyone's latency.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from app.api.admission import AdaptiveConcurrencyLimit
+from app.api.config import ApiConfig
+from app.api.errors import ApiError
+from app.api.ratelimit import TokenBucketLimiter
+from app.state.errors import StoreUnavailable
+from app.state.membership import ReplicaMembership
+
+MEMBERSHIP_KEY = "rf:members:ingress"  # live ingress replicas
+
+T = TypeVar("T")
+
+
+class RateLimitShare:
+    """This replica's buckets, sized to 1/n of the cluster-wide limit."""
+
+    def __init__(self) -> None:
+        self.replica_id = uuid.uuid4().hex
+        self.live_replicas = 1
+        self.limiter: TokenBucketLimiter | None = None
+        self.api = ApiConfig()
+        self._heartbeat: asyncio.Task | None = None
+
+    def configure(self, api: ApiConfig) -> None:
+        """New settings (hot reload): buckets rebuilt only when the limit's shape changed."""
+        if api.rate_limit_per_s <= 0:
+            self.limiter = None
+        elif self.limiter is None or (self.api.rate_limit_per_s, self.api.rate_limit_burst,
+                                      self.api.rate_limit_max_clients) != (
+                api.rate_limit_per_s, api.rate_limit_burst, api.rate_limit_max_clients):
+            self.limiter = TokenBucketLimiter(api.rate_limit_per_s, api.rate_limit_burst, api.rate_limit_max_clients)
+        self.api = api
+        self._rescale()
+
+    def check(self, client: str, on_refused: Callable[[], None]) -> None:
+        """429 with Retry-After when this client's bucket is empty."""
+        if self.limiter is None:
+            return
+        wait = self.limiter.acquire(client)
+        if wait > 0:
+            on_refused()
+            raise ApiError(429, None, f"rate limit of {self.api.rate_limit_per_s:g} requests/s per client",
+                           {"Retry-After": str(max(1, math.ceil(wait)))})
+
+    def start(self, client_for: Callable[[], Any],
+              guarded: Callable[[str, Callable[[], Awaitable[int]]], Awaitable[int]],
+              on_error: Callable[[str, Exception], None]) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._count_replicas(client_for, guarded, on_error))
+
+    async def _count_replicas(self, client_for, guarded, on_error) -> None:
+        while True:
+            client = client_for()
+            if client is not None:
+                members = ReplicaMembership(client, MEMBERSHIP_KEY, 3 * self.api.replica_heartbeat_s)
+                try:
+                    self.live_replicas = await guarded(
+                        "membership", lambda: members.heartbeat(self.replica_id, time.time()))
+                    self._rescale()
+                except StoreUnavailable as exc:
+                    on_error("membership", exc)
+            await asyncio.sleep(self.api.replica_heartbeat_s)
+
+    def _rescale(self) -> None:
+        if self.limiter is not None:
+            a, n = self.api, self.live_replicas
+            self.limiter.rescale(a.rate_limit_per_s / n, max(1.0, a.rate_limit_burst / n))
+
+
+class Admission:
+    """This replica's in-flight bound, rebuilt only when a new config changes its settings (a
+    reload keeps what it has learned)."""
+
+    def __init__(self, on_limit: Callable[[int], None], on_refused: Callable[[], None]) -> None:
+        self._limit: AdaptiveConcurrencyLimit | None = None
+        self._on_limit, self._on_refused = on_limit, on_refused
+
+    def configure(self, api: ApiConfig) -> None:
+        wanted = AdaptiveConcurrencyLimit.from_api(api)
+        if wanted is None or self._limit is None or wanted.settings != self._limit.settings:
+            self._limit = wanted
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        limit = self._limit
+        if limit is None:
+            return await work
+        if not limit.try_acquire():
+            work.close()
+            self._on_refused()
+            raise ApiError(503, None, f"overloaded: {limit.limit} feeds in progress on this replica",
+                           {"Retry-After": "1"})
+        started = time.perf_counter()
+        try:
+            return await work
+        finally:
+            before = limit.limit
+            limit.release(time.perf_counter() - started)
+            if limit.limit != before:
+                self._on_limit(limit.limit)
