@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.ads.types import AdCandidate, AdResult, WithheldReason
+from app.api.cursor import Cursor
 from app.api.responses import page_items
 from app.collator.collator import Collator
 from app.collator.types import CollatedPage, SessionSignals
 from app.organic import OrganicPage, OrganicRequest
 from app.pipeline import StageHook, timed_step
 from app.pipeline.runner import NullHook
+from app.state.sessions import FeedState
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,16 @@ class PageState:
     hidden_creator_ids: frozenset[int] = frozenset()
     session: SessionSignals = field(default_factory=SessionSignals)
     store_ok: bool = True  # the state store answered: ads may be served and a cursor issued
+
+    @classmethod
+    def from_store(cls, cursor: Cursor | None, state: FeedState, new_session: str) -> PageState:
+        """The state a store read found: a cursor continues its chain, no cursor starts one."""
+        return cls(
+            session_id=cursor.session_id if cursor else new_session,
+            page_number=cursor.page if cursor else 1,
+            first_position=cursor.next_position if cursor else 1,
+            served_item_ids=state.served_item_ids, hidden_item_ids=state.hidden_item_ids,
+            hidden_creator_ids=state.hidden_creator_ids, session=state.session)
 
 
 @dataclass(frozen=True)

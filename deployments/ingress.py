@@ -17,6 +17,7 @@ is a 4xx naming the field. A feed has a deadline (`api.request_timeout_s`, lower
 """
 # No `from __future__ import annotations` here: FastAPI must see real annotations on the
 # methods Serve wraps (with strings, `request: Request` became a required query parameter).
+# Module-level helpers come before the class: @serve.ingress pickles it by value when decorated.
 import logging
 import os
 import time
@@ -74,6 +75,10 @@ app = FastAPI(
     telemetry={"tracing": False, "metrics": False, "logs": False},
 )
 http.install(app)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)
 
 
 @dataclass(frozen=True)
@@ -339,7 +344,3 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         if not change:
             raise ApiError(422, "body", "give at least one of alpha, beta, gamma, ranking")
         return await self._write_overrides(change)
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000.0, 3)

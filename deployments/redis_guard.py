@@ -17,7 +17,7 @@ from app.api.config import ApiConfig
 from app.api.cursor import Cursor, CursorCodec, InvalidCursor
 from app.api.errors import ApiError
 from app.page import PageState
-from app.pipeline import StageHook, timed_step
+from app.pipeline import StageHook
 from app.state._redis import async_fail_fast_client
 from app.state.breaker import BreakerState, CircuitBreaker
 from app.state.counters import user_topics
@@ -82,27 +82,15 @@ class GuardedRedis:
         cursor is refused with 503 (its served set cannot be read)."""
         store = self.store()
         if store is not None:
-            async def read() -> tuple[Cursor | None, object]:
-                cursor = None
-                if cursor_token is not None:
-                    cursor = (await self.cursor_codec()).decode(cursor_token, user_id, time.time())
-                return cursor, await store.read(user_id, cursor.session_id if cursor else None)
-
             try:
-                with timed_step(hook, "feed_state", "hydrator") as figures:
-                    cursor, state = await self.guarded("feed_state", read)
-                    figures.update(served=len(state.served_item_ids), hidden=len(state.hidden_item_ids))
+                cursor, state = await self.guarded(
+                    "feed_state", lambda: store.read_for_page(user_id, cursor_token, self.cursor_codec, hook))
             except InvalidCursor as exc:
                 raise ApiError(400, "cursor", str(exc)) from None
             except StoreUnavailable as exc:
                 self.down("feed_state", exc)
             else:
-                return PageState(
-                    session_id=cursor.session_id if cursor else new_session,
-                    page_number=cursor.page if cursor else 1,
-                    first_position=cursor.next_position if cursor else 1,
-                    served_item_ids=state.served_item_ids, hidden_item_ids=state.hidden_item_ids,
-                    hidden_creator_ids=state.hidden_creator_ids, session=state.session)
+                return PageState.from_store(cursor, state, new_session)
         if cursor_token is not None:
             raise ApiError(503, "cursor", "pagination state unavailable (Redis); retry, or start without a cursor",
                            {"Retry-After": "1"})

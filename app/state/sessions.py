@@ -13,12 +13,15 @@ All methods raise `StoreUnavailable` on any Redis failure, so the caller decides
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import redis
 
+from app.api.cursor import Cursor, CursorCodec
 from app.collator.types import SessionSignals
+from app.pipeline.runner import StageHook, timed_step
 from app.state.errors import StoreUnavailable
 from app.state.events import StreamEvent
 
@@ -117,6 +120,18 @@ class FeedStateStore:
         served = _ints(results.pop(0)) if session_id else frozenset()
         items, creators, counters = results
         return FeedState(served, _ints(items), _ints(creators), signals_from_counters(counters))
+
+    async def read_for_page(self, user_id: int, cursor_token: str | None,
+                            codec: Callable[[], Awaitable[CursorCodec]], hook: StageHook) -> tuple[Cursor | None, FeedState]:
+        """The page's cursor (verified; InvalidCursor when it is not) and the user's state it
+        names, as the `feed_state` step of the page."""
+        with timed_step(hook, "feed_state", "hydrator") as figures:
+            cursor = None
+            if cursor_token is not None:
+                cursor = (await codec()).decode(cursor_token, user_id, time.time())
+            state = await self.read(user_id, cursor.session_id if cursor else None)
+            figures.update(served=len(state.served_item_ids), hidden=len(state.hidden_item_ids))
+        return cursor, state
 
     async def record_page(
         self, user_id: int, session_id: str, item_ids: Sequence[int], n_ads: int, append: StreamAppend | None = None
