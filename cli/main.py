@@ -93,6 +93,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
 
 def render_page(page, loaded, explain: bool) -> str:
     from app.feed import FeedPage
+    from app.ranking.config import HEAD_COLUMNS
 
     assert isinstance(page, FeedPage) and page.organic.candidates is not None
     items = loaded.dataset.items.set_index("item_id")
@@ -109,7 +110,7 @@ def render_page(page, loaded, explain: bool) -> str:
             line = f"{slot.position:>3}. [organic] {item['title']} ({', '.join(item['topics'])}; {item['content_rating']})"
             if explain:
                 r = row_of[int(slot.ref_id)]
-                heads = " ".join(f"{h}={organic.scores[h][r]:.3f}" for h in ("p_click", "p_like", "p_share", "p_hide", "e_watch"))
+                heads = " ".join(f"{h}={organic.scores[h][r]:.3f}" for h in HEAD_COLUMNS.values())
                 sources = [s.removeprefix("src_") for s in organic.features
                            if s.startswith("src_") and organic.features[s][r] > 0 and s != f"src_{organic.sources[r]}"]
                 line += (f"\n       source={organic.sources[r]} (also: {', '.join(sources) or '-'}) final={organic.scores['final'][r]:.3f} "

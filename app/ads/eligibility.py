@@ -149,34 +149,3 @@ class PageConstraintSelector:
             taken[category] = taken.get(category, 0) + 1
             kept.append(i)
         return kept
-
-
-class AdjacentItem(Protocol):
-    """An organic item next to an ad slot, as brand safety sees it."""
-
-    @property
-    def min_age(self) -> int: ...
-
-    @property
-    def topics(self) -> Iterable[str]: ...
-
-    @property
-    def creator_id(self) -> int | None: ...
-
-
-def is_brand_safe(brand_safety: BrandSafety, adjacent_items: Iterable[AdjacentItem]) -> bool:
-    """Whether an ad with `brand_safety` may sit next to every one of `adjacent_items`.
-
-    The collator calls this at placement with the organic items around a candidate ad slot.
-
-    Example:
-        is_brand_safe(BrandSafety(blocked_topics=frozenset({"Horror"})), [item])  # False for a horror item
-    """
-    for item in adjacent_items:
-        if item.min_age > brand_safety.max_adjacent_min_age:
-            return False
-        if brand_safety.blocked_topics and brand_safety.blocked_topics.intersection(item.topics):
-            return False
-        if item.creator_id is not None and item.creator_id in brand_safety.blocked_creator_ids:
-            return False
-    return True

@@ -1,8 +1,10 @@
 """Ad world entities and the typed hand-off from the auction to the collator."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,19 @@ class Targeting:
     genre_interests: frozenset[str] = frozenset()  # topics; matched against the user's top genres
 
 
+class AdjacentItem(Protocol):
+    """An organic item next to an ad slot, as brand safety sees it."""
+
+    @property
+    def min_age(self) -> int: ...
+
+    @property
+    def topics(self) -> Iterable[str]: ...
+
+    @property
+    def creator_id(self) -> int | None: ...
+
+
 @dataclass(frozen=True)
 class BrandSafety:
     """What an ad may not be shown next to."""
@@ -23,6 +38,17 @@ class BrandSafety:
     max_adjacent_min_age: int = 200  # adjacent organic items must have min_age <= this
     blocked_topics: frozenset[str] = frozenset()
     blocked_creator_ids: frozenset[int] = frozenset()
+
+    def allows(self, item: AdjacentItem) -> bool:
+        """Whether the ad may sit next to `item`: the one definition of brand safety (the
+        collator checks the nearest organic item on each side of every ad with it).
+
+        Example:
+            BrandSafety(blocked_topics=frozenset({"Horror"})).allows(horror_item)  # False
+        """
+        return (item.min_age <= self.max_adjacent_min_age
+                and (item.creator_id is None or item.creator_id not in self.blocked_creator_ids)
+                and not (self.blocked_topics and self.blocked_topics.intersection(item.topics)))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from app.collator.config import CollatorConfig, NotificationConfig
 from app.collator.guardrails import GuardrailContext, apply_guardrails, guardrails_from_config
 from app.collator.notifications import generate_notifications
 from app.collator.objective import ObjectiveModel, collator_score
-from app.collator.rules import BlendingRules, is_brand_safe, page_engagement, page_violations
+from app.collator.types import BlendingRules
+from app.collator.rules import is_brand_safe, page_engagement, page_violations
 from app.collator.types import (
     CollatedPage,
     CollatorWeights,

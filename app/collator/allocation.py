@@ -16,7 +16,8 @@ import numpy as np
 
 from app.ads.types import AdCandidate
 from app.collator.objective import ObjectiveModel, slot_score
-from app.collator.rules import BlendingRules, engagement_reference, is_brand_safe
+from app.collator.types import BlendingRules
+from app.collator.rules import engagement_reference, is_brand_safe
 from app.collator.types import CollatorWeights, Notification, OrganicEntry, Slot
 
 Placement = tuple[tuple[int, int], ...]  # (ad index, regular slot), sorted by slot

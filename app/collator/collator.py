@@ -27,7 +27,8 @@ from app.collator.exact import solve_exact
 from app.collator.greedy import solve_greedy
 from app.collator.guardrails import Guardrail, GuardrailContext, apply_guardrails, guardrails_from_config
 from app.collator.objective import ObjectiveModel, collator_score
-from app.collator.rules import BlendingRules, page_violations
+from app.collator.types import BlendingRules
+from app.collator.rules import page_violations
 from app.collator.types import CollatedPage, CollatorWeights, Notification, OrganicEntry, SessionSignals
 
 

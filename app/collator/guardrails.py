@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
 from app.collator.config import CollatorConfig
-from app.collator.rules import BlendingRules, ad_free_organic_positions
+from app.collator.types import BlendingRules
+from app.collator.rules import ad_free_organic_positions
 from app.collator.types import OrganicEntry, SessionSignals
 
 

@@ -1,7 +1,7 @@
 """The blending rules as one value, and the validator every collated page must pass.
 
-`BlendingRules` is computed from `CollatorConfig` for a page (`BlendingRules.from_config`) and then
-tightened by the guardrails. `page_violations` is the single definition of "a page that obeys the
+`BlendingRules` (app/collator/types.py) is computed from `CollatorConfig` for a page
+(`BlendingRules.from_config`) and then tightened by the guardrails. `page_violations` is the single definition of "a page that obeys the
 rules": the tests check every page with it, and the collator runs it on its own output.
 
 Definitions (the solvers implement exactly these):
@@ -24,58 +24,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from app.ads.types import AdCandidate
-from app.collator.config import CollatorConfig
-from app.collator.types import OrganicEntry, Slot
+from app.collator.types import BlendingRules, OrganicEntry, Slot
 
 _EPS = 1e-9
 
 
-@dataclass(frozen=True)
-class BlendingRules:
-    """The effective rules for one page: config values after the guardrails adjusted them."""
-
-    limit: int  # page size
-    max_ads: int
-    min_gap: int
-    no_ads_before: int
-    organic_per_ad: int
-    notification_positions: tuple[int, ...]
-    min_page_engagement: float  # 0 disables the engagement floor
-    position_decay: float  # examination curve, shared with the objective
-
-    @classmethod
-    def from_config(cls, config: CollatorConfig, limit: int, n_notifications: int) -> BlendingRules:
-        """Base rules for a page of `limit` positions, `n_notifications` of them notifications.
-
-        `max_ads` starts at the most ads the structural rules allow on such a page, so that the
-        guardrails' multiplicative reductions act on a meaningful number.
-        """
-        regular = limit - n_notifications
-        structural = regular // (config.organic_per_ad + 1)
-        return cls(
-            limit=limit,
-            max_ads=min(config.max_ads_per_page, structural),
-            min_gap=config.min_gap,
-            no_ads_before=config.no_ads_before,
-            organic_per_ad=config.organic_per_ad,
-            notification_positions=config.notification_positions,
-            min_page_engagement=config.engagement_floor,
-            position_decay=config.position_decay,
-        )
-
-    def examination(self, position: int) -> float:
-        """Probability that the user examines `position` (1-based): decay**(position-1)."""
-        return self.position_decay ** (position - 1)
-
-
 def is_brand_safe(ad: AdCandidate, entry: OrganicEntry) -> bool:
-    """Whether `ad` may be shown next to `entry` under the ad's BrandSafety."""
-    safety = ad.brand_safety
-    return (
-        entry.min_age <= safety.max_adjacent_min_age
-        and entry.creator_id not in safety.blocked_creator_ids
-        and not safety.blocked_topics.intersection(entry.topics)
-    )
+    """Whether `ad` may be shown next to `entry` (the rule is `BrandSafety.allows`)."""
+    return ad.brand_safety.allows(entry)
 
 
 def ad_free_organic_positions(

@@ -7,12 +7,10 @@ the session. It returns a `CollatedPage`. Nothing here does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Mapping
+from typing import Literal, Mapping
 
 from app.ads.types import AdCandidate
-
-if TYPE_CHECKING:
-    from app.collator.rules import BlendingRules
+from app.collator.config import CollatorConfig
 
 NotificationKind = Literal["friend_request", "milestone"]
 NOTIFICATION_KINDS: tuple[str, ...] = ("friend_request", "milestone")
@@ -141,3 +139,41 @@ class CollatedPage:
     score: ScoreBreakdown
     solver: str
     fallback: str = ""
+
+
+@dataclass(frozen=True)
+class BlendingRules:
+    """The effective rules for one page: config values after the guardrails adjusted them."""
+
+    limit: int  # page size
+    max_ads: int
+    min_gap: int
+    no_ads_before: int
+    organic_per_ad: int
+    notification_positions: tuple[int, ...]
+    min_page_engagement: float  # 0 disables the engagement floor
+    position_decay: float  # examination curve, shared with the objective
+
+    @classmethod
+    def from_config(cls, config: CollatorConfig, limit: int, n_notifications: int) -> BlendingRules:
+        """Base rules for a page of `limit` positions, `n_notifications` of them notifications.
+
+        `max_ads` starts at the most ads the structural rules allow on such a page, so that the
+        guardrails' multiplicative reductions act on a meaningful number.
+        """
+        regular = limit - n_notifications
+        structural = regular // (config.organic_per_ad + 1)
+        return cls(
+            limit=limit,
+            max_ads=min(config.max_ads_per_page, structural),
+            min_gap=config.min_gap,
+            no_ads_before=config.no_ads_before,
+            organic_per_ad=config.organic_per_ad,
+            notification_positions=config.notification_positions,
+            min_page_engagement=config.engagement_floor,
+            position_decay=config.position_decay,
+        )
+
+    def examination(self, position: int) -> float:
+        """Probability that the user examines `position` (1-based): decay**(position-1)."""
+        return self.position_decay ** (position - 1)

@@ -13,7 +13,6 @@ from app.ads.eligibility import (
     FrequencyCapFilter,
     OptOutFilter,
     PageConstraintSelector,
-    is_brand_safe,
 )
 from app.ads.types import Ad, AdUser, BrandSafety, Campaign
 from app.state.budgets import BudgetState
@@ -87,12 +86,11 @@ class Item:
 
 def test_brand_safety() -> None:
     safety = BrandSafety(max_adjacent_min_age=13, blocked_topics=frozenset({"Horror"}), blocked_creator_ids=frozenset({5}))
-    assert is_brand_safe(safety, [Item(0, ("Comedy",), 1), Item(13, ("Drama",), None)])
-    assert not is_brand_safe(safety, [Item(0, ("Comedy",), 1), Item(17, ("Drama",), 2)])
-    assert not is_brand_safe(safety, [Item(0, ("Comedy", "Horror"), 1)])
-    assert not is_brand_safe(safety, [Item(0, ("Comedy",), 5)])
-    assert is_brand_safe(BrandSafety(), [Item(18, ("Horror",), 5)])
-    assert is_brand_safe(safety, [])
+    assert safety.allows(Item(0, ("Comedy",), 1)) and safety.allows(Item(13, ("Drama",), None))
+    assert not safety.allows(Item(17, ("Drama",), 2))
+    assert not safety.allows(Item(0, ("Comedy", "Horror"), 1))
+    assert not safety.allows(Item(0, ("Comedy",), 5))
+    assert BrandSafety().allows(Item(18, ("Horror",), 5))
 
 
 def test_filters_return_input_order_masks() -> None:

@@ -17,7 +17,7 @@ from app.collator.guardrails import (
     apply_guardrails,
     guardrails_from_config,
 )
-from app.collator.rules import BlendingRules
+from app.collator.types import BlendingRules
 
 RULES = BlendingRules(limit=50, max_ads=8, min_gap=3, no_ads_before=3, organic_per_ad=5,
                       notification_positions=(4,), min_page_engagement=0.05, position_decay=0.95)

@@ -9,7 +9,7 @@ from app.collator.config import CollatorConfig
 from app.collator.exact import solve_exact
 from app.collator.greedy import solve_greedy
 from app.collator.objective import ObjectiveModel, collator_score
-from app.collator.rules import BlendingRules
+from app.collator.types import BlendingRules
 from app.collator.types import CollatorWeights, SessionSignals
 
 WEIGHTS = CollatorWeights(alpha=1.0, beta=2.0, gamma=0.5)

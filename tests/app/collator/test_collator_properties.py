@@ -25,7 +25,7 @@ from app.collator.exact import solve_exact
 from app.collator.greedy import solve_greedy
 from app.collator.guardrails import GuardrailContext, apply_guardrails, guardrails_from_config
 from app.collator.objective import ObjectiveModel
-from app.collator.rules import BlendingRules
+from app.collator.types import BlendingRules
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,7 +8,8 @@ from collator_factories import ad, notification, organic, page_of
 
 from app.ads.types import BrandSafety
 from app.collator.config import CollatorConfig
-from app.collator.rules import BlendingRules, is_brand_safe, page_engagement, page_violations
+from app.collator.types import BlendingRules
+from app.collator.rules import is_brand_safe, page_engagement, page_violations
 from app.collator.types import OrganicEntry
 
 RULES = BlendingRules(limit=12, max_ads=2, min_gap=3, no_ads_before=3, organic_per_ad=3,
@@ -113,13 +114,15 @@ def test_rules_from_config_start_at_structural_maximum():
     assert BlendingRules.from_config(config, limit=200, n_notifications=0).max_ads == 10
 
 
-def test_is_brand_safe_agrees_with_the_ads_package():
-    """Same semantics as app.ads.eligibility.is_brand_safe (not imported by app.collator: it pulls redis)."""
-    eligibility = pytest.importorskip("app.ads.eligibility")
+def test_is_brand_safe_is_the_ads_brand_safety_rule():
+    """The collator checks adjacency with the ad's own rule (`BrandSafety.allows`): one definition."""
     safeties = [BrandSafety(), BrandSafety(max_adjacent_min_age=13), BrandSafety(blocked_topics=frozenset({"news"})),
                 BrandSafety(blocked_creator_ids=frozenset({3}))]
     entries = [OrganicEntry(item_id=0, value=1, p_engage=0.1, creator_id=c, topics=t, min_age=m)
                for c in (3, 4) for t in ((), ("news",), ("music",)) for m in (0, 18)]
-    for safety in safeties:
-        for entry in entries:
-            assert is_brand_safe(ad(1, brand_safety=safety), entry) == eligibility.is_brand_safe(safety, [entry])
+    verdicts = {(i, j): is_brand_safe(ad(1, brand_safety=safety), entry)
+                for i, safety in enumerate(safeties) for j, entry in enumerate(entries)}
+    assert all(verdicts[(0, j)] for j in range(len(entries)))  # no restriction: all allowed
+    assert [verdicts[(1, j)] for j in range(len(entries))] == [e.min_age <= 13 for e in entries]
+    assert [verdicts[(2, j)] for j in range(len(entries))] == ["news" not in e.topics for e in entries]
+    assert [verdicts[(3, j)] for j in range(len(entries))] == [e.creator_id != 3 for e in entries]
