@@ -111,3 +111,79 @@ def test_concat_keeps_columns_aligned():
     both = Candidates.concat([a, b])
     assert both.item_ids.tolist() == [1, 2, 3] and both.features["f"].tolist() == [1.0, 2.0, 3.0]
     assert both.take(np.array([2, 0])).sources.tolist() == ["b", "a"]
+
+
+class CountingBatchScorer:
+    """A batch-aware scorer: score = item id × the request's user id; counts its calls."""
+
+    name = "batch_scorer"
+
+    def __init__(self):
+        self.batch_calls, self.batch_sizes = 0, []
+
+    def score(self, query, candidates):
+        return self.score_batch([(query, candidates)])[0]
+
+    def score_batch(self, requests):
+        self.batch_calls += 1
+        self.batch_sizes.append(len(requests))
+        return [{"final": (c.item_ids * q.user_id).astype(np.float32)} for q, c in requests]
+
+
+class BatchRecorder(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.batch_spans, self.waits, self.within_traces = [], [], []
+
+    def batch_span(self, name, kind, traces, sizes):
+        import contextlib
+
+        self.batch_spans.append((name, kind, list(traces), list(sizes)))
+        return contextlib.nullcontext()
+
+    def within(self, trace):
+        import contextlib
+
+        self.within_traces.append(dict(trace))
+        return contextlib.nullcontext()
+
+    def wait(self, name, trace, start_ns, end_ns, batch_size):
+        self.waits.append((name, dict(trace), end_ns - start_ns, batch_size))
+
+
+def test_run_batch_scores_every_request_in_one_call_and_matches_plain_runs():
+    from app.pipeline import BATCH_WAIT, BatchEntry
+
+    scorer, hook = CountingBatchScorer(), BatchRecorder()
+    runner = PipelineRunner("ranking", [], [EvenFilter(), scorer, ReverseSelector()], hook)
+    requests = [(FeedQuery(user_id=u), Candidates.from_source("s", np.arange(1, 9), np.ones(8))) for u in (1, 2, 3)]
+    entries = [BatchEntry(q, c, {"traceparent": f"t{q.user_id}"}, queued_ns=0) for q, c in requests]
+    results = runner.run_batch(entries)
+    assert scorer.batch_calls == 1 and scorer.batch_sizes == [3]
+    for (query, candidates), result in zip(requests, results):
+        alone = runner.run(query, candidates)
+        assert result.candidates.item_ids.tolist() == alone.candidates.item_ids.tolist() == [8, 6]
+        assert [(r.name, r.kind) for r in result.records] == [(BATCH_WAIT, "wait"), ("even_filter", "filter"),
+                                                                  ("batch_scorer", "scorer"), ("reverse_selector", "selector")]
+        assert result.batch_size == 3 and result.removal_counts() == alone.removal_counts()
+        assert result.seconds == pytest.approx(sum(r.seconds for r in result.records[1:]))
+    # The pass's time is shared by candidate count: equal candidates, equal shares.
+    shares = [r.records[2].seconds for r in results]
+    assert shares[0] == pytest.approx(shares[1]) == pytest.approx(shares[2])
+    assert hook.batch_spans == [("batch_scorer", "scorer", [e.trace for e in entries], [4, 4, 4])]
+    assert [w[1] for w in hook.waits] == [e.trace for e in entries] and all(w[3] == 3 for w in hook.waits)
+    # Per-request stages run under their request's trace.
+    assert hook.within_traces.count({"traceparent": "t2"}) == 2
+
+
+def test_a_failing_batched_scorer_fails_the_whole_batch():
+    from app.pipeline import BatchEntry
+
+    class Broken(CountingBatchScorer):
+        def score_batch(self, requests):
+            raise RuntimeError("model missing")
+
+    runner = PipelineRunner("ranking", [], [Broken()], BatchRecorder())
+    entry = BatchEntry(FeedQuery(user_id=1), Candidates.from_source("s", np.arange(3), np.ones(3)))
+    with pytest.raises(RuntimeError, match="model missing"):
+        runner.run_batch([entry, entry])

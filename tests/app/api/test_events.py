@@ -1,0 +1,55 @@
+"""POST /v1/events, the pure parts: parsing with errors naming the field, stream entries, counts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.api.errors import ApiError
+from app.api.events import ad_impressions, counts_by_type, parse_events, stream_event
+
+
+def body(events) -> bytes:
+    return json.dumps(events).encode()
+
+
+@pytest.mark.parametrize("raw, status, field", [
+    (b"{not json", 400, "body"),
+    (b"\xff\xfe", 400, "body"),
+    (body({"user_id": 1}), 422, "body"),  # not a list
+    (body([]), 422, "body"),  # nothing to acknowledge
+    (body([{"user_id": 1, "item_id": 2, "type": "click"}] * 4), 413, "body"),
+    (body([{"user_id": 1, "item_id": 2, "type": "poke"}]), 422, "[0].type"),
+    (body([{"user_id": 1, "type": "click"}]), 422, "[0]"),  # neither item_id nor ad_id
+])
+def test_bad_bodies_are_refused_naming_the_field(raw, status, field):
+    with pytest.raises(ApiError) as refused:
+        parse_events(raw, max_events=3)
+    assert refused.value.status == status
+    assert refused.value.problems[0]["field"] == field and refused.value.body()["detail"]
+
+
+def test_every_bad_event_of_a_batch_is_named():
+    with pytest.raises(ApiError) as refused:
+        parse_events(body([{"user_id": 1, "item_id": 2, "type": "click"}, {"user_id": 0, "item_id": 2, "type": "x"}]),
+                     max_events=10)
+    assert {p["field"] for p in refused.value.problems} == {"[1].user_id", "[1].type"}
+
+
+def test_stream_events_take_world_time_and_a_content_id_when_the_client_gave_none():
+    first, second = parse_events(body([{"user_id": 1, "item_id": 2, "type": "like"},
+                                       {"event_id": "e9", "user_id": 1, "item_id": 2, "type": "like", "ts": 5.0}]), 10)
+    a, b = stream_event(first, now=100.0), stream_event(first, now=100.0)
+    assert a.ts == 100.0 and a.event_id == b.event_id  # a retried batch is de-duplicated
+    named = stream_event(second, now=100.0)
+    assert named.event_id == "e9" and named.ts == 5.0
+
+
+def test_ad_impressions_and_counts():
+    events = [stream_event(e, 1.0) for e in parse_events(body([
+        {"user_id": 1, "ad_id": 3, "type": "impression", "request_id": "r1"},
+        {"user_id": 1, "item_id": 4, "type": "impression"},
+        {"user_id": 1, "ad_id": 3, "type": "click"},
+    ]), 10)]
+    assert ad_impressions(events) == [("r1", 3)]
+    assert counts_by_type(events) == {"impression": 2, "click": 1}
