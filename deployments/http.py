@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
+from app.api.config import ApiConfig
 from app.api.errors import ApiError, error_body
 from app.api.validation import validation_problems
 from deployments.messages import DeadlineExceeded
@@ -79,7 +80,9 @@ ADMIN_SECURITY = [{"adminToken": []}]
 
 
 def install(app: FastAPI) -> None:
-    """Error handlers and the security scheme of the admin endpoints."""
+    """Error handlers, the security scheme of the admin endpoints, and a document that states
+    the configured page-size bounds (`document_api`)."""
+    app.state.api = ApiConfig()
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -105,6 +108,11 @@ def install(app: FastAPI) -> None:
                     if "422" in operation.get("responses", {}):
                         operation["responses"]["422"]["content"] = {
                             "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                    for parameter in operation.get("parameters", []):
+                        if parameter["name"] == "limit" and parameter["in"] == "query":
+                            api = app.state.api
+                            parameter["schema"] = {"type": "integer", "minimum": api.min_limit,
+                                                   "maximum": api.max_limit, "default": api.default_limit}
                     # A body schema given by `json_body` carries its nested models: into components.
                     for media in operation.get("requestBody", {}).get("content", {}).values():
                         components.setdefault("schemas", {}).update(media.get("schema", {}).pop("$defs", {}))
@@ -116,11 +124,19 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def json_body(model: type[BaseModel], description: str) -> dict[str, Any]:
+def document_api(app: FastAPI, api: ApiConfig) -> None:
+    """The document follows the configuration it is served with (page-size bounds)."""
+    if (app.state.api.min_limit, app.state.api.max_limit, app.state.api.default_limit) != (
+            api.min_limit, api.max_limit, api.default_limit):
+        app.openapi_schema = None
+    app.state.api = api
+
+
+def json_body(model: type[BaseModel], description: str, required: bool = True) -> dict[str, Any]:
     """`openapi_extra` of a route that reads its body itself (capped, authorised first): the
     body's schema, with its nested models resolvable from the document's components."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {"requestBody": {"required": True, "description": description,
+    return {"requestBody": {"required": required, "description": description,
                             "content": {"application/json": {"schema": schema}}}}
 
 

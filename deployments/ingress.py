@@ -36,7 +36,7 @@ from app.api.cursor import CursorCodec
 from app.api.errors import ApiError
 from app.api.events import ad_impressions, counts_by_type, parse_events, stream_event
 from app.api.responses import bearer_token_matches, load_admin_token
-from app.api.schemas import EventBatch, EventsAck, FeedResponse, ReadyResponse, ReloadRequest, WeightsRequest
+from app.api.schemas import MAX_ID, EventBatch, EventsAck, FeedResponse, ReadyResponse, ReloadRequest, WeightsRequest
 from app.api.validation import validation_problems
 from app.artifacts import ArtifactNotFound, ArtifactStore
 from app.catalog import Catalog
@@ -129,6 +129,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self.stages.resize(settings.chain_max_in_flight, settings.chain_max_batch_size)
         self.rate_limit.configure(config.api)
         self.admission.configure(config.api)
+        http.document_api(app, config.api)
         if config.redis_url:
             self.rate_limit.start(lambda: self.redis.client, self.redis.guarded, self.redis.down)
 
@@ -142,7 +143,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
     async def feed(
         self,
         request: Request,
-        user_id: int = Query(..., ge=1, le=2**62, description="the user whose feed this is"),
+        user_id: int = Query(..., ge=1, le=MAX_ID, description="the user whose feed this is"),
         limit: int | None = Query(None, description="items on this page (bounds: api.min_limit..api.max_limit)"),
         cursor: str | None = Query(None, min_length=1, max_length=CursorCodec.MAX_LENGTH),
         explain: bool = Query(False, description="add per-item provenance and removal counts"),
@@ -320,7 +321,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
                 "applies_within_s": self._settings.admin_poll_s}
 
     @app.post("/admin/reload", responses={**http.ADMIN_RESPONSES, **http.NOT_FOUND}, openapi_extra={
-        **http.json_body(ReloadRequest, "the version to serve"), "security": http.ADMIN_SECURITY})
+        **http.json_body(ReloadRequest, "the version to serve; no body follows LATEST", required=False),
+        "security": http.ADMIN_SECURITY})
     async def admin_reload(self, request: Request) -> dict[str, Any]:
         state, body = await self._admin_body(request, ReloadRequest)
         if body.version is not None:
@@ -334,13 +336,10 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         **http.json_body(WeightsRequest, "the weights to change"), "security": http.ADMIN_SECURITY})
     async def admin_weights(self, request: Request) -> dict[str, Any]:
         _, body = await self._admin_body(request, WeightsRequest)
-        change: dict[str, Any] = {}
+        change: dict[str, Any] = {}  # the model refuses a body that changes nothing
         collator = {k: v for k, v in body.model_dump(include={"alpha", "beta", "gamma"}).items() if v is not None}
         if collator:
             change["collator"] = collator
-        weights = {k: v for k, v in body.ranking.model_dump().items() if v is not None} if body.ranking else {}
-        if weights:
-            change["ranking"] = {"weights": weights}
-        if not change:
-            raise ApiError(422, "body", "give at least one of alpha, beta, gamma, ranking")
+        if body.ranking is not None:
+            change["ranking"] = {"weights": {k: v for k, v in body.ranking.model_dump().items() if v is not None}}
         return await self._write_overrides(change)

@@ -10,12 +10,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
+# Ids are integers a JSON client can hold exactly (JavaScript's Number.MAX_SAFE_INTEGER): above it,
+# a client's double would round an id onto its neighbour.
+MAX_ID = 2**53 - 1
+
 EventType = Literal["impression", "click", "like", "share", "hide", "watch", "conversion"]
 EVENT_TYPES: tuple[str, ...] = ("impression", "click", "like", "share", "hide", "watch", "conversion")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """What a client writes: unknown fields and mistyped values (a string for a number, `false`
+    for a weight) are refused, so the OpenAPI document's types are the API's."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _present(name: str, json_type: str) -> dict:
+    """JSON Schema: `name` is given and not null."""
+    return {"required": [name], "properties": {name: {"type": json_type}}}
 
 
 class FeedItem(BaseModel):
@@ -36,6 +48,8 @@ class FeedResponse(BaseModel):
     cold_start: bool = Field(description="true when the user is unknown or has no history: a trending feed")
     page: int
     model_version: str
+    world_time: float = Field(description="the world time (unix seconds) the page was made at; events about it "
+                                          "carry ts at or after it")
     ads_withheld: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict, description="server-side time per stage")
     explain: dict[str, object] | None = None
@@ -44,18 +58,28 @@ class FeedResponse(BaseModel):
 class Event(_Strict):
     """One user event. Exactly one of item_id / ad_id names what it is about."""
 
+    # The rules of `_target`, for the OpenAPI document.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra={"oneOf": [
+        _present("item_id", "integer"), _present("ad_id", "integer")], "allOf": [
+        {"if": {"required": ["type"], "properties": {"type": {"const": "watch"}}},
+         "then": _present("watch_seconds", "number")},
+        {"if": {"required": ["type", "ad_id"], "properties": {"type": {"const": "impression"}, "ad_id": {"type": "integer"}}},
+         "then": _present("request_id", "string")},
+        {"if": _present("creator_id", "integer"), "then": {"properties": {"type": {"const": "hide"}}}},
+    ]})
+
     event_id: str | None = Field(
         None, min_length=1, max_length=128, description="client-chosen id for de-duplication (derived when absent)"
     )
-    user_id: int = Field(ge=1, le=2**62)
-    item_id: int | None = Field(None, ge=0, le=2**62)
-    ad_id: int | None = Field(None, ge=0, le=2**62)
+    user_id: int = Field(ge=1, le=MAX_ID)
+    item_id: int | None = Field(None, ge=0, le=MAX_ID)
+    ad_id: int | None = Field(None, ge=0, le=MAX_ID)
     type: EventType
     watch_seconds: float | None = Field(None, ge=0, le=86_400)
     position: int | None = Field(None, ge=1, le=100_000)
     request_id: str | None = Field(None, min_length=1, max_length=128)
     ts: float | None = Field(None, gt=0, description="unix seconds of world time; the server's world time when absent")
-    creator_id: int | None = Field(None, ge=0, le=2**62, description="hide events only: also hide this creator")
+    creator_id: int | None = Field(None, ge=0, le=MAX_ID, description="hide events only: also hide this creator")
 
     @model_validator(mode="after")
     def _target(self) -> "Event":
@@ -88,21 +112,45 @@ class ReloadRequest(_Strict):
     )
 
 
+_HEADS = ("click", "like", "share", "hide", "watch")
+
+
 class RankingWeights(_Strict):
+    """Head weights of the final score; at least one."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False,
+                              json_schema_extra={"anyOf": [_present(h, "number") for h in _HEADS]})
+
     click: float | None = Field(None, ge=0, le=100)
     like: float | None = Field(None, ge=0, le=100)
     share: float | None = Field(None, ge=0, le=100)
     hide: float | None = Field(None, ge=0, le=100)
     watch: float | None = Field(None, ge=0, le=100)
 
+    @model_validator(mode="after")
+    def _some(self) -> "RankingWeights":
+        if all(getattr(self, h) is None for h in _HEADS):
+            raise ValueError(f"give at least one of {', '.join(_HEADS)}")
+        return self
+
 
 class WeightsRequest(_Strict):
-    """Collator α/β/γ and ranking head weights; fields left out keep their current value."""
+    """Collator α/β/γ and ranking head weights; fields left out keep their current value, and at
+    least one is given."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra={"anyOf": [
+        *(_present(k, "number") for k in ("alpha", "beta", "gamma")), _present("ranking", "object")]})
 
     alpha: float | None = Field(None, ge=0, le=10)
     beta: float | None = Field(None, ge=0, le=100)
     gamma: float | None = Field(None, ge=0, le=10)
     ranking: RankingWeights | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "WeightsRequest":
+        if self.alpha is None and self.beta is None and self.gamma is None and self.ranking is None:
+            raise ValueError("give at least one of alpha, beta, gamma, ranking")
+        return self
 
 
 class ReadyResponse(BaseModel):

@@ -97,7 +97,23 @@ def test_every_reference_resolves_and_bodies_and_security_are_declared(openapi):
     assert refs and all(r.startswith("#/components/schemas/") and r.rsplit("/", 1)[1] in schemas for r in refs), refs
     events = openapi["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert events["minItems"] == 1 and events["type"] == "array"
-    for path in ("/admin/weights", "/admin/reload"):
+    for path, required in (("/admin/weights", True), ("/admin/reload", False)):  # no reload body: LATEST
         operation = openapi["paths"][path]["post"]
-        assert operation["security"] == [{"adminToken": []}] and operation["requestBody"]["required"]
+        assert operation["security"] == [{"adminToken": []}] and operation["requestBody"]["required"] is required
     assert openapi["components"]["securitySchemes"]["adminToken"]["scheme"] == "bearer"
+
+
+def test_the_document_states_the_configured_page_size_bounds():
+    from app.api.config import ApiConfig
+    from deployments.ingress import app
+
+    def limit_schema():
+        parameters = app.openapi()["paths"]["/v1/feed"]["get"]["parameters"]
+        return next(p["schema"] for p in parameters if p["name"] == "limit")
+
+    assert limit_schema() == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
+    http.document_api(app, ApiConfig(min_limit=5, max_limit=40, default_limit=10))
+    try:
+        assert limit_schema() == {"type": "integer", "minimum": 5, "maximum": 40, "default": 10}
+    finally:
+        http.document_api(app, ApiConfig())

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -296,6 +297,26 @@ def test_deadlines_and_oversized_input_are_refused_cleanly(served_app: ServedApp
         assert admin.status_code == 413
         assert c.post("/admin/weights", content=b"{" + b" " * 100_000 + b"}").status_code == 401  # auth first
         assert c.get("/v1/feed", params={"user_id": 5, "limit": 10_000}).status_code == 422
+
+
+def test_schemathesis_with_every_check_finds_the_document_true(served_app: ServedApp):
+    """schemathesis 4, every check on (status codes, bodies, headers and content types as
+    documented, schema-valid data accepted and invalid data refused, auth not ignored, no 5xx),
+    against /openapi.json of the served app, with the admin token so the admin routes are
+    exercised too. tests/integration/schemathesis.toml holds its one documented exception."""
+    import subprocess
+    import sys
+
+    config = Path(__file__).with_name("schemathesis.toml")
+    command = [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(config), "run",
+               f"{served_app.url}/openapi.json", "--checks", "all", "--max-examples", "40", "--seed", "7",
+               "--workers", "1", "--no-color", "-H", f"Authorization: Bearer {ADMIN_TOKEN}"]
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    finally:
+        redis.Redis.from_url(served_app.redis_url).delete(OVERRIDES_KEY)  # the admin routes wrote overrides
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "No issues found" in run.stdout, run.stdout[-3000:]
 
 
 def test_fuzzing_the_openapi_schema_finds_no_5xx(served_app: ServedApp):

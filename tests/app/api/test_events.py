@@ -53,3 +53,14 @@ def test_ad_impressions_and_counts():
     ]), 10)]
     assert ad_impressions(events) == [("r1", 3)]
     assert counts_by_type(events) == {"impression": 2, "click": 1}
+
+
+def test_integral_json_numbers_are_integers_and_types_are_strict():
+    """`659.0` is a valid JSON Schema integer; a string or a bool is not a number."""
+    (event,) = parse_events(b'[{"user_id": 7.0, "item_id": 3, "type": "watch", "watch_seconds": 12, "position": 2.0}]', 5)
+    assert (event.user_id, event.position, event.watch_seconds) == (7, 2, 12.0)
+    for bad in (b'[{"user_id": "7", "item_id": 3, "type": "click"}]', b'[{"user_id": true, "item_id": 3, "type": "click"}]',
+                b'[{"user_id": 7.5, "item_id": 3, "type": "click"}]', b'[{"user_id": 7, "item_id": 3, "type": "click", "ts": 1e400}]'):
+        with pytest.raises(ApiError) as refused:
+            parse_events(bad, 5)
+        assert refused.value.status == 422
