@@ -66,3 +66,13 @@ def test_haproxy_asked_for_without_its_binary_is_refused_by_name(monkeypatch, tm
     args = argparse.Namespace(config=None, train_in_process=False)
     with pytest.raises(SystemExit, match="RAY_SERVE_ENABLE_HA_PROXY=1 needs the HAProxy binary"):
         serve_commands.cmd_serve(args)
+
+
+def test_the_installed_packages_import_from_any_directory(tmp_path):
+    """The `rayfeed` script and Ray's workers import the project from the installed packages,
+    not from the checkout's working directory: every top-level package must be installed."""
+    import subprocess
+
+    probe = "import app, cli.main, config, deployments.graph, observability, training, tuning; print('ok')"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
