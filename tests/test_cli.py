@@ -1,6 +1,8 @@
 """CLI wiring: training on demand keeps the user's configuration."""
 from __future__ import annotations
 
+import sys
+
 import cli.main as cli
 from config import load_config
 
