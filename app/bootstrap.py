@@ -10,7 +10,7 @@ from app.ads.pacing import BudgetPacer
 from app.ads.server import AdServer
 from app.artifacts import ArtifactVersion, resolve_version
 from app.collator.collator import Collator
-from app.data import Dataset, load_dataset
+from app.data import Dataset, load_dataset_for
 from app.feed import FeedService, PageRecorder
 from app.organic import OrganicModels, OrganicPipeline
 from app.pipeline import StageHook
@@ -32,7 +32,7 @@ class LoadedArtifacts:
 
 def load_artifacts(config: FeedSettings, dataset: Dataset | None = None) -> LoadedArtifacts:
     version = resolve_version(config.artifacts)
-    dataset = dataset or load_dataset(config.data)
+    dataset = dataset or load_dataset_for(config.data, version.path)
     organic = OrganicModels.load(version.path / "organic", dataset, config)
     ads = AdsBundle.load(version.path / "ads")
     return LoadedArtifacts(version, dataset, organic, ads)

@@ -5,6 +5,7 @@
     rayfeed eval topk --interactions H.csv --users U.txt --k 50 --out TOPK.csv
     rayfeed bench quality|ann|ranking|pacing|collator|observability|million|floor [args...]
     rayfeed monitor BASELINE CURRENT --out DIR | --demo
+    rayfeed data validate URI | export movielens-100k|synthetic|events|simulator DIR
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import uuid
 from pathlib import Path
 
 # Each module adds its subcommands with `register(subparsers)`; a command's code stays in its room.
-COMMAND_MODULES: tuple[str, ...] = ("cli.tune_commands", "cli.serve_commands", "cli.freshness_commands", "cli.retrain_commands")
+COMMAND_MODULES: tuple[str, ...] = ("cli.tune_commands", "cli.serve_commands", "cli.freshness_commands",
+                                    "cli.retrain_commands", "cli.data_commands")
 
 BENCHMARKS = {
     "quality": "benchmarks/quality.py",
@@ -47,9 +49,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def train(config, no_ray: bool) -> int:
     from app.data import load_dataset
+    from app.data.validation import InvalidDataset
     from training.organic import train_and_publish
 
-    dataset = load_dataset(config.data)
+    try:
+        dataset = load_dataset(config.data)
+    except InvalidDataset as exc:  # the same report `rayfeed data validate` prints
+        print(exc.report.render(), file=sys.stderr)
+        print("training refused: fix the errors above (rayfeed data validate checks again)", file=sys.stderr)
+        return exc.report.exit_code
+    if dataset.meta.get("validation") and "OK" not in str(dataset.meta["validation"]).splitlines()[-1]:
+        print(dataset.meta["validation"], flush=True)  # warnings: printed, training goes on
     print(f"training on {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
           f"{len(dataset.interactions)} interactions", flush=True)
     version = train_and_publish(dataset, config, use_ray=not no_ray, log=lambda m: print(m, flush=True))

@@ -41,7 +41,7 @@ from app.api.validation import validation_problems
 from app.artifacts import ArtifactNotFound, ArtifactStore
 from app.catalog import Catalog
 from app.collator.collator import Collator
-from app.data import load_dataset
+from app.data import load_dataset_for
 from app.organic import OrganicRequest
 from app.page import assemble_page
 from app.state.clock import ReplayClock
@@ -115,8 +115,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
                     previous: IngressState | None) -> IngressState:
         version = resolve_version(config)
         a = config.api
-        catalog = load_once(previous.catalog if previous else None, config.data,
-                            lambda: Catalog.from_dataset(load_dataset(config.data)))
+        catalog = load_once(previous.catalog if previous else None, (config.data, version.path),
+                            lambda: Catalog.from_dataset(load_dataset_for(config.data, version.path)))
         counters = EngagementCounters.from_catalog(catalog.value, config.retrieval.dynamic.engagement_types,
                                                    a.counter_retention_days)
         return IngressState(config, version.version, serving_clock(version), Collator(config.collator),

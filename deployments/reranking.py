@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ray import serve
 
-from app.data import load_dataset
+from app.data import load_dataset_for
 from app.organic import CatalogModels, OrganicPage, OrganicWork, RerankingPart
 from config import RayfeedConfig
 from deployments.batching import each_request
@@ -32,9 +32,10 @@ class Reranking(ReloadableDeployment[RerankingState]):
     def build_state(
         self, config: RayfeedConfig, settings: DeploymentSettings, previous: RerankingState | None,
     ) -> RerankingState:
-        version = resolve_version(config).version  # reported with each page; the catalogue is the dataset's
-        models = load_once(previous.models if previous else None, config.data,
-                           lambda: CatalogModels.from_dataset(load_dataset(config.data)))
+        artifact = resolve_version(config)  # reported with each page; the catalogue is the dataset's
+        version = artifact.version
+        models = load_once(previous.models if previous else None, (config.data, artifact.path),
+                           lambda: CatalogModels.from_dataset(load_dataset_for(config.data, artifact.path)))
         part = RerankingPart(models.value, config, stage_hook("reranking", config, version), version)
         return RerankingState(config, version, models, part)
 

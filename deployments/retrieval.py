@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ray import serve
 
-from app.data import load_dataset
+from app.data import load_dataset_for
 from app.freshness.live import LiveEngagement
 from app.organic import OrganicModels, OrganicRequest, OrganicWork, RetrievalPart
 from config import RayfeedConfig
@@ -46,7 +46,7 @@ class Retrieval(ReloadableDeployment[RetrievalState]):
                     previous: RetrievalState | None) -> RetrievalState:
         version = resolve_version(config)
         models = load_once(previous.models if previous else None, (str(version.root), version.version, config.data),
-                           lambda: OrganicModels.load(version.path / "organic", load_dataset(config.data), config))
+                           lambda: OrganicModels.load(version.path / "organic", load_dataset_for(config.data, version.path), config))
         part = RetrievalPart(models.value, config, stage_hook("retrieval", config, version.version), version.version)
         return RetrievalState(config, version.version, models, part)
 

@@ -68,7 +68,7 @@ def save_monitor_baseline(models: OrganicModels, config: RayfeedConfig, organic_
 def main(argv: list[str] | None = None) -> int:
     from app.artifacts import ArtifactStore
     from config import load_config
-    from app.data import load_dataset
+    from app.data import load_dataset_for
 
     parser = argparse.ArgumentParser(prog="python -m training.monitor_baseline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=None, help="rayfeed YAML config")
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config) if args.config else load_config()
     store = ArtifactStore(Path(args.root or config.artifacts.root).resolve())
     version = store.get(args.version) if args.version else store.latest()
-    models = OrganicModels.load(version.path / "organic", load_dataset(config.data), config)
+    models = OrganicModels.load(version.path / "organic", load_dataset_for(config.data, version.path), config)
     print(f"wrote {save_monitor_baseline(models, config, version.path / 'organic')}")
     return 0
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from app.artifacts import ArtifactStore, ArtifactVersion
 from config import RayfeedConfig
+from app.data.labels import impression_labels
 from app.data.tables import Dataset
 from app.organic import OrganicModels, retrieval_pipeline
 from app.pipeline import Candidates
@@ -77,10 +78,14 @@ def fit_organic(
         f"(mean {sum(map(len, candidates.values())) / max(len(candidates), 1):.0f}) ({time.perf_counter() - started:.0f}s)")
 
     serving_history = pd.concat([history, labels], ignore_index=True)
+    impressions = window_impressions(dataset, history, config)
+    if impressions is not None:
+        log(f"ranker: learning from {len(impressions)} logged impressions "
+            f"({impressions['click'].mean():.1%} clicked) in the label window")
     ranker = fit_ranker(
         history, labels, dataset.items, dataset.users, config.ranking,
         serving_history=serving_history, candidates=candidates, use_ray=use_ray,
-        storage_path=Path(config.training.storage_dir).resolve(), log=log,
+        storage_path=Path(config.training.storage_dir).resolve(), log=log, impressions=impressions,
     )
     log(f"ranker: done ({time.perf_counter() - started:.0f}s)")
     if config.training.refit_retrieval:
@@ -89,6 +94,18 @@ def fit_organic(
     models = OrganicModels.build(dataset, serving_history, two_tower, ranker, config)
     models.meta.update({"as_of": models.engagements.last_timestamp, "train_seconds": time.perf_counter() - started})
     return models
+
+
+def window_impressions(dataset: Dataset, history: pd.DataFrame, config: RayfeedConfig) -> pd.DataFrame | None:
+    """The logged impressions after each user's history (the label window), labelled with the
+    engagements that followed them (app/data/labels.py); None when the log has no impressions."""
+    events = dataset.events
+    if events is None or not (events["event"] == "impression").any():
+        return None
+    labelled = impression_labels(events, config.data.tables.watch_seconds_cap, config.data.tables.label_window_s)
+    cut = history.groupby("user_id")["timestamp"].max()
+    after = labelled["timestamp"].to_numpy() > cut.reindex(labelled["user_id"]).fillna(-1).to_numpy()
+    return labelled[after].reset_index(drop=True)
 
 
 def production_split(interactions: pd.DataFrame, label_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,6 +122,8 @@ def train_and_publish(dataset: Dataset, config: RayfeedConfig, *, use_ray: bool 
         history, labels = production_split(dataset.interactions, config.training.label_fraction)
         models = fit_organic(dataset, history, labels, config, use_ray=use_ray, log=log)
         models.save(staging / "organic")
+        if dataset.ids is not None:  # the user's ids: every replica and the next training map them so
+            dataset.ids.save(staging / "ids")
         log(f"monitor baseline: {save_monitor_baseline(models, config, staging / 'organic').name}")
         bundle, ads_figures = train_ads(dataset, dataset.interactions, config.ads, now=models.engagements.last_timestamp)
         bundle.save(staging / "ads")

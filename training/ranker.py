@@ -6,9 +6,11 @@ Set-up (it mirrors "rank every unseen item for a user at time t"):
   * candidates are the items not in the user's history: every positive plus
     `negatives_per_positive` uniformly sampled unlabelled items (the serving ranker sees
     retrieval output over the whole catalogue, so uniform negatives match its distribution).
-  * labels (the documented mapping, app.data.labels_from_ratings): click = interacted in the
-    window; like = rating >= 4; share = rating == 5; hide = rating <= 2; watch = (rating-1)/4.
-    Unlabelled candidates get 0 on every head (the heads are unconditional probabilities).
+  * labels (app/data/labels.py): from a rating log the documented mapping (click = interacted in
+    the window; like = rating >= 4; share = rating == 5; hide = rating <= 2; watch = (rating-1)/4);
+    from an event log its events. Unlabelled candidates get 0 on every head (the heads are
+    unconditional probabilities). A log with impressions learns from them instead: every shown
+    item is an example, engaged with or not (`build_impression_examples`).
   * position = the logged slot (-1 unknown → the neutral index), randomly dropped to "unknown"
     for `position_dropout` of the rows so the neutral index is learned too.
   * `extra_label_windows` earlier windows, cut from the end of the feature history, add
@@ -31,7 +33,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from app.data import labels_from_ratings
+from app.data.labels import head_label_matrix
 from app.ranking.artifacts import MODEL_FILE, RankerArtifacts, build_model
 from app.ranking.config import HEADS, RankingConfig
 from app.ranking.dcn import MultiTaskDCN
@@ -132,9 +134,8 @@ def build_ranking_examples(
         negatives = rng.choice(pool, size=n_neg, replace=False) if n_neg else np.zeros(0, np.int64)
         pair_items = np.concatenate([positives, negatives])
         now = float(last_seen.get(user_id, first_label[user_id] - 1))
-        head_labels = labels_from_ratings(g["rating"].to_numpy(np.float32))
         label_matrix = np.zeros((len(pair_items), len(HEADS)), dtype=np.float32)
-        label_matrix[:len(positives)] = np.stack([head_labels[h] for h in HEADS], axis=1)
+        label_matrix[:len(positives)] = head_label_matrix(g)
         positions = np.zeros(len(pair_items), dtype=np.int64)
         if "position" in g:
             positions[:len(positives)] = g["position"].to_numpy(np.int64)
@@ -154,6 +155,43 @@ def build_ranking_examples(
     )
     batch = assembler.batch(user_ids, item_ids, np.concatenate(rows_now), sources)
     return RankingExamples(batch.dense, batch.categorical, np.concatenate(rows_pos), np.concatenate(rows_label),
+                           user_ids, item_ids, assembler.schema)
+
+
+def build_impression_examples(
+    impressions: pd.DataFrame,
+    feature_history: pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    config: RankingConfig,
+    candidates: Mapping[int, Candidates] | None = None,
+) -> RankingExamples:
+    """One example per labelled impression (app.data.labels.impression_labels): what the user
+    was shown, engaged with or not, at the slot it was shown in. Features from `feature_history`
+    as of each user's last history timestamp, as for the rating windows."""
+    if not len(impressions):
+        raise ValueError("no impression falls in the label window: nothing to learn from")
+    store = FeatureStore.build(feature_history, items, users, config.features)
+    assembler = RankingFeatureAssembler(store)
+    last_seen = feature_history.groupby("user_id")["timestamp"].max()
+    user_ids = impressions["user_id"].to_numpy(np.int64)
+    item_ids = impressions["item_id"].to_numpy(np.int64)
+    fallback = impressions["timestamp"].to_numpy(np.float64) - 1
+    now = np.where(np.isin(user_ids, last_seen.index.to_numpy()),
+                   last_seen.reindex(user_ids).to_numpy(np.float64), fallback)
+    now = np.where(np.isfinite(now), now, fallback)
+    sources = None
+    if candidates is not None:
+        parts = [(_pair_source_columns(candidates.get(int(u)), item_ids[idx], assembler.source_columns), idx)
+                 for u, idx in pd.Series(np.arange(len(user_ids))).groupby(user_ids).groups.items()]
+        sources = {name: np.zeros(len(user_ids), np.float32) for name in assembler.source_columns}
+        for columns, idx in parts:
+            for name in assembler.source_columns:
+                sources[name][np.asarray(idx)] = columns[name]
+    batch = assembler.batch(user_ids, item_ids, now, sources)
+    labels = impressions[list(HEADS)].to_numpy(np.float32)
+    position = impressions["position"].to_numpy(np.int64)
+    return RankingExamples(batch.dense, batch.categorical, np.where(position >= 1, position, 0), labels,
                            user_ids, item_ids, assembler.schema)
 
 
@@ -203,6 +241,48 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def holdout(examples: RankingExamples, seed: int) -> np.ndarray:
+    """The rows of 5 % of the users, held out of training for the reported figures."""
+    rng = np.random.default_rng(seed)
+    users = np.unique(examples.user_ids)
+    held_users = rng.choice(users, size=max(1, len(users) // 20), replace=False) if len(users) > 1 else users[:0]
+    return np.isin(examples.user_ids, held_users)
+
+
+def head_report(model: MultiTaskDCN, examples: RankingExamples, seed: int, deciles: int = 10) -> dict:
+    """Per head on the held-out users, position-neutral as served: AUC (the binary heads) and
+    calibration, the mean prediction against the observed rate in each decile of prediction."""
+    rows = np.flatnonzero(holdout(examples, seed))
+    if not len(rows):
+        return {}
+    with torch.no_grad():
+        probs = torch.sigmoid(model(torch.tensor(examples.dense[rows]), torch.tensor(examples.categorical[rows]))).numpy()
+    labels = examples.labels[rows]
+    out: dict = {"rows": int(len(rows))}
+    for k, head in enumerate(HEADS):
+        p, y = probs[:, k], labels[:, k]
+        edges = np.quantile(p, np.linspace(0, 1, deciles + 1)[1:-1])
+        bucket = np.searchsorted(edges, p, side="right")
+        table = [(float(p[bucket == b].mean()), float(y[bucket == b].mean()), int((bucket == b).sum()))
+                 for b in range(deciles) if (bucket == b).any()]
+        out[head] = {"auc": _auc((y > 0.5).astype(np.float32), p) if head != "watch" else float("nan"),
+                     "mean_predicted": float(p.mean()), "mean_observed": float(y.mean()), "deciles": table}
+    return out
+
+
+def format_head_report(report: dict) -> str:
+    lines = [f"ranker heads on {report.get('rows', 0)} held-out rows (position-neutral):"]
+    for head in HEADS:
+        r = report.get(head)
+        if r is None:
+            continue
+        auc = "" if r["auc"] != r["auc"] else f"AUC {r['auc']:.3f}  "
+        lines.append(f"  {head:6} {auc}mean predicted {r['mean_predicted']:.4f} vs observed {r['mean_observed']:.4f}")
+        lines.append("         calibration by decile (predicted/observed): " + " ".join(
+            f"{p:.3f}/{o:.3f}" for p, o, _ in r["deciles"]))
+    return "\n".join(lines)
+
+
 def train_loop(
     examples: RankingExamples,
     config: RankingConfig,
@@ -219,10 +299,7 @@ def train_loop(
     torch.manual_seed(t.seed)
     torch.set_num_threads(t.threads)
     device = device or torch.device("cpu")
-    rng = np.random.default_rng(t.seed)
-    users = np.unique(examples.user_ids)
-    held_users = rng.choice(users, size=max(1, len(users) // 20), replace=False) if len(users) > 1 else users[:0]
-    held = np.isin(examples.user_ids, held_users)
+    held = holdout(examples, t.seed)
     train_idx, valid_idx = np.flatnonzero(~held), np.flatnonzero(held)
 
     model = build_model(config, examples.schema)
@@ -369,12 +446,17 @@ def fit_ranker(
     storage_path: str | Path = "artifacts/ray_train",
     log: Callable[[str], None] = print,
     init_state: Mapping[str, torch.Tensor] | None = None,
+    impressions: pd.DataFrame | None = None,
 ) -> RankerArtifacts:
     """Examples → training (Ray Train, or in-process with use_ray=False) → artifacts whose
-    feature tables come from `serving_history` (default: feature_history + labels)."""
+    feature tables come from `serving_history` (default: feature_history + labels). With labelled
+    `impressions` (an event log that has them) the examples are those impressions."""
     config = config or RankingConfig()
     start = time.perf_counter()
-    examples = build_training_set(feature_history, labels, items, users, config, candidates)
+    if impressions is not None:
+        examples = build_impression_examples(impressions, feature_history, items, users, config, candidates)
+    else:
+        examples = build_training_set(feature_history, labels, items, users, config, candidates)
     log(f"ranker examples: {len(examples)} rows, {int(examples.labels[:, 0].sum())} positives, "
         f"{examples.dense.shape[1]} dense + {examples.categorical.shape[1]} categorical features "
         f"({time.perf_counter() - start:.1f}s)")
@@ -382,6 +464,7 @@ def fit_ranker(
         model = train_ranker(examples, config, storage_path=storage_path, init_state=init_state).model
     else:
         model = train_loop(examples, config, log=log, init_state=init_state)
+    log(format_head_report(head_report(model, examples, config.training.seed)))
     if serving_history is None:
         serving_history = pd.concat([feature_history, labels], ignore_index=True)
     store = FeatureStore.build(serving_history, items, users, config.features)

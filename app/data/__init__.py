@@ -1,11 +1,25 @@
 """Datasets as one set of tables: MovieLens-100k (real) and a synthetic world of any size."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from app.data.config import DataConfig
 from app.data.errors import DataFormatError
 from app.data.tables import Dataset, labels_from_ratings
 
+if TYPE_CHECKING:
+    from app.data.ids import IdMaps
 
-def load_dataset(config: DataConfig) -> Dataset:
-    """The configured world: MovieLens-100k by default, else the synthetic generator."""
+
+def load_dataset(config: DataConfig, ids: IdMaps | None = None) -> Dataset:
+    """The configured world: MovieLens-100k by default, the synthetic generator, or your own
+    tables (validated first: `InvalidDataset` carries the report). `ids`: the id maps of the
+    artifact being served, so every id maps as it did when it was trained."""
+    if config.dataset == "tables":
+        from app.data.loading import load_tables
+
+        return load_tables(config, ids)
     if config.dataset == "movielens-100k":
         from app.data.movielens import load_movielens
 
@@ -14,7 +28,14 @@ def load_dataset(config: DataConfig) -> Dataset:
         from app.data.synthetic import load_synthetic
 
         return load_synthetic(config)
-    raise ValueError(f"data.dataset: unknown dataset {config.dataset!r} (movielens-100k or synthetic)")
+    raise ValueError(f"data.dataset: unknown dataset {config.dataset!r} (movielens-100k, synthetic or tables)")
 
 
-__all__ = ["DataConfig", "DataFormatError", "Dataset", "labels_from_ratings", "load_dataset"]
+def load_dataset_for(config: DataConfig, artifact: Path) -> Dataset:
+    """The dataset an artifact version was trained on, its ids mapped as they were then."""
+    from app.data.ids import IdMaps
+
+    return load_dataset(config, IdMaps.load(Path(artifact) / "ids"))
+
+
+__all__ = ["DataConfig", "DataFormatError", "Dataset", "labels_from_ratings", "load_dataset", "load_dataset_for"]

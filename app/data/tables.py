@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from app.data.errors import DataFormatError
+
+if TYPE_CHECKING:
+    from app.data.ids import IdMaps
 
 LIKE_MIN_RATING = 4.0
 SHARE_MIN_RATING = 5.0
@@ -55,6 +59,10 @@ class Dataset:
     social_edges: pd.DataFrame
     topics: tuple[str, ...]
     meta: dict[str, object] = field(default_factory=dict)
+    # The user's own ids (app/data/ids.py); None when they already are the dense 1..n integers.
+    ids: IdMaps | None = None
+    # The whole event log, impressions included, when the data came as events (the ranker's labels).
+    events: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         for table, columns in (
