@@ -8,6 +8,7 @@ import redis
 from app.ads.bundle import AdsBundle
 from app.ads.pacing import BudgetPacer
 from app.ads.server import AdServer
+from app.api.ids import ApiIds
 from app.artifacts import ArtifactVersion, resolve_version
 from app.collator.collator import Collator
 from app.data import Dataset, load_dataset_for
@@ -89,4 +90,5 @@ def build_feed_service(
         config.api.max_pages,
         version,
         recorder,
+        ids=ApiIds(loaded.dataset.ids),
     )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from app.ads.server import AdServer, AdsRequest, serve_page_ads
 from app.ads.types import AdCandidate, AdUser
+from app.api.ids import ApiIds
 from app.collator.collator import Collator
 from app.organic import OrganicPage, OrganicPipeline, OrganicRequest
 from app.page import AdsOutcome, AssembledPage, PageState, assemble_page
@@ -102,6 +103,7 @@ class FeedService:
         version: str = "",
         recorder: PageRecorder | None = None,
         live: LiveEngagement | None = None,
+        ids: ApiIds | None = None,
     ) -> None:
         self.organic = organic
         self.collator = collator
@@ -112,6 +114,7 @@ class FeedService:
         self.recorder = recorder or PageRecorder()
         self.hook = self.recorder.hook()  # the page assembly's own steps (collation)
         self.live = live  # the event stream's fresh engagement, as a Retrieval replica holds it
+        self.ids = ids or ApiIds(None)  # pages speak the dataset's own ids
 
     def page(self, request: OrganicRequest, state: PageState | None = None) -> FeedPage:
         """One page for `request` given the user's state (a fresh first page when None)."""
@@ -120,7 +123,7 @@ class FeedService:
             organic = self.organic.page(request, self.live)
             ads = self.serve_ads(request, state)
             assembled = assemble_page(request, organic, ads, state, self.collator, self.max_pages, self.version,
-                                      self.hook)
+                                      self.hook, ids=self.ids)
         self.release_unplaced(request.request_id, assembled.unplaced_ads)
         return FeedPage(request, state, organic, ads, assembled, list(records))
 

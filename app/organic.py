@@ -141,6 +141,7 @@ class OrganicRequest:
     explain: bool = False
     trace: dict[str, str] = field(default_factory=dict)
     deadline: float | None = None
+    external_user_id: object = None  # the user as the request named them (the dataset's own id)
 
 
 @dataclass

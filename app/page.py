@@ -24,6 +24,7 @@ from typing import Any
 
 from app.ads.types import AdCandidate, AdResult, WithheldReason
 from app.api.cursor import Cursor
+from app.api.ids import ApiIds
 from app.api.responses import page_items
 from app.collator.collator import Collator
 from app.collator.types import CollatedPage, SessionSignals
@@ -103,9 +104,11 @@ def assemble_page(
     version: str,
     hook: StageHook | None = None,
     timings_ms: Mapping[str, float] | None = None,
+    ids: ApiIds | None = None,
 ) -> AssembledPage:
     """Collate and render one page. `version` stands in for the ranking version when the organic
-    part reports none; `timings_ms` are the caller's own timings, added to the organic ones."""
+    part reports none; `timings_ms` are the caller's own timings, added to the organic ones;
+    `ids` renders items in the dataset's own ids."""
     hook = hook or NullHook()
     notifications = organic.notifications if state.page_number == 1 else []  # shown once per chain
     with timed_step(hook, "collator", "selector") as figures:
@@ -114,9 +117,13 @@ def assemble_page(
     organic_ids = [int(s.ref_id) for s in collated.slots if s.kind == "organic"]
     n_ads = sum(1 for s in collated.slots if s.kind == "ad")
     has_more = state.store_ok and len(organic.entries) > len(organic_ids) and state.page_number < max_pages
+    item_ids = None
+    if ids is not None and ids.ids is not None:
+        internal = [int(s.ref_id) for s in collated.slots if s.kind == "organic"]
+        item_ids = dict(zip(internal, ids.items_out(internal)))
     body: dict[str, Any] = {
-        "user_id": request.user_id,
-        "items": page_items(collated, state.first_position, request.explain, organic.provenance),
+        "user_id": request.user_id if request.external_user_id is None else request.external_user_id,
+        "items": page_items(collated, state.first_position, request.explain, organic.provenance, item_ids),
         "cursor": None,
         "request_id": request.request_id,
         "cold_start": organic.cold_start,

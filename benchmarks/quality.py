@@ -63,7 +63,40 @@ def organic_models(split: Split, use_ray: bool, log: Callable[[str], None]) -> l
         ("Organic: retrieval + ranking", lambda: pipeline),
         ("Organic: full pipeline (+ MMR, creator cap)", lambda: pipeline.at_stage("reranking", "organic-full")),
         ("Organic: retrieval + ranking without cf_score", lambda: ablation),
+        *contract_models(dataset, config, split, use_ray, quiet),
     ]
+
+
+def contract_models(built_in, config, split: Split, use_ray: bool, log) -> list[tuple[str, RecommenderFactory]]:
+    """The same pipeline on the same data exported to the table contract with string ids (u42,
+    m50) and read back through it (`data.dataset: tables`): a row that must match the built-in one."""
+    import tempfile
+
+    from app.data.export import export_dataset
+    from app.data.loading import load_tables
+    from training.eval_topk import MappedRecommender, OrganicRecommender
+
+    directory = tempfile.mkdtemp(prefix="rayfeed-contract-")
+    export_dataset(built_in, directory, string_ids=True)
+    data = config.data.model_copy(update={"dataset": "tables", "tables": config.data.tables.model_copy(
+        update={"uri": directory, "name": "movielens-100k-contract"})})
+    dataset = load_tables(data)
+    ids = dataset.ids
+    prefix = {"users": "u", "items": "m"}
+
+    def to_internal(kind: str, values: np.ndarray) -> np.ndarray:
+        return getattr(ids, kind).to_internal(f"{prefix[kind]}{int(v)}" for v in values)
+
+    def to_split_items(internal: np.ndarray) -> np.ndarray:
+        return np.asarray([int(str(e)[1:]) for e in ids.items.to_external(internal)], np.int64)
+
+    labels = split.valid.assign(user_id=to_internal("users", split.valid["user_id"].to_numpy()),
+                                item_id=to_internal("items", split.valid["item_id"].to_numpy()))
+    inner = OrganicRecommender(dataset, config.model_copy(update={"data": data}), labels=labels, use_ray=use_ray,
+                               log=log, name="organic-contract")
+    full = MappedRecommender(inner.at_stage("reranking", "organic-contract-full"), to_internal, to_split_items,
+                             "organic-contract-full")
+    return [("Organic: full pipeline, data through the contract (string ids)", lambda: full)]
 
 
 def models(split: Split, config: EvaluationConfig, log: Callable[[str], None]) -> list[tuple[str, RecommenderFactory]]:

@@ -67,14 +67,19 @@ def train(config, no_ray: bool) -> int:
     return 0
 
 
-def _ensure_artifacts(config, no_ray: bool) -> None:
+def _ensure_artifacts(config, no_ray: bool) -> int:
+    """Train when there is no artifact, or when the newest was trained on another dataset."""
     from app.artifacts import ArtifactNotFound, ArtifactStore
+    from app.data import DatasetMismatch, check_trained_on
 
     try:
-        ArtifactStore(config.artifacts.root).latest()
+        check_trained_on(config.data, ArtifactStore(config.artifacts.root).latest().path)
+        return 0
     except ArtifactNotFound:
         print(f"no artifacts under {config.artifacts.root}: training first (a few minutes on 2 cores)", flush=True)
-        train(config, no_ray)
+    except DatasetMismatch as exc:
+        print(f"{exc}: training first", flush=True)
+    return train(config, no_ray)
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
@@ -82,18 +87,28 @@ def cmd_feed(args: argparse.Namespace) -> int:
     from app.organic import OrganicRequest
     from app.state.local_redis import LocalRedis
 
+    from app.api.errors import ApiError
+    from app.api.ids import ApiIds
+
     config = _config(args)
-    _ensure_artifacts(config, args.no_ray)
+    if _ensure_artifacts(config, args.no_ray):
+        return 2
     loaded = load_artifacts(config)
-    if loaded.dataset.user_row(args.user) is None:
-        print(f"--user: unknown user id {args.user} (known: {loaded.dataset.users['user_id'].min()}"
-              f"..{loaded.dataset.users['user_id'].max()})", file=sys.stderr)
+    ids = ApiIds(loaded.dataset.ids)
+    try:
+        user = ids.user(ids.parse_query(args.user, "--user"), "--user")
+    except ApiError as exc:
+        print(f"--user: {exc.message}", file=sys.stderr)
+        return 2
+    if loaded.dataset.user_row(user) is None:
+        print(f"--user: unknown user id {args.user}", file=sys.stderr)
         return 2
     local = None if config.redis_url else LocalRedis.start()
     try:
         clock = world_clock(loaded)
         service = build_feed_service(loaded, config, config.redis_url or local.url, clock)
-        page = service.page(OrganicRequest(args.user, clock(), args.limit, uuid.uuid4().hex, explain=args.explain))
+        page = service.page(OrganicRequest(user, clock(), args.limit, uuid.uuid4().hex, explain=args.explain,
+                                           external_user_id=args.user))
         print(render_page(page, loaded, explain=args.explain))
     finally:
         if local is not None:
@@ -185,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     feed = sub.add_parser("feed", help="print one blended feed page")
-    feed.add_argument("--user", type=int, required=True)
+    feed.add_argument("--user", required=True, help="the user, in the dataset's own ids (42, u42)")
     feed.add_argument("--limit", type=int, default=20)
     feed.add_argument("--explain", action="store_true", help="show sources, per-head scores and filter reasons")
     feed.add_argument("--no-ray", action="store_true", help="if training is needed, train in-process")

@@ -221,7 +221,7 @@ def _wait_ready(url: str, timeout_s: float) -> dict:
     raise TimeoutError(f"the app was not ready within {timeout_s:.0f}s (last: {last[:300]})")
 
 
-def _print_feed(url: str, user: int, limit: int) -> None:
+def _print_feed(url: str, user: str, limit: int) -> None:
     import httpx
 
     from config import load_config
@@ -230,7 +230,10 @@ def _print_feed(url: str, user: int, limit: int) -> None:
     response = httpx.get(f"{url}/v1/feed", params={"user_id": user, "limit": limit, "explain": "true"}, timeout=30)
     response.raise_for_status()
     body = response.json()
-    titles = load_dataset(load_config().data).items.set_index("item_id")["title"]
+    dataset = load_dataset(load_config().data)
+    titles = dataset.items.set_index("item_id")["title"]
+    if dataset.ids is not None:  # the page speaks the dataset's own ids
+        titles.index = dataset.ids.items.to_external(titles.index)
     print(f"\nGET {url}/v1/feed?user_id={user}&limit={limit}&explain=true  →  200  "
           f"(model {body['model_version']}, request {body['request_id'][:8]}, cold_start={body['cold_start']})")
     for item in body["items"]:
@@ -256,7 +259,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     state = _read_state()
     redis_url = _ensure_redis(state)
-    _ensure_artifacts(config, no_ray=args.train_in_process)
+    if _ensure_artifacts(config, no_ray=args.train_in_process):
+        return 2  # the dataset failed validation: its report is printed
     env = serve_environment(redis_url)
     if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" and not haproxy_available():
         raise SystemExit("RAY_SERVE_ENABLE_HA_PROXY=1 needs the HAProxy binary: `pip install -e .[haproxy]` "
@@ -332,7 +336,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="start Ray + Redis locally, deploy the app, print a feed over HTTP")
     serve.add_argument("--serve-config", type=Path, default=REPO / "serve_config.yaml")
-    serve.add_argument("--user", type=int, default=42, help="whose feed to print")
+    serve.add_argument("--user", default="42", help="whose feed to print, in the dataset's own ids (42, u42)")
     serve.add_argument("--limit", type=int, default=20)
     serve.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")

@@ -19,6 +19,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 
 from app.api.config import ApiConfig
 from app.api.errors import ApiError, error_body
+from app.api.schemas import ID_PATTERN, MAX_ID
 from app.api.validation import validation_problems
 from deployments.messages import DeadlineExceeded
 
@@ -83,6 +84,7 @@ def install(app: FastAPI) -> None:
     """Error handlers, the security scheme of the admin endpoints, and a document that states
     the configured page-size bounds (`document_api`)."""
     app.state.api = ApiConfig()
+    app.state.id_kind = "integer"
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -113,23 +115,38 @@ def install(app: FastAPI) -> None:
                             api = app.state.api
                             parameter["schema"] = {"type": "integer", "minimum": api.min_limit,
                                                    "maximum": api.max_limit, "default": api.default_limit}
+                        if parameter["name"] == "user_id" and parameter["in"] == "query":
+                            parameter["schema"] = id_schema(app.state.id_kind, minimum=1)
                     # A body schema given by `json_body` carries its nested models: into components.
                     for media in operation.get("requestBody", {}).get("content", {}).values():
                         components.setdefault("schemas", {}).update(media.get("schema", {}).pop("$defs", {}))
             for name in ("HTTPValidationError", "ValidationError"):
                 components.get("schemas", {}).pop(name, None)
+            event = components.get("schemas", {}).get("Event", {}).get("properties", {})
+            for name, minimum, nullable in (("user_id", 1, False), ("item_id", 0, True), ("creator_id", 0, True)):
+                if name in event:  # this dataset's kind of id only (app/api/ids.py)
+                    one = id_schema(app.state.id_kind, minimum)
+                    event[name] = {"anyOf": [one, {"type": "null"}]} if nullable else one
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def document_api(app: FastAPI, api: ApiConfig) -> None:
-    """The document follows the configuration it is served with (page-size bounds)."""
-    if (app.state.api.min_limit, app.state.api.max_limit, app.state.api.default_limit) != (
-            api.min_limit, api.max_limit, api.default_limit):
+def document_api(app: FastAPI, api: ApiConfig, id_kind: str = "integer") -> None:
+    """The document follows the configuration and dataset it is served with (page-size bounds,
+    the kind of the dataset's ids)."""
+    if (app.state.api.min_limit, app.state.api.max_limit, app.state.api.default_limit, app.state.id_kind) != (
+            api.min_limit, api.max_limit, api.default_limit, id_kind):
         app.openapi_schema = None
-    app.state.api = api
+    app.state.api, app.state.id_kind = api, id_kind
+
+
+def id_schema(kind: str, minimum: int) -> dict[str, Any]:
+    """The JSON schema of one of the dataset's ids ("integer" or "string" ids)."""
+    if kind == "integer":
+        return {"type": "integer", "minimum": minimum, "maximum": MAX_ID}
+    return {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID_PATTERN}
 
 
 def json_body(model: type[BaseModel], description: str, required: bool = True) -> dict[str, Any]:

@@ -4,11 +4,9 @@
 beside it, the auction (stage_client.py), assemble the page with the same code the in-process
 service runs (`app.page.assemble_page`), then record its items and sign the next cursor.
 
-Where the rest lives: HTTP errors, capped bodies, the deadline header and the OpenAPI tables in
-http.py; the guarded Redis (client, feed state, cursor codec, circuit breaker) in redis_guard.py;
-stage calls (batching, deadlines, retry, ads grace) in stage_client.py; the rate-limit share and
-admission in guards.py; event parsing and conversion in app/api/events.py; admin overrides in
-app/state/overrides.py.
+Elsewhere: HTTP errors, bodies, deadlines, OpenAPI (http.py); the guarded Redis (redis_guard.py);
+stage calls (stage_client.py); rate limit, admission (guards.py); events and the dataset's ids
+(app/api/events.py, app/api/ids.py); admin overrides (app/state/overrides.py).
 
 Failure behaviour: Redis unreachable → the organic feed is still served, ads are withheld, no
 cursor is issued, an error metric and a log line say so, /readyz reports `redis` down. Bad input
@@ -34,9 +32,10 @@ from ray.serve.handle import DeploymentHandle
 from app.ads.server import AdsRequest
 from app.api.cursor import CursorCodec
 from app.api.errors import ApiError
-from app.api.events import ad_impressions, counts_by_type, parse_events, stream_event
+from app.api.events import ad_impressions, counts_by_type, parse_events, stream_event, with_internal_ids
+from app.api.ids import ApiIds
 from app.api.responses import bearer_token_matches, load_admin_token
-from app.api.schemas import MAX_ID, EventBatch, EventsAck, FeedResponse, ReadyResponse, ReloadRequest, WeightsRequest
+from app.api.schemas import EventBatch, EventsAck, FeedResponse, ReadyResponse, ReloadRequest, WeightsRequest
 from app.api.validation import validation_problems
 from app.artifacts import ArtifactNotFound, ArtifactStore
 from app.catalog import Catalog
@@ -44,6 +43,7 @@ from app.collator.collator import Collator
 from app.data import load_dataset_for
 from app.organic import OrganicRequest
 from app.page import assemble_page
+from app.pipeline.runner import ms_since
 from app.state.clock import ReplayClock
 from app.state.counters import EngagementCounters
 from app.state.errors import StoreUnavailable
@@ -77,8 +77,8 @@ app = FastAPI(
 http.install(app)
 
 
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000.0, 3)
+def _catalog_and_ids(dataset) -> tuple[Catalog, ApiIds]:
+    return Catalog.from_dataset(dataset), ApiIds(dataset.ids)
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class IngressState:
     collator: Collator
     admin_token: str | None
     hook: ObservabilityHook  # the ingress's own steps (feed-state read, chain wait, collation)
-    catalog: Loaded[Catalog]  # topics and creators of the items events name (for the counters)
+    catalog: Loaded[tuple[Catalog, ApiIds]]  # items events name (for the counters); the dataset's own ids
     counters: EngagementCounters  # real-time counters moved atomically with the event append
 
 
@@ -116,8 +116,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         version = resolve_version(config)
         a = config.api
         catalog = load_once(previous.catalog if previous else None, (config.data, version.path),
-                            lambda: Catalog.from_dataset(load_dataset_for(config.data, version.path)))
-        counters = EngagementCounters.from_catalog(catalog.value, config.retrieval.dynamic.engagement_types,
+                            lambda: _catalog_and_ids(load_dataset_for(config.data, version.path)))
+        counters = EngagementCounters.from_catalog(catalog.value[0], config.retrieval.dynamic.engagement_types,
                                                    a.counter_retention_days)
         return IngressState(config, version.version, serving_clock(version), Collator(config.collator),
                             load_admin_token(os.environ, a.admin_token_env, a.admin_token_file),
@@ -129,7 +129,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self.stages.resize(settings.chain_max_in_flight, settings.chain_max_batch_size)
         self.rate_limit.configure(config.api)
         self.admission.configure(config.api)
-        http.document_api(app, config.api)
+        http.document_api(app, config.api, state.catalog.value[1].kind)
         if config.redis_url:
             self.rate_limit.start(lambda: self.redis.client, self.redis.guarded, self.redis.down)
 
@@ -143,7 +143,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
     async def feed(
         self,
         request: Request,
-        user_id: int = Query(..., ge=1, le=MAX_ID, description="the user whose feed this is"),
+        user_id: str = Query(..., min_length=1, max_length=128, description="the user, in the dataset's own ids"),
         limit: int | None = Query(None, description="items on this page (bounds: api.min_limit..api.max_limit)"),
         cursor: str | None = Query(None, min_length=1, max_length=CursorCodec.MAX_LENGTH),
         explain: bool = Query(False, description="add per-item provenance and removal counts"),
@@ -151,17 +151,18 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         started = time.perf_counter()
         state = await self.state()
         config, metrics = state.config, observability(state.config)
-        request_id = uuid.uuid4().hex
+        request_id, ids = uuid.uuid4().hex, state.catalog.value[1]
         try:
             self._check_rate(request, state, "feed")
+            internal = ids.user(external := ids.parse_query(user_id, "user_id"))
             deadline = http.request_deadline(request.headers, config.api.request_timeout_s, time.time())
             limit = config.api.default_limit if limit is None else limit
             if not config.api.min_limit <= limit <= config.api.max_limit:
                 raise ApiError(422, "limit", f"must be between {config.api.min_limit} and {config.api.max_limit}")
-            with request_span("GET /v1/feed", request.headers, user_id=user_id, request_id=request_id,
+            with request_span("GET /v1/feed", request.headers, user_id=external, request_id=request_id,
                               salt=config.observability.user_id_hash_salt) as span:
                 body = await self.admission.run(
-                    self._feed(state, user_id, limit, cursor, explain, request_id, started, deadline))
+                    self._feed(state, internal, external, limit, cursor, explain, request_id, started, deadline))
                 span.set_attribute(ATTR_MODEL_VERSION, body["model_version"])
                 span.set_attribute(ATTR_N_OUT, len(body["items"]))
         except ApiError as exc:
@@ -175,16 +176,17 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         metrics.record_request(200, time.perf_counter() - started)
         return JSONResponse(body)
 
-    async def _feed(self, state: IngressState, user_id: int, limit: int, cursor_token: str | None, explain: bool,
-                    request_id: str, started: float, deadline: float) -> dict[str, Any]:
+    async def _feed(self, state: IngressState, user_id: int, external: object, limit: int, cursor_token: str | None,
+                    explain: bool, request_id: str, started: float, deadline: float) -> dict[str, Any]:
         config, now = state.config, state.clock()
         t = time.perf_counter()
         page_state = await self.redis.read_page_state(user_id, cursor_token, uuid.uuid4().hex, state.hook)
-        timings = {"state": _ms_since(t)}
+        timings = {"state": ms_since(t)}
         check_deadline(deadline, "ingress")  # e.g. the feed-state read was slow
         carrier = inject_context()
         request = OrganicRequest(user_id, now, limit, request_id, page_state.served_item_ids,
-                                 page_state.hidden_item_ids, page_state.hidden_creator_ids, explain, carrier, deadline)
+                                 page_state.hidden_item_ids, page_state.hidden_creator_ids, explain, carrier, deadline,
+                                 external)
         t = time.perf_counter()
         ads_call = None
         if page_state.store_ok:  # without Redis no cap or budget can be checked: no auction
@@ -198,13 +200,13 @@ class FeedIngress(ReloadableDeployment[IngressState]):
                 ads_call.cancel()  # its reservations, if any were made, expire by TTL
             raise
         ads, ads_seconds = await self.stages.ads_by(ads_call, deadline)
-        timings["organic_and_ads_wall"] = _ms_since(t)
+        timings["organic_and_ads_wall"] = ms_since(t)
         if ads_seconds is not None:
             timings["ads"] = round(ads_seconds * 1000, 3)
         t = time.perf_counter()
         page = assemble_page(request, organic, ads, page_state, state.collator, config.api.max_pages, state.version,
-                             state.hook, timings)
-        page.body["timings_ms"]["collate"] = _ms_since(t)
+                             state.hook, timings, state.catalog.value[1])
+        page.body["timings_ms"]["collate"] = ms_since(t)
         if page.unplaced_ads:
             self.stages.release(request_id, [a.ad_id for a in page.unplaced_ads])
         log_entry = prediction_log_entry(config.observability, user_id, request_id, page.collated.slots,
@@ -214,7 +216,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
             page_state.first_position + len(page.collated.slots), page.has_more, log_entry)
         if explain:
             page.body["explain"]["live_topics"] = await self.redis.live_topics(user_id)
-        page.body["timings_ms"]["total"] = _ms_since(started)
+        page.body["timings_ms"]["total"] = ms_since(started)
         try:
             observability(config).record_page([s.kind for s in page.collated.slots],
                                               [s.item.creator_id for s in page.collated.slots if s.kind == "organic"])
@@ -230,8 +232,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         state = await self.state()
         config, metrics = state.config, observability(state.config)
         self._check_rate(request, state, "events")
-        events = parse_events(await http.read_body_capped(request, config.api.max_body_bytes),
-                              config.api.max_events_per_request)
+        events = with_internal_ids(parse_events(await http.read_body_capped(request, config.api.max_body_bytes),
+                                                config.api.max_events_per_request), state.catalog.value[1])
         store = self.redis.store()
         if store is None:
             raise ApiError(503, None, "no event store configured (REDIS_URL)", {"Retry-After": "1"})

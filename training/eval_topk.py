@@ -91,6 +91,33 @@ class OrganicRecommender:
         return out
 
 
+class MappedRecommender:
+    """A recommender trained on a dataset whose ids are not the evaluation split's (the same data
+    exported to the contract with string ids, say): the split's ids are mapped in, its
+    recommendations mapped back, so both rows of a benchmark score the same test interactions."""
+
+    def __init__(self, inner, to_internal: Callable[[str, np.ndarray], np.ndarray],
+                 to_split_items: Callable[[np.ndarray], np.ndarray], name: str) -> None:
+        self.inner, self.to_internal, self.to_split_items, self.name = inner, to_internal, to_split_items, name
+
+    def _mapped(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(user_id=self.to_internal("users", frame["user_id"].to_numpy()),
+                            item_id=self.to_internal("items", frame["item_id"].to_numpy()))
+
+    def fit(self, interactions: pd.DataFrame) -> None:
+        self.inner.fit(self._mapped(interactions))
+
+    def recommend(self, user_ids: np.ndarray, k: int, exclude: UserItemSets) -> np.ndarray:
+        pairs = pd.DataFrame({"user_id": np.repeat(exclude.user_ids, np.diff(exclude.indptr)),
+                              "item_id": exclude.item_ids})
+        internal = self.inner.recommend(self.to_internal("users", np.asarray(user_ids)), k,
+                                        UserItemSets.from_frame(self._mapped(pairs)))
+        out = np.full_like(internal, PAD)
+        found = internal != PAD
+        out[found] = self.to_split_items(internal[found])
+        return out
+
+
 def organic_recommender_factory(config: RayfeedConfig, use_ray: bool = True) -> Callable[[], OrganicRecommender]:
     dataset = load_dataset(config.data)
     return lambda: OrganicRecommender(dataset, config, use_ray=use_ray)

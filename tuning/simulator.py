@@ -157,6 +157,23 @@ class PageResponse:
     relevance: float  # Σ σ(a) over examined organic (true expected engagement)
 
 
+@dataclass(frozen=True)
+class LoggedImpression:
+    """One organic slot of a served page and what the user did, with the truth behind it:
+    `preference` σ(a_ui) (the click probability once examined) and `examination` θ_p."""
+
+    user_id: int
+    item_id: int
+    position: int
+    clicked: bool
+    day: int
+    ts: float
+    request_id: str
+    hidden: bool
+    preference: float
+    examination: float
+
+
 class SimulatedUser(ABC):
     """RecSim-style user: lifecycle methods over an explicit state."""
 
@@ -338,7 +355,7 @@ class Simulation:
     reranker: ExposureReranker | None = None
     position_randomisation: int = 0  # >0: shuffle the first n organic entries of each page (audit logs)
     log_impressions: bool = False
-    impressions: list[tuple] = field(default_factory=list)
+    impressions: list[LoggedImpression] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         w = self.world
@@ -482,9 +499,7 @@ class Simulation:
                     if unseen_ads:
                         self.ad_server.release(request_id, unseen_ads)
                     if self.log_impressions:
-                        for k, slot in enumerate(page.slots):
-                            if slot.kind == "organic":
-                                self.impressions.append((u, int(slot.ref_id), slot.position, bool(resp.clicked[k]), day))
+                        self._log_page(u, day, request_id, page, resp, s)
                     for item in resp.examined_items:
                         item_exposure[item] += 1
                         creator = int(w.item_creator[item])
@@ -537,6 +552,20 @@ class Simulation:
         objective = long_term_objective(day_rows, n, c)
         return SimulationResult(day_rows, week_rows, item_exposure, creator_exposure, n, objective,
                                 time.perf_counter() - started, np.stack([s.latent for s in states]), initial_latent)
+
+    def _log_page(self, user_id: int, day: int, request_id: str, page: CollatedPage, resp: PageResponse,
+                  state: UserState) -> None:
+        """Every organic slot of a served page, with the truth that drew its response."""
+        organic = [k for k, slot in enumerate(page.slots) if slot.kind == "organic"]
+        if not organic:
+            return
+        items = np.array([int(page.slots[k].ref_id) for k in organic], np.int64)
+        preference = self.choice.click_probability(self.affinity.logit(state.latent, items))
+        examination = self.choice.examination(len(page.slots))
+        for k, item, q in zip(organic, items.tolist(), preference.tolist()):
+            self.impressions.append(LoggedImpression(
+                user_id, item, page.slots[k].position, bool(resp.clicked[k]), day, self.clock(), request_id,
+                bool(resp.hidden[k]), float(q), float(examination[k])))
 
     def _week_row(self, week: int, states: list[UserState], consumed: list[set[int]], creators: list[set[int]],
                   item_exposure: np.ndarray, week_creator: dict[int, float], n_quit: int) -> dict[str, float]:

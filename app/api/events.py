@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pydantic import TypeAdapter, ValidationError
 
 from app.api.errors import ApiError
+from app.api.ids import ApiIds
 from app.api.schemas import Event
 from app.api.validation import validation_problems
 from app.state.events import StreamEvent
@@ -41,6 +42,20 @@ def parse_events(raw: bytes, max_events: int) -> list[Event]:
     except ValidationError as exc:
         problems = validation_problems(list(exc.errors()))
         raise ApiError(422, problems[0]["field"], problems[0]["message"], problems=problems) from None
+
+
+def with_internal_ids(events: list[Event], ids: ApiIds) -> list[Event]:
+    """The events with the models' indices for the dataset's ids (422 naming `[i].<field>` for an
+    id of the wrong kind or an unknown item)."""
+    out = []
+    for i, event in enumerate(events):
+        update: dict[str, object] = {"user_id": ids.user(event.user_id, f"[{i}].user_id")}
+        if event.item_id is not None:
+            update["item_id"] = ids.item(event.item_id, f"[{i}].item_id")
+        if event.creator_id is not None:
+            update["creator_id"] = ids.creator(event.creator_id, f"[{i}].creator_id")
+        out.append(event.model_copy(update=update))
+    return out
 
 
 def stream_event(event: Event, now: float) -> StreamEvent:

@@ -35,13 +35,15 @@ def page_items(
     first_position: int,
     explain: bool,
     organic: Mapping[int, Mapping[str, object]] | None = None,
+    item_ids: Mapping[int, object] | None = None,
 ) -> list[dict[str, object]]:
+    """`item_ids`: internal item index -> the dataset's own id (None: they are the same)."""
     items: list[dict[str, object]] = []
     for slot in page.slots:
         item: dict[str, object] = {"position": first_position + slot.position - 1, "type": slot.kind,
                                    "score": round(float(slot.score), 6)}
         if slot.kind == "organic":
-            item["item_id"] = int(slot.ref_id)
+            item["item_id"] = int(slot.ref_id) if item_ids is None else item_ids[int(slot.ref_id)]
         elif slot.kind == "ad":
             item["ad_id"] = int(slot.ref_id)
         else:

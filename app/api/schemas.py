@@ -6,13 +6,19 @@ client writes, so a typo is a 4xx naming the field rather than a silently ignore
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 # Ids are integers a JSON client can hold exactly (JavaScript's Number.MAX_SAFE_INTEGER): above it,
 # a client's double would round an id onto its neighbour.
 MAX_ID = 2**53 - 1
+# The user's own ids (app/data/ids.py): integers, or strings of these characters. A dataset has one
+# kind; the OpenAPI document the ingress serves states which (deployments/http.py).
+ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,128}$"
+StringId = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+UserId = Annotated[int, Field(ge=1, le=MAX_ID)] | StringId
+ItemId = Annotated[int, Field(ge=0, le=MAX_ID)] | StringId
 
 EventType = Literal["impression", "click", "like", "share", "hide", "watch", "conversion"]
 EVENT_TYPES: tuple[str, ...] = ("impression", "click", "like", "share", "hide", "watch", "conversion")
@@ -25,15 +31,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-def _present(name: str, json_type: str) -> dict:
-    """JSON Schema: `name` is given and not null."""
-    return {"required": [name], "properties": {name: {"type": json_type}}}
+def _present(name: str, json_type: str | None = None) -> dict:
+    """JSON Schema: `name` is given and not null (and of `json_type` when one is named)."""
+    return {"required": [name], "properties": {name: {"type": json_type} if json_type else {"not": {"type": "null"}}}}
 
 
 class FeedItem(BaseModel):
     position: int = Field(description="1-based; continues across the pages of one cursor chain")
     type: Literal["organic", "ad", "notification"]
-    item_id: int | None = None
+    item_id: int | str | None = Field(None, description="the item, in the dataset's own ids")
     ad_id: int | None = None
     notification_id: str | None = None
     score: float = Field(description="the slot's contribution to CollatorScore")
@@ -41,7 +47,7 @@ class FeedItem(BaseModel):
 
 
 class FeedResponse(BaseModel):
-    user_id: int
+    user_id: int | str = Field(description="the user, as the request named them")
     items: list[FeedItem]
     cursor: str | None = Field(description="pass back for the next page; null when there is none")
     request_id: str
@@ -60,26 +66,26 @@ class Event(_Strict):
 
     # The rules of `_target`, for the OpenAPI document.
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra={"oneOf": [
-        _present("item_id", "integer"), _present("ad_id", "integer")], "allOf": [
+        _present("item_id"), _present("ad_id", "integer")], "allOf": [
         {"if": {"required": ["type"], "properties": {"type": {"const": "watch"}}},
          "then": _present("watch_seconds", "number")},
         {"if": {"required": ["type", "ad_id"], "properties": {"type": {"const": "impression"}, "ad_id": {"type": "integer"}}},
          "then": _present("request_id", "string")},
-        {"if": _present("creator_id", "integer"), "then": {"properties": {"type": {"const": "hide"}}}},
+        {"if": _present("creator_id"), "then": {"properties": {"type": {"const": "hide"}}}},
     ]})
 
     event_id: str | None = Field(
         None, min_length=1, max_length=128, description="client-chosen id for de-duplication (derived when absent)"
     )
-    user_id: int = Field(ge=1, le=MAX_ID)
-    item_id: int | None = Field(None, ge=0, le=MAX_ID)
+    user_id: UserId = Field(description="the user, in the dataset's own ids")
+    item_id: ItemId | None = Field(None, description="the item, in the dataset's own ids")
     ad_id: int | None = Field(None, ge=0, le=MAX_ID)
     type: EventType
     watch_seconds: float | None = Field(None, ge=0, le=86_400)
     position: int | None = Field(None, ge=1, le=100_000)
     request_id: str | None = Field(None, min_length=1, max_length=128)
     ts: float | None = Field(None, gt=0, description="unix seconds of world time; the server's world time when absent")
-    creator_id: int | None = Field(None, ge=0, le=MAX_ID, description="hide events only: also hide this creator")
+    creator_id: ItemId | None = Field(None, description="hide events only: also hide this creator (the dataset's ids)")
 
     @model_validator(mode="after")
     def _target(self) -> "Event":

@@ -31,11 +31,34 @@ def load_dataset(config: DataConfig, ids: IdMaps | None = None) -> Dataset:
     raise ValueError(f"data.dataset: unknown dataset {config.dataset!r} (movielens-100k, synthetic or tables)")
 
 
+class DatasetMismatch(ValueError):
+    """The artifact was trained on another dataset than the configuration names."""
+
+
+def dataset_name(config: DataConfig) -> str | None:
+    """The name an artifact trained on this configuration records (None: not checked)."""
+    return {"tables": config.tables.name, "movielens-100k": "movielens-100k"}.get(config.dataset)
+
+
+def check_trained_on(config: DataConfig, artifact: Path) -> None:
+    """Refuse to pair an artifact with a dataset it was not trained on (its ids would not match)."""
+    import json
+
+    manifest = Path(artifact) / "manifest.json"
+    expected = dataset_name(config)
+    trained_on = json.loads(manifest.read_text()).get("dataset") if manifest.exists() else None
+    if expected is not None and trained_on is not None and trained_on != expected:
+        raise DatasetMismatch(
+            f"artifact {Path(artifact).name} was trained on {trained_on!r}, the configuration names {expected!r} "
+            f"(data.dataset / data.tables.name): train on it (rayfeed train) or pin a version trained on it")
+
+
 def load_dataset_for(config: DataConfig, artifact: Path) -> Dataset:
     """The dataset an artifact version was trained on, its ids mapped as they were then."""
     from app.data.ids import IdMaps
 
+    check_trained_on(config, artifact)
     return load_dataset(config, IdMaps.load(Path(artifact) / "ids"))
 
 
-__all__ = ["DataConfig", "DataFormatError", "Dataset", "labels_from_ratings", "load_dataset", "load_dataset_for"]
+__all__ = ["DataConfig", "DataFormatError", "Dataset", "labels_from_ratings", "load_dataset", "load_dataset_for", "DatasetMismatch", "check_trained_on"]

@@ -42,7 +42,7 @@ def created_at(dataset: Dataset) -> np.ndarray:
 
 def export_dataset(dataset: Dataset, directory: str | Path, string_ids: bool = False) -> dict[str, int]:
     """Write `dataset` as contract tables (a rating log); returns rows written per table."""
-    user, item, creator = _namer("u", string_ids), _namer("m", string_ids), _namer("c", string_ids)
+    user, item = _namer("u", string_ids), _namer("m", string_ids)
     inter = dataset.interactions
     position = inter["position"].to_numpy(np.int64) if "position" in inter else np.full(len(inter), -1)
     tables = {
@@ -52,6 +52,17 @@ def export_dataset(dataset: Dataset, directory: str | Path, string_ids: bool = F
             "timestamp": pa.array(inter["timestamp"].to_numpy(np.int64)),
             "position": pa.array(np.where(position >= 1, position, 0), pa.int64(), mask=position < 1),
         }),
+        **catalogue_tables(dataset, string_ids),
+    }
+    for name, table in tables.items():
+        write_table(table, directory, name)
+    return {name: t.num_rows for name, t in tables.items()}
+
+
+def catalogue_tables(dataset: Dataset, string_ids: bool = False) -> dict[str, pa.Table]:
+    """The items, users and social edges of `dataset` as contract tables."""
+    user, item, creator = _namer("u", string_ids), _namer("m", string_ids), _namer("c", string_ids)
+    return {
         "items": pa.table({
             "item_id": item(dataset.items["item_id"].to_numpy()),
             "creator_id": creator(dataset.items["creator_id"].to_numpy()),
@@ -75,9 +86,6 @@ def export_dataset(dataset: Dataset, directory: str | Path, string_ids: bool = F
             "close": pa.array(dataset.social_edges["close"].to_numpy(bool)),
         }),
     }
-    for name, table in tables.items():
-        write_table(table, directory, name)
-    return {name: t.num_rows for name, t in tables.items()}
 
 
 def export_events(events: pd.DataFrame, directory: str | Path, name: str = "interactions") -> int:

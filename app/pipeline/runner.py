@@ -118,6 +118,11 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
 
+def ms_since(started: float) -> float:
+    """Milliseconds since `started` (a time.perf_counter() reading)."""
+    return ms(time.perf_counter() - started)
+
+
 @contextlib.contextmanager
 def timed_step(hook: StageHook, name: str, kind: str) -> Iterator[dict[str, object]]:
     """A step that is not a declared stage (query hydration, the ads funnel, collation), timed,

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from app.api.errors import ApiError
-from app.api.events import ad_impressions, counts_by_type, parse_events, stream_event
+from app.api.events import ad_impressions, counts_by_type, parse_events, stream_event, with_internal_ids
+from app.api.ids import ApiIds
 
 
 def body(events) -> bytes:
@@ -59,8 +60,28 @@ def test_integral_json_numbers_are_integers_and_types_are_strict():
     """`659.0` is a valid JSON Schema integer; a string or a bool is not a number."""
     (event,) = parse_events(b'[{"user_id": 7.0, "item_id": 3, "type": "watch", "watch_seconds": 12, "position": 2.0}]', 5)
     assert (event.user_id, event.position, event.watch_seconds) == (7, 2, 12.0)
-    for bad in (b'[{"user_id": "7", "item_id": 3, "type": "click"}]', b'[{"user_id": true, "item_id": 3, "type": "click"}]',
+    for bad in (b'[{"user_id": true, "item_id": 3, "type": "click"}]',
                 b'[{"user_id": 7.5, "item_id": 3, "type": "click"}]', b'[{"user_id": 7, "item_id": 3, "type": "click", "ts": 1e400}]'):
         with pytest.raises(ApiError) as refused:
             parse_events(bad, 5)
         assert refused.value.status == 422
+    # "7" is an id of the other kind for a dataset of integer ids: refused when the ids are mapped.
+    with pytest.raises(ApiError) as refused:
+        with_internal_ids(parse_events(b'[{"user_id": "7", "item_id": 3, "type": "click"}]', 5), ApiIds(None))
+    assert (refused.value.status, refused.value.field) == (422, "[0].user_id")
+
+
+def test_events_speak_the_datasets_own_ids():
+    from app.data.ids import IdMap, IdMaps
+
+    ids = ApiIds(IdMaps(IdMap(("u1", "u2")), IdMap(("m1", "m2")), IdMap(("c1",))))
+    (event,) = with_internal_ids(parse_events(
+        b'[{"user_id": "u2", "item_id": "m1", "type": "hide", "creator_id": "c1"}]', 5), ids)
+    assert (event.user_id, event.item_id, event.creator_id) == (2, 1, 1)
+    (guest,) = with_internal_ids(parse_events(b'[{"user_id": "newcomer", "item_id": "m2", "type": "click"}]', 5), ids)
+    assert guest.user_id == IdMap(("u1", "u2")).guest("newcomer") > 2
+    for body, field in ((b'[{"user_id": "u1", "item_id": "m9", "type": "click"}]', "[0].item_id"),
+                        (b'[{"user_id": 1, "item_id": "m1", "type": "click"}]', "[0].user_id")):
+        with pytest.raises(ApiError) as refused:
+            with_internal_ids(parse_events(body, 5), ids)
+        assert (refused.value.status, refused.value.field) == (422, field)
