@@ -232,13 +232,15 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         state = await self.state()
         config, metrics = state.config, observability(state.config)
         self._check_rate(request, state, "events")
-        events = with_internal_ids(parse_events(await http.read_body_capped(request, config.api.max_body_bytes),
-                                                config.api.max_events_per_request), state.catalog.value[1])
+        given = parse_events(await http.read_body_capped(request, config.api.max_body_bytes),
+                             config.api.max_events_per_request)
+        events, ids = with_internal_ids(given, state.catalog.value[1]), state.catalog.value[1]
         store = self.redis.store()
         if store is None:
             raise ApiError(503, None, "no event store configured (REDIS_URL)", {"Retry-After": "1"})
         now = state.clock()
-        stream_events = [stream_event(e, now) for e in events]
+        refs = [g.user_id if ids.ids is not None else None for g in given]  # new users' own ids
+        stream_events = [stream_event(e, now, ref) for e, ref in zip(events, refs)]
         stream = EventStream(store.client, config.api.event_stream_maxlen, config.api.event_dedup_ttl_s)
         try:  # BEFORE the ack: an acknowledged event is never lost
             flags = await self.redis.guarded(

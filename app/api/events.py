@@ -58,10 +58,13 @@ def with_internal_ids(events: list[Event], ids: ApiIds) -> list[Event]:
     return out
 
 
-def stream_event(event: Event, now: float) -> StreamEvent:
+def stream_event(event: Event, now: float, user_ref: object = None) -> StreamEvent:
     """The stream's record of an event: world time `now` when the client sent none, and a
-    content-derived id when it named none (a retried batch is then still de-duplicated)."""
+    content-derived id when it named none (a retried batch is then still de-duplicated).
+    `user_ref`: the user as the client named them (datasets with their own ids)."""
     fields = event.model_dump(exclude={"event_id"})
+    if user_ref is not None:
+        fields["user_ref"] = user_ref
     fields["ts"] = event.ts if event.ts is not None else now
     event_id = event.event_id or StreamEvent.derive_id(fields)
     return StreamEvent(event_id=event_id, **fields)

@@ -25,6 +25,10 @@ def _namer(prefix: str, string_ids: bool) -> Callable[[np.ndarray], pa.Array]:
     return lambda ids: pa.array(np.asarray(ids, np.int64), pa.int64())
 
 
+def _external(mapping) -> Callable[[np.ndarray], pa.Array]:
+    return lambda values: pa.array(mapping.to_external(values))
+
+
 def created_at(dataset: Dataset) -> np.ndarray:
     """Each item's publication time: its own `created_at` when the dataset has one, else the
     earlier of 1 January of its release year and its first interaction (MovieLens has only years,
@@ -60,8 +64,12 @@ def export_dataset(dataset: Dataset, directory: str | Path, string_ids: bool = F
 
 
 def catalogue_tables(dataset: Dataset, string_ids: bool = False) -> dict[str, pa.Table]:
-    """The items, users and social edges of `dataset` as contract tables."""
+    """The items, users and social edges of `dataset` as contract tables (in the dataset's own
+    ids when it has them)."""
     user, item, creator = _namer("u", string_ids), _namer("m", string_ids), _namer("c", string_ids)
+    if dataset.ids is not None:
+        ids = dataset.ids
+        user, item, creator = _external(ids.users), _external(ids.items), _external(ids.creators)
     return {
         "items": pa.table({
             "item_id": item(dataset.items["item_id"].to_numpy()),

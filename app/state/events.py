@@ -72,6 +72,9 @@ class StreamEvent:
     position: int | None = None
     request_id: str | None = None
     creator_id: int | None = None
+    # The user as the client named them, when the dataset has its own ids (app/data/ids.py): a new
+    # user's index cannot be mapped back, and exports (`rayfeed data export events`) need their id.
+    user_ref: int | str | None = None
 
     @staticmethod
     def derive_id(fields: dict[str, object]) -> str:
@@ -173,6 +176,11 @@ class EventStream:
             return int(await self.client.xlen(self.key))
         except redis.RedisError as exc:
             raise StoreUnavailable(f"event stream length: {type(exc).__name__}: {exc}") from exc
+
+
+def decode_entries(rows) -> list[tuple[str, StreamEvent]]:
+    """XRANGE/XREAD rows (sync or async client) as (entry id, event)."""
+    return _decode(rows)
 
 
 def _decode(rows) -> list[tuple[str, StreamEvent]]:

@@ -89,5 +89,5 @@ def test_out_of_range_rating_is_an_error(tmp_path):
 
 
 def test_unknown_dataset_name_is_an_error():
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="movielens-100k', 'synthetic' or 'tables'"):
         load_dataset(DataConfig(dataset="nope"))
