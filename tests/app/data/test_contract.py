@@ -108,6 +108,18 @@ def test_the_cli_and_training_refuse_with_the_same_report_and_no_traceback():
     assert "training refused" in train.stderr
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_training_refuses_each_corruption_with_the_validation_report(variant, monkeypatch, capsys):
+    import cli.main as cli
+
+    monkeypatch.setenv("RAYFEED_DATA__DATASET", "tables")
+    monkeypatch.setenv("RAYFEED_DATA__TABLES__URI", str(DATA / variant))
+    assert cli.main(["train", "--no-ray"]) == EXIT_ERRORS
+    err = capsys.readouterr().err
+    table, column, check = VARIANTS[variant]
+    assert (f"{table}.{column}" if column else table) in err and check in err and "training refused" in err
+
+
 def test_loading_refuses_an_invalid_dataset_with_its_report():
     with pytest.raises(InvalidDataset) as refused:
         load_tables(tables_config(DATA / "dangling_item"))
