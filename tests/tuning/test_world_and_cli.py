@@ -13,14 +13,18 @@ from tuning.simulator import simulate
 
 
 def _has_artifacts() -> bool:
+    """A published artifact trained on the configured dataset (a checkout may hold another's)."""
+    from app.data import DatasetMismatch, check_trained_on
+
+    config = load_config()
     try:
-        ArtifactStore(load_config().artifacts.root).latest()
+        check_trained_on(config.data, ArtifactStore(config.artifacts.root).latest().path)
         return True
-    except ArtifactNotFound:
+    except (ArtifactNotFound, DatasetMismatch):
         return False
 
 
-@pytest.mark.skipif(not _has_artifacts(), reason="no published artifacts (rayfeed train)")
+@pytest.mark.skipif(not _has_artifacts(), reason="no published artifacts of the configured dataset (rayfeed train)")
 def test_world_from_artifacts_uses_the_real_pipeline(tmp_path):
     from app.bootstrap import load_artifacts
     from app.organic import OrganicPipeline
