@@ -36,6 +36,9 @@ class IdMap:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {v: i + 1 for i, v in enumerate(self.external)})
+        # Bulk lookups go through a hash index built once (a Python loop per id cost seconds per
+        # million rows).
+        object.__setattr__(self, "_bulk", pd.Index(pd.array(list(self.external), dtype=object)))
 
     def __len__(self) -> int:
         return len(self.external)
@@ -50,12 +53,15 @@ class IdMap:
         """A map over `ids`; with `previous`, its assignments are kept and new ids follow, sorted."""
         known = list(previous.external) if previous is not None else []
         seen = set(known)
-        fresh = sorted({_plain(v) for v in ids} - seen, key=_sort_key)
+        values = pd.unique(pd.Series(ids, dtype=object)) if not isinstance(ids, pd.Series) else pd.unique(ids)
+        fresh = sorted({_plain(v) for v in values} - seen, key=_sort_key)
         return cls(tuple(known + fresh))
 
     def to_internal(self, ids: Iterable[object]) -> np.ndarray:
-        index = self._index  # type: ignore[attr-defined]
-        return np.fromiter((index.get(_plain(v), UNKNOWN) for v in ids), np.int64)
+        values = ids.to_numpy(object) if isinstance(ids, pd.Series) else np.asarray(
+            [_plain(v) for v in ids], dtype=object)
+        found = self._bulk.get_indexer(values)  # type: ignore[attr-defined]
+        return np.where(found >= 0, found + 1, UNKNOWN).astype(np.int64)
 
     def one(self, external: object) -> int:
         return self._index.get(_plain(external), UNKNOWN)  # type: ignore[attr-defined]

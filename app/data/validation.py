@@ -147,14 +147,14 @@ class _Checker:
 
     def _ids(self, table, column, series, arrow_type) -> pd.Series:
         if pa.types.is_integer(arrow_type):
+            if not series.isna().any():
+                return pd.Series(series.to_numpy(np.int64).tolist(), dtype=object)
             return series.astype("Int64").astype(object).where(series.notna(), None)
         if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_dictionary(arrow_type):
-            text = series.astype(object)
-            stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v)
-            digits = stripped.map(lambda v: isinstance(v, str) and v.lstrip("-").isdigit())
-            if len(stripped) and digits.all():  # a CSV of integer ids: integers, as the user wrote them
-                return stripped.map(int).astype(object)
-            return stripped.map(lambda v: v if v != "" else None)
+            stripped = series.astype(object).str.strip()
+            if len(stripped) and stripped.str.fullmatch(r"-?[0-9]+").fillna(False).all():
+                return pd.Series(stripped.astype(np.int64).to_numpy(), dtype=object)  # a CSV of integer ids
+            return stripped.where(stripped != "", None)
         if pa.types.is_floating(arrow_type):
             finite = np.isfinite(series.to_numpy(np.float64, na_value=np.nan))
             integral = finite & (np.mod(np.nan_to_num(series.to_numpy(np.float64, na_value=0.0)), 1) == 0)
