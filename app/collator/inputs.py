@@ -39,4 +39,10 @@ def notifications_for(query: FeedQuery, dataset: Dataset, config: NotificationCo
     requesters: set[int] = set()
     for friend in query.friend_ids[:10]:
         requesters.update(int(f) for f in dataset.friends_of(friend)[:10])
-    return generate_notifications(query.user_id, query.friend_ids, sorted(requesters), {}, seed=seed, config=config)
+    ids = dataset.ids
+    name = None
+    if ids is not None:  # ids and texts in the dataset's own ids, not the models' indices
+        def name(user: int) -> object:
+            return ids.users.to_external([user])[0] or user
+    return generate_notifications(query.user_id, query.friend_ids, sorted(requesters), {}, seed=seed, config=config,
+                                  name=name)

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -30,14 +30,17 @@ def generate_notifications(
     *,
     seed: int,
     config: NotificationConfig,
+    name: Callable[[int], object] | None = None,
 ) -> list[Notification]:
     """Notifications for `user_id`, highest priority first.
 
     Friend requests: each candidate requester who is neither the user nor already a friend sent a
     request with probability `friend_request_probability`; at most `max_friend_requests` of them,
     in the seeded order. Milestones: one per post, for the highest threshold its likes reached
-    ("Your post got 100 likes"), priority `milestone_priority · log10(threshold)`.
+    ("Your post got 100 likes"), priority `milestone_priority · log10(threshold)`. `name` renders
+    a user in ids and texts (the dataset's own ids; default: the index itself).
     """
+    name = name or (lambda u: u)
     rng = np.random.default_rng([seed, user_id])
     friends = set(friend_ids)
     pool = sorted({r for r in candidate_requester_ids if r != user_id and r not in friends})
@@ -50,9 +53,9 @@ def generate_notifications(
         if sent[i]:
             requester = pool[int(i)]
             out.append(Notification(
-                notification_id=f"fr:{user_id}:{requester}",
+                notification_id=f"fr:{name(user_id)}:{name(requester)}",
                 kind="friend_request",
-                text=f"User {requester} sent you a friend request",
+                text=f"User {name(requester)} sent you a friend request",
                 priority=config.friend_request_priority,
             ))
     for post_id in sorted(post_likes):
@@ -61,7 +64,7 @@ def generate_notifications(
             continue
         top = reached[-1]
         out.append(Notification(
-            notification_id=f"ms:{user_id}:{post_id}:{top}",
+            notification_id=f"ms:{name(user_id)}:{post_id}:{top}",
             kind="milestone",
             text=f"Your post {post_id} got {top} likes",
             priority=config.milestone_priority * math.log10(top),

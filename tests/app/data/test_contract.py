@@ -199,3 +199,18 @@ def test_docs_describe_every_column_of_the_contract():
     for table in TABLES.values():
         for column in table.columns:
             assert f"`{column.name}`" in text
+
+
+def test_notifications_name_users_by_the_datasets_own_ids():
+    from app.collator.config import NotificationConfig
+    from app.collator.inputs import notifications_for
+    from app.pipeline import FeedQuery
+
+    dataset = load_tables(tables_config(DATA / "valid"))
+    dataset.social_edges = pd.DataFrame({"user_id": [1, 2, 2, 3], "friend_id": [2, 1, 3, 2],
+                                         "weight": 1.0, "close": False})
+    dataset.__dict__.pop("_friend_lists", None)
+    query = FeedQuery(user_id=1, friend_ids=(2,))
+    config = NotificationConfig(friend_request_probability=1.0)
+    (request,) = [n for n in notifications_for(query, dataset, config, seed=1) if n.kind == "friend_request"]
+    assert request.notification_id == "fr:u1:u3" and request.text == "User u3 sent you a friend request"
