@@ -20,7 +20,7 @@ caller (training/retrain_runner.py) asks the serving app to reload the version i
 
 Example:
     outcome = fine_tune(config, engagement_interactions(events, config.training.fine_tune.implied_ratings),
-                        reason="calibration[click] critical")
+                        reason="calibration[click] critical", new_events=event_log(events))
     if outcome.version: ...  # POST /admin/reload {"version": outcome.version}
 """
 from __future__ import annotations
@@ -47,12 +47,25 @@ from app.state.events import StreamEvent
 Log = Callable[[str], None]
 DAY = 86_400.0
 FRESH_FILE = "fresh_interactions.parquet"  # <version>/organic/: every stream interaction trained on so far
+FRESH_EVENTS_FILE = "fresh_events.parquet"  # <version>/organic/: every stream item event (impressions too)
 FRESH_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "event_id")
+EVENT_COLUMNS = ("user_id", "item_id", "event", "timestamp", "value", "position", "request_id", "event_id")
+
+
+def event_log(events: Sequence[StreamEvent]) -> pd.DataFrame:
+    """Stream events about items, impressions included, as the contract's event rows: the ranker's
+    labels (app/data/labels.py) come from them, not from implied ratings."""
+    rows = [(e.user_id, e.item_id, e.type, e.ts, e.watch_seconds, e.position if e.position is not None else -1,
+             e.request_id, e.event_id) for e in events if e.item_id is not None]
+    frame = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+    return frame.astype({"user_id": np.int64, "item_id": np.int64, "timestamp": np.float64, "value": np.float64,
+                         "position": np.int64})
 
 
 def engagement_interactions(events: Sequence[StreamEvent], implied_ratings: Mapping[str, float]) -> pd.DataFrame:
-    """Stream events as training interactions: engagements get their implied rating; impressions,
-    hides and ad events are not interactions with an item and are dropped."""
+    """Stream events as the models' history (two-tower, co-engagement, features): engagements get
+    their implied rating; impressions, hides and ad events are not in it (the ranker's labels come
+    from `event_log`, impressions included)."""
     rows = [(e.user_id, e.item_id, implied_ratings[e.type], e.ts, e.event_id)
             for e in events if e.item_id is not None and e.type in implied_ratings]
     frame = pd.DataFrame(rows, columns=list(FRESH_COLUMNS))
@@ -111,12 +124,17 @@ def holdout_recall(two_tower: TwoTowerArtifacts, history: pd.DataFrame, holdout:
     return float(recall_at_k(hits[keep], n_relevant[keep], k).mean()) if keep.any() else float("nan"), int(keep.sum())
 
 
+def _accumulated(parent: ArtifactVersion, name: str, new: pd.DataFrame) -> pd.DataFrame:
+    """The parent's stored frame plus the new rows, each stream event once (by event id)."""
+    previous = parent.path / "organic" / name
+    frame = pd.concat([pd.read_parquet(previous) if previous.exists() else new.iloc[:0], new], ignore_index=True)
+    return frame.drop_duplicates("event_id", keep="first").reset_index(drop=True)
+
+
 def _history(dataset: Dataset, parent: ArtifactVersion, new: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training history, every fresh interaction so far): the dataset plus the parent's fresh
     interactions plus the new ones, each stream event counted once (by event id)."""
-    previous = parent.path / "organic" / FRESH_FILE
-    fresh = pd.concat([pd.read_parquet(previous) if previous.exists() else new.iloc[:0], new], ignore_index=True)
-    fresh = fresh.drop_duplicates("event_id", keep="first").reset_index(drop=True)
+    fresh = _accumulated(parent, FRESH_FILE, new)
     base = dataset.interactions[["user_id", "item_id", "rating", "timestamp"]]
     history = pd.concat([base, fresh[["user_id", "item_id", "rating", "timestamp"]]], ignore_index=True)
     return history.sort_values(["timestamp", "user_id", "item_id"], kind="stable", ignore_index=True), fresh
@@ -152,14 +170,27 @@ def start_version(store: ArtifactStore, parent: ArtifactVersion, start_from: str
 
 def _fine_tune_ranker(dataset: Dataset, history: pd.DataFrame, window_start: float, current: OrganicModels,
                       start: RankerArtifacts, two_tower: TwoTowerArtifacts, config: RayfeedConfig, use_ray: bool,
-                      log: Log):
-    """The ranker continued on the window's interactions as labels, over the candidates the new
-    retrieval produces for them (the same src_* features as serving), from the parent's weights."""
+                      log: Log, events: pd.DataFrame | None = None):
+    """The ranker continued on the window, over the candidates the new retrieval produces (the
+    same src_* features as serving), from the parent's weights. Its labels come from the window's
+    stream events (app/data/labels.py): the impressions, engaged with or not, when the stream has
+    them; else each engagement's own events (a like is a like, not an implied rating)."""
+    from app.data.labels import event_head_labels, impression_labels
     from training.organic import retrieve_for_training
     from training.ranker import fit_ranker
 
     ft = config.training.fine_tune
     before, labels = history[history["timestamp"] < window_start], history[history["timestamp"] >= window_start]
+    impressions = None
+    window_events = events[events["timestamp"] >= window_start] if events is not None else None
+    if window_events is not None and len(window_events):
+        tables = config.data.tables
+        if (window_events["event"] == "impression").any():
+            impressions = impression_labels(window_events, tables.watch_seconds_cap, tables.label_window_s)
+            log(f"ranker fine-tune: learning from {len(impressions)} impressions "
+                f"({impressions['click'].mean():.1%} clicked) in the window")
+        heads = event_head_labels(window_events, tables.watch_seconds_cap)
+        labels = labels.merge(heads, on=["user_id", "item_id"], how="left")
     if ft.ranker_epochs == 0 or labels.empty:
         from app.ranking.artifacts import RankerArtifacts
         from app.ranking.features import FeatureStore
@@ -171,18 +202,20 @@ def _fine_tune_ranker(dataset: Dataset, history: pd.DataFrame, window_start: flo
     training = saved.training.model_copy(update={"epochs": ft.ranker_epochs, "lr": ft.ranker_lr})
     ranking = saved.model_copy(update={"training": training, "weights": config.ranking.weights})
     retrieval_state = OrganicModels.build(dataset, before, two_tower, None, config)
-    candidates = retrieve_for_training(retrieval_state, labels, config)
+    candidates = retrieve_for_training(retrieval_state, impressions if impressions is not None else labels, config)
     return fit_ranker(
         before, labels, dataset.items, dataset.users, ranking, serving_history=history, candidates=candidates,
         use_ray=use_ray, storage_path=Path(config.training.storage_dir).resolve(), log=log,
-        init_state={k: v.detach().clone() for k, v in start.model.state_dict().items()},
+        init_state={k: v.detach().clone() for k, v in start.model.state_dict().items()}, impressions=impressions,
     )
 
 
 def fine_tune(config: RayfeedConfig, new_interactions: pd.DataFrame, *, reason: str, use_ray: bool = True,
-              log: Log = print, dataset: Dataset | None = None) -> FineTuneOutcome:
+              log: Log = print, dataset: Dataset | None = None, new_events: pd.DataFrame | None = None
+              ) -> FineTuneOutcome:
     """Fine-tune the configured artifact version (default LATEST) on `new_interactions`
-    (`engagement_interactions` of stream events); `dataset` defaults to `config.data`'s."""
+    (`engagement_interactions` of stream events) and, for the ranker's labels, `new_events`
+    (`event_log` of the same events, impressions included); `dataset` defaults to `config.data`'s."""
     started = time.perf_counter()
     ft = config.training.fine_tune
     store = ArtifactStore(Path(config.artifacts.root).resolve())
@@ -190,6 +223,7 @@ def fine_tune(config: RayfeedConfig, new_interactions: pd.DataFrame, *, reason: 
     dataset = dataset if dataset is not None else load_dataset(config.data)
     current = OrganicModels.load(parent.path / "organic", dataset, config)
     history, fresh = _history(dataset, parent, new_interactions)
+    events = _accumulated(parent, FRESH_EVENTS_FILE, new_events) if new_events is not None else None
     as_of = float(history["timestamp"].max())
     window_start = as_of - ft.window_days * DAY
     window = history[history["timestamp"] >= window_start]
@@ -215,7 +249,8 @@ def fine_tune(config: RayfeedConfig, new_interactions: pd.DataFrame, *, reason: 
         return FineTuneOutcome(parent.version, None, gate, len(new_interactions), time.perf_counter() - started)
 
     # The gate is passed: the ranker may learn from the whole window, held-out part included.
-    ranker = _fine_tune_ranker(dataset, history, window_start, current, start_ranker, candidate, config, use_ray, log)
+    ranker = _fine_tune_ranker(dataset, history, window_start, current, start_ranker, candidate, config, use_ray, log,
+                               events)
     models = OrganicModels.build(dataset, history, candidate, ranker, config)
     models.meta.update({**current.meta, "as_of": as_of, "parent": parent.version, "fine_tuned": reason})
     version, staging = store.new_version()
@@ -224,6 +259,8 @@ def fine_tune(config: RayfeedConfig, new_interactions: pd.DataFrame, *, reason: 
         (staging / "manifest.json").unlink(missing_ok=True)
         models.save(staging / "organic")
         fresh.to_parquet(staging / "organic" / FRESH_FILE, index=False)
+        if events is not None:
+            events.to_parquet(staging / "organic" / FRESH_EVENTS_FILE, index=False)
         manifest = {**parent.manifest(), "as_of": as_of, "parent": parent.version, "started_from": start.version,
                     "reason": reason,
                     "gate": asdict(gate), "new_interactions": int(len(new_interactions)),

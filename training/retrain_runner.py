@@ -32,7 +32,7 @@ from config import RayfeedConfig
 from app.data.tables import Dataset
 from app.state.events import EventStream
 from observability.retrain_requests import RETRAIN_REQUESTS_KEY, RetrainRequestStream
-from training.fine_tune import engagement_interactions, fine_tune
+from training.fine_tune import engagement_interactions, event_log, fine_tune
 
 log = logging.getLogger("rayfeed.retrain")
 
@@ -109,6 +109,7 @@ class RetrainRunner:
                     break
                 entries += batch
             new = engagement_interactions([e for _, e in entries], ft.implied_ratings)
+            new_events = event_log([e for _, e in entries])  # the ranker's labels, impressions included
             if trigger == "schedule" and len(new) < ft.min_new_events:
                 await client.set(LAST_JOB_KEY, repr(now))
                 return JobRecord(now, trigger, reasons, "skipped", detail=f"{len(new)} new engagements")
@@ -116,7 +117,7 @@ class RetrainRunner:
             record = JobRecord(now, trigger, reasons, "failed", new_interactions=len(new))
             try:
                 outcome = await asyncio.to_thread(fine_tune, self.config, new, reason=reasons, use_ray=self.use_ray,
-                                                  log=log.info, dataset=self.dataset)
+                                                  log=log.info, dataset=self.dataset, new_events=new_events)
                 record.parent, record.gate, record.seconds = outcome.parent, asdict(outcome.gate), outcome.seconds
                 if outcome.version is None:
                     record.status, record.detail = "refused", outcome.gate.summary

@@ -64,9 +64,12 @@ def impression_labels(events: pd.DataFrame, watch_seconds_cap: float, window_s: 
 
 
 def head_label_matrix(rows: pd.DataFrame) -> np.ndarray:
-    """(n, len(HEADS)) labels of engagement rows: their own head columns when the log had events,
-    else the documented rating mapping."""
-    if all(h in rows for h in HEADS):
-        return rows[list(HEADS)].to_numpy(np.float32)
+    """(n, len(HEADS)) labels of engagement rows: their own head columns where the log had events,
+    the documented rating mapping for the rows without (a rating log, or a rating row in a window
+    that mixes both)."""
     head_labels = labels_from_ratings(rows["rating"].to_numpy(np.float32))
-    return np.stack([head_labels[h] for h in HEADS], axis=1)
+    from_ratings = np.stack([head_labels[h] for h in HEADS], axis=1)
+    if not all(h in rows for h in HEADS):
+        return from_ratings
+    from_events = rows[list(HEADS)].to_numpy(np.float32)
+    return np.where(np.isnan(from_events), from_ratings, from_events).astype(np.float32)

@@ -95,3 +95,37 @@ def test_the_gate_refuses_a_broken_candidate_and_publishes_nothing(published, sm
     assert not outcome.gate.passed and outcome.version is None, outcome.gate.summary
     assert outcome.gate.candidate < outcome.gate.current
     assert ArtifactStore(root).latest().version == before
+
+
+def test_the_ranker_fine_tune_learns_from_the_streams_impressions(published, small_world):
+    """Impressions are not dropped: every one shown in the window is a ranker example, the
+    engaged ones positive; the published version keeps the event log for the next job."""
+    from training.fine_tune import FRESH_EVENTS_FILE, event_log
+
+    root, _, mapping = published
+    config = config_from_mapping({**mapping, "training": {**mapping["training"], "fine_tune": {"gate_tolerance": 1.0}}})
+    rng = np.random.default_rng(3)
+    now = float(small_world.interactions["timestamp"].max())
+    events = []
+    for u in small_world.users["user_id"].to_numpy()[:30]:
+        shown = rng.choice(small_world.items["item_id"].to_numpy(), 6, replace=False)
+        for k, item in enumerate(shown):
+            request = f"r-{u}"
+            events.append(StreamEvent(f"i-{u}-{item}", int(u), "impression", now + 10, item_id=int(item),
+                                      position=k + 1, request_id=request))
+            if k < 2:  # the top two are clicked, the first also liked
+                events.append(StreamEvent(f"c-{u}-{item}", int(u), "click", now + 20, item_id=int(item),
+                                          request_id=request))
+            if k == 0:
+                events.append(StreamEvent(f"l-{u}-{item}", int(u), "like", now + 30, item_id=int(item),
+                                          request_id=request))
+    logged: list[str] = []
+    outcome = fine_tune(config, engagement_interactions(events, config.training.fine_tune.implied_ratings),
+                        reason="impressions", use_ray=False, log=logged.append, dataset=small_world,
+                        new_events=event_log(events))
+    assert outcome.version is not None, outcome.gate.summary
+    learned = [m for m in logged if m.startswith("ranker fine-tune: learning from")]
+    assert learned and "180 impressions" in learned[0] and "33.3% clicked" in learned[0]
+    assert any(m.startswith("ranker examples: 180 rows, 60 positives") for m in logged)
+    kept = pd.read_parquet(ArtifactStore(root).get(outcome.version).path / "organic" / FRESH_EVENTS_FILE)
+    assert (kept["event"] == "impression").sum() == 180 and kept["event_id"].is_unique
