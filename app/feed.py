@@ -25,6 +25,7 @@ from app.page import AdsOutcome, AssembledPage, PageState, assemble_page
 from app.pipeline import StageHook, StageRecord
 from app.pipeline.runner import NullHook, PartSpan, Trace
 from app.state.errors import StoreUnavailable
+from app.state.takedowns import TakedownSet
 
 if TYPE_CHECKING:
     from app.freshness.live import LiveEngagement
@@ -115,12 +116,14 @@ class FeedService:
         self.hook = self.recorder.hook()  # the page assembly's own steps (collation)
         self.live = live  # the event stream's fresh engagement, as a Retrieval replica holds it
         self.ids = ids or ApiIds(None)  # pages speak the dataset's own ids
+        self.takedowns = TakedownSet()  # what is taken down (a caller that follows Redis updates it)
 
     def page(self, request: OrganicRequest, state: PageState | None = None) -> FeedPage:
         """One page for `request` given the user's state (a fresh first page when None)."""
-        state = state or PageState(session_id=uuid.uuid4().hex, store_ok=self.ads is not None)
+        state = state or PageState(session_id=uuid.uuid4().hex, store_ok=self.ads is not None,
+                                   takedowns=self.takedowns)
         with self.recorder.collecting() as records:
-            organic = self.organic.page(request, self.live)
+            organic = self.organic.page(request, self.live, state.takedowns)
             ads = self.serve_ads(request, state)
             assembled = assemble_page(request, organic, ads, state, self.collator, self.max_pages, self.version,
                                       self.hook, ids=self.ids)

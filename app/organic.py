@@ -32,10 +32,12 @@ from app.reranking import (
     HiddenCreatorFilter,
     HiddenItemFilter,
     MMRSelector,
+    TakedownFilter,
     TopKSelector,
     UnknownItemFilter,
 )
 from app.settings import OrganicSettings
+from app.state.takedowns import TakedownSet
 
 # The model stack (torch, FAISS) is imported where it is used: the Reranking replica needs
 # only the catalogue, and a replacement replica that skips those imports starts seconds sooner.
@@ -76,6 +78,7 @@ def retrieval_pipeline(models: OrganicModels, config: OrganicSettings, hook: Sta
             HiddenItemFilter(),
             CatalogHydrator(models.catalog),
             HiddenCreatorFilter(),
+            TakedownFilter(),
             ContentRatingFilter(config.reranking.unknown_user_age),
             SourceMerger(sources_config),
         ],
@@ -213,8 +216,11 @@ class RetrievalPart:
         self.hook: StageHook = hook or NullHook()
         self.runner = retrieval_pipeline(models, config, self.hook)
 
-    def run(self, request: OrganicRequest, live: LiveEngagement | None = None) -> OrganicWork:
+    def run(self, request: OrganicRequest, live: LiveEngagement | None = None,
+            takedowns: TakedownSet | None = None) -> OrganicWork:
+        """`takedowns`: what this replica holds taken down (filtered before the quota merge)."""
         started = time.perf_counter()
+        takedowns = takedowns or TakedownSet()
         with self.hook.part(self.name, request.trace or None) as span:
             with timed_step(self.hook, "query_hydration", "hydrator") as figures:
                 query = self.models.query(
@@ -224,6 +230,7 @@ class RetrievalPart:
                     user_embedding=live.embedding(request.user_id, request.now) if live else None,
                     fresh_item_ids=live.fresh_items(request.user_id) if live else (),
                     session_item_ids=live.session_items(request.user_id, request.now) if live else (),
+                    taken_down_item_ids=takedowns.items, taken_down_creator_ids=takedowns.creators,
                 )
                 figures.update(seen_items=len(query.seen_item_ids), friends=len(query.friend_ids),
                                cold_start=query.cold_start)
@@ -325,8 +332,9 @@ class OrganicPipeline:
     def parts(self) -> dict[str, PipelineRunner]:
         return {"retrieval": self.retrieval.runner, "ranking": self.ranking.runner, "reranking": self.reranking.runner}
 
-    def page(self, request: OrganicRequest, live: LiveEngagement | None = None) -> OrganicPage:
-        return self.reranking.run(self.ranking.run(self.retrieval.run(request, live)))
+    def page(self, request: OrganicRequest, live: LiveEngagement | None = None,
+             takedowns: TakedownSet | None = None) -> OrganicPage:
+        return self.reranking.run(self.ranking.run(self.retrieval.run(request, live, takedowns)))
 
     def run(self, query: FeedQuery, through: str = "reranking") -> OrganicResult:
         """The stage lists on a hydrated query, stopping after `through` (e.g. "ranking" for

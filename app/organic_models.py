@@ -125,6 +125,8 @@ class OrganicModels:
         user_embedding: np.ndarray | None = None,
         fresh_item_ids: tuple[int, ...] = (),
         session_item_ids: tuple[int, ...] = (),
+        taken_down_item_ids: frozenset[int] = frozenset(),
+        taken_down_creator_ids: frozenset[int] = frozenset(),
     ) -> FeedQuery:
         """Hydrate the query: profile, consumed history + already served, friends."""
         profile = self.dataset.user_row(user_id)
@@ -142,6 +144,8 @@ class OrganicModels:
             user_embedding=user_embedding,
             fresh_item_ids=fresh_item_ids,
             session_item_ids=session_item_ids,
+            taken_down_item_ids=taken_down_item_ids,
+            taken_down_creator_ids=taken_down_creator_ids,
             request_id=request_id,
             cold_start=profile is None or len(history) == 0,
         )

@@ -19,7 +19,7 @@ releases and the cursor after (the cursor token needs the shared secret).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.ads.types import AdCandidate, AdResult, WithheldReason
@@ -32,6 +32,7 @@ from app.organic import OrganicPage, OrganicRequest
 from app.pipeline import StageHook, timed_step
 from app.pipeline.runner import NullHook
 from app.state.sessions import FeedState
+from app.state.takedowns import TakedownSet
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class PageState:
     hidden_creator_ids: frozenset[int] = frozenset()
     session: SessionSignals = field(default_factory=SessionSignals)
     store_ok: bool = True  # the state store answered: ads may be served and a cursor issued
+    takedowns: TakedownSet = field(default_factory=TakedownSet)  # checked again here, after retrieval
 
     @classmethod
     def from_store(cls, cursor: Cursor | None, state: FeedState, new_session: str) -> PageState:
@@ -56,6 +58,9 @@ class PageState:
             first_position=cursor.next_position if cursor else 1,
             served_item_ids=state.served_item_ids, hidden_item_ids=state.hidden_item_ids,
             hidden_creator_ids=state.hidden_creator_ids, session=state.session)
+
+    def with_takedowns(self, takedowns: TakedownSet) -> PageState:
+        return replace(self, takedowns=takedowns)
 
 
 @dataclass(frozen=True)
@@ -111,12 +116,16 @@ def assemble_page(
     `ids` renders items in the dataset's own ids."""
     hook = hook or NullHook()
     notifications = organic.notifications if state.page_number == 1 else []  # shown once per chain
+    entries = organic.entries
+    gone = state.takedowns
+    if gone.items or gone.creators:  # a takedown newer than the one retrieval applied
+        entries = [e for e in entries if e.item_id not in gone.items and e.creator_id not in gone.creators]
     with timed_step(hook, "collator", "selector") as figures:
-        collated = collator.collate(organic.entries, ads.ads, notifications, state.session, request.limit)
-        figures.update(n_in=len(organic.entries) + len(ads.ads) + len(notifications), n_out=len(collated.slots))
+        collated = collator.collate(entries, ads.ads, notifications, state.session, request.limit)
+        figures.update(n_in=len(entries) + len(ads.ads) + len(notifications), n_out=len(collated.slots))
     organic_ids = [int(s.ref_id) for s in collated.slots if s.kind == "organic"]
     n_ads = sum(1 for s in collated.slots if s.kind == "ad")
-    has_more = state.store_ok and len(organic.entries) > len(organic_ids) and state.page_number < max_pages
+    has_more = state.store_ok and len(entries) > len(organic_ids) and state.page_number < max_pages
     item_ids = None
     if ids is not None and ids.ids is not None:
         internal = [int(s.ref_id) for s in collated.slots if s.kind == "organic"]
@@ -137,6 +146,9 @@ def assemble_page(
         body["ads_withheld"] = withheld
     if request.explain:
         body["explain"] = explain_block(organic, ads, collated, state)
+        if len(entries) < len(organic.entries):
+            body["explain"]["removed"] = {**body["explain"]["removed"],
+                                          "page_assembly: taken down": len(organic.entries) - len(entries)}
     return AssembledPage(collated, body, has_more, organic_ids, n_ads)
 
 

@@ -31,6 +31,9 @@ class FeedQuery:
     fresh_item_ids: tuple[int, ...] = ()
     # The subset engaged in the user's active session (newest first): short-term interest.
     session_item_ids: tuple[int, ...] = ()
+    # Taken down (app/state/takedowns.py): never served, on any page.
+    taken_down_item_ids: frozenset[int] = frozenset()
+    taken_down_creator_ids: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from app.reranking.filters import (
     ContentRatingFilter,
     HiddenCreatorFilter,
     HiddenItemFilter,
+    TakedownFilter,
     UnknownItemFilter,
 )
 from app.reranking.mmr import MMRSelector
@@ -16,6 +17,7 @@ __all__ = [
     "HiddenCreatorFilter",
     "HiddenItemFilter",
     "MMRSelector",
+    "TakedownFilter",
     "TopKSelector",
     "UnknownItemFilter",
 ]

@@ -32,6 +32,18 @@ class HiddenItemFilter:
         return ~_member(candidates.item_ids, query.hidden_item_ids), "item hidden by user"
 
 
+class TakedownFilter:
+    """Items and creators taken down (app/state/takedowns.py) never leave retrieval. Needs the
+    `creator_id` column (CatalogHydrator). The page assembly checks again (app/page.py)."""
+
+    name = "takedown_filter"
+
+    def keep(self, query: FeedQuery, candidates: Candidates) -> tuple[np.ndarray, str]:
+        gone = _member(candidates.item_ids, query.taken_down_item_ids) | _member(
+            candidates.features["creator_id"], query.taken_down_creator_ids)
+        return ~gone, "taken down"
+
+
 class HiddenCreatorFilter:
     """Needs the `creator_id` column (CatalogHydrator)."""
 

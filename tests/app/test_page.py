@@ -98,3 +98,14 @@ def test_the_session_reaches_the_collator():
         impressions_in_session=200, ads_in_session_impressions=80, quick_bounces=30, hides_in_session=10,
         scroll_velocity=9.0, ads_shown_in_session=80)), limit=20)
     assert tired.n_ads <= calm.n_ads and tired.collated.guardrails_fired
+
+
+def test_a_takedown_newer_than_retrieval_is_applied_again_at_assembly():
+    from app.state.takedowns import TakedownSet
+
+    page = organic_page(30, explain=True)
+    gone = TakedownSet(3, frozenset({0, 1}), frozenset({105}))  # items 0 and 1, creator of item 5
+    assembled = assemble(page, AdsOutcome(), PageState("s", takedowns=gone), explain=True)
+    shown = {i["item_id"] for i in assembled.body["items"] if i["type"] == "organic"}
+    assert shown and not shown & {0, 1, 5}
+    assert assembled.body["explain"]["removed"]["page_assembly: taken down"] == 3

@@ -122,3 +122,17 @@ def test_mmr_returns_distinct_valid_positions(scores, k, lam):
     assert len(chosen) == min(k, len(scores))
     assert len(set(chosen.tolist())) == len(chosen)
     assert int(np.argmax(candidates.scores["final"])) == chosen[0] or lam < 1.0 or np.ptp(scores) == 0
+
+
+def test_the_takedown_filter_drops_taken_down_items_and_creators():
+    import numpy as np
+
+    from app.pipeline import Candidates, FeedQuery
+    from app.reranking import TakedownFilter
+
+    candidates = Candidates.from_source("ann", np.array([1, 2, 3, 4]), np.ones(4)).with_features(
+        {"creator_id": np.array([10, 20, 30, 20])})
+    keep, reason = TakedownFilter().keep(FeedQuery(user_id=1, taken_down_item_ids=frozenset({1}),
+                                                   taken_down_creator_ids=frozenset({20})), candidates)
+    assert keep.tolist() == [False, False, True, False] and reason == "taken down"
+    assert TakedownFilter().keep(FeedQuery(user_id=1), candidates)[0].all()
