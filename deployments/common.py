@@ -120,6 +120,29 @@ def stage_hook(pipeline: str, config: RayfeedConfig, version: str):
                              batch_span_mode=config.observability.batch_span_mode)
 
 
+async def follow_takedowns(url: str | None, follower, poll_s: Callable[[], float], stage: str) -> None:
+    """Keep `follower` (app.state.takedowns.TakedownFollower) current: one GET per poll, a reload
+    when the version moved; while Redis is unreachable the set it holds stays applied."""
+    from app.state._redis import async_fail_fast_client
+    from app.state.errors import StoreUnavailable
+    from app.state.takedowns import TakedownSet, TakedownStore
+
+    if not url:
+        follower.current = TakedownSet(version=0)  # no store: nothing can be taken down
+        return
+    store, failing = TakedownStore(async_fail_fast_client(url, 0.5, max_connections=2)), False
+    while True:
+        try:
+            await follower.refresh(store)
+            failing = False
+        except StoreUnavailable as exc:
+            if not failing:
+                log.warning("%s: takedowns unavailable, keeping the %d items / %d creators held: %s", stage,
+                            len(follower.current.items), len(follower.current.creators), exc)
+            failing = True
+        await asyncio.sleep(poll_s())
+
+
 State = TypeVar("State")
 
 

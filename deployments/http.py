@@ -21,7 +21,7 @@ from app.api.config import ApiConfig
 from app.api.errors import ApiError, error_body
 from app.api.schemas import ID_PATTERN, MAX_ID
 from app.api.validation import validation_problems
-from deployments.messages import DeadlineExceeded
+from deployments.messages import DeadlineExceeded, TakedownsUnknown
 
 TIMEOUT_HEADER = "x-request-timeout-ms"  # a client may shorten (never lengthen) its feed deadline
 MAX_ADMIN_BODY_BYTES = 64 * 1024
@@ -117,6 +117,8 @@ def install(app: FastAPI) -> None:
                                                    "maximum": api.max_limit, "default": api.default_limit}
                         if parameter["name"] == "user_id" and parameter["in"] == "query":
                             parameter["schema"] = id_schema(app.state.id_kind, minimum=1)
+                        if parameter["name"] == "ref" and parameter["in"] == "path":  # an item or creator id
+                            parameter["schema"] = id_schema(app.state.id_kind, minimum=0)
                     # A body schema given by `json_body` carries its nested models: into components.
                     for media in operation.get("requestBody", {}).get("content", {}).values():
                         components.setdefault("schemas", {}).update(media.get("schema", {}).pop("$defs", {}))
@@ -185,7 +187,7 @@ def request_deadline(headers, timeout_s: float, now: float) -> float:
 
 
 STAGE_FAILURES = (BackPressureError, RayActorError, ReplicaUnavailableError, DeploymentUnavailableError,
-                  DeadlineExceeded)
+                  DeadlineExceeded, TakedownsUnknown)
 
 
 def stage_failure(exc: Exception) -> tuple[ApiError, str]:
@@ -195,4 +197,6 @@ def stage_failure(exc: Exception) -> tuple[ApiError, str]:
         return ApiError(504, None, f"deadline exceeded ({exc}); retry later", {"Retry-After": "1"}), "deadline"
     if isinstance(exc, BackPressureError):
         return ApiError(503, None, f"overloaded: {exc}", {"Retry-After": "1"}), "overloaded"
+    if isinstance(exc, TakedownsUnknown):
+        return ApiError(503, None, str(exc), {"Retry-After": "1"}), "unavailable"
     return ApiError(503, None, f"a stage is restarting ({type(exc).__name__})", {"Retry-After": "1"}), "unavailable"

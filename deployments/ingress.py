@@ -16,6 +16,7 @@ is a 4xx naming the field. A feed has a deadline (`api.request_timeout_s`, lower
 # No `from __future__ import annotations` here: FastAPI must see real annotations on the
 # methods Serve wraps (with strings, `request: Request` became a required query parameter).
 # Module-level helpers come before the class: @serve.ingress pickles it by value when decorated.
+import asyncio
 import logging
 import os
 import time
@@ -25,7 +26,6 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -34,9 +34,11 @@ from app.api.cursor import CursorCodec
 from app.api.errors import ApiError
 from app.api.events import ad_impressions, counts_by_type, parse_events, stream_event, with_internal_ids
 from app.api.ids import ApiIds
-from app.api.responses import bearer_token_matches, load_admin_token
-from app.api.schemas import EventBatch, EventsAck, FeedResponse, ReadyResponse, ReloadRequest, WeightsRequest
-from app.api.validation import validation_problems
+from app.api.responses import load_admin_token
+from app.api.schemas import (
+    EventBatch, EventsAck, FeedResponse, NoBody, ReadyResponse, ReloadRequest, TakedownKind, TakedownRequest,
+    WeightsRequest,
+)
 from app.artifacts import ArtifactNotFound, ArtifactStore
 from app.catalog import Catalog
 from app.collator.collator import Collator
@@ -48,11 +50,12 @@ from app.state.clock import ReplayClock
 from app.state.counters import EngagementCounters
 from app.state.errors import StoreUnavailable
 from app.state.events import EventStream
-from config import ConfigError, RayfeedConfig, config_from_mapping, deep_merge
-from deployments import http
+from app.state.takedowns import TakedownFollower
+from config import RayfeedConfig
+from deployments import admin, http
 from deployments.common import (
-    DeploymentSettings, Loaded, ReloadableDeployment, load_once, observability, resolve_version, serving_clock,
-    stage_hook,
+    DeploymentSettings, Loaded, ReloadableDeployment, follow_takedowns, load_once, observability, resolve_version,
+    serving_clock, stage_hook,
 )
 from deployments.guards import Admission, RateLimitShare
 from deployments.messages import check_deadline
@@ -110,6 +113,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self.rate_limit = RateLimitShare()
         self.admission = Admission(lambda n: observability(self.config).set_admission_limit(n),
                                    lambda: observability(self.config).record_shed("feed", "overloaded"))
+        self.takedowns, self._takedown_task = TakedownFollower(), None  # checked again at page assembly
 
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings,
                     previous: IngressState | None) -> IngressState:
@@ -132,6 +136,9 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         http.document_api(app, config.api, state.catalog.value[1].kind)
         if config.redis_url:
             self.rate_limit.start(lambda: self.redis.client, self.redis.guarded, self.redis.down)
+        if self._takedown_task is None:
+            self._takedown_task = asyncio.get_running_loop().create_task(follow_takedowns(
+                config.redis_url, self.takedowns, lambda: self.config.api.takedown_poll_s, "ingress"))
 
     def _check_rate(self, request: Request, state: IngressState, route: str) -> None:
         self.rate_limit.check(request.client.host if request.client else "unknown",
@@ -204,8 +211,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         if ads_seconds is not None:
             timings["ads"] = round(ads_seconds * 1000, 3)
         t = time.perf_counter()
-        page = assemble_page(request, organic, ads, page_state, state.collator, config.api.max_pages, state.version,
-                             state.hook, timings, state.catalog.value[1])
+        page = assemble_page(request, organic, ads, page_state.with_takedowns(self.takedowns.current), state.collator,
+                             config.api.max_pages, state.version, state.hook, timings, state.catalog.value[1])
         page.body["timings_ms"]["collate"] = ms_since(t)
         if page.unplaced_ads:
             self.stages.release(request_id, [a.ad_id for a in page.unplaced_ads])
@@ -291,59 +298,45 @@ class FeedIngress(ReloadableDeployment[IngressState]):
                              redis_breaker=self.redis.breaker_state)
         return JSONResponse(body.model_dump(), 200 if ready else 503)
 
-    # -- admin ---------------------------------------------------------------------------------
-    async def _admin_body(self, request: Request, model):
-        """Authorise FIRST (a caller without the token learns nothing, not even a 422), then parse."""
+    # -- admin (deployments/admin.py) --------------------------------------------------------------
+    async def _admin(self, request: Request, model):
         state = await self.state()
-        if not bearer_token_matches(request.headers.get("authorization"), state.admin_token):
-            raise ApiError(401, "Authorization", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-        raw = await http.read_body_capped(request, http.MAX_ADMIN_BODY_BYTES)
-        try:
-            return state, model.model_validate_json(raw or b"{}")
-        except ValidationError as exc:
-            problems = validation_problems(list(exc.errors()))
-            raise ApiError(422, problems[0]["field"], problems[0]["message"], problems=problems) from None
-
-    async def _write_overrides(self, change: dict[str, Any]) -> dict[str, Any]:
-        """Merge `change` into the admin overrides; every replica applies them within
-        `admin_poll_s`. The merged configuration is validated first (422 naming the key)."""
-        overrides = self.redis.overrides()
-        if overrides is None:
-            raise ApiError(503, None, "admin overrides need Redis (REDIS_URL)", {"Retry-After": "1"})
-
-        def validate(merged: dict[str, Any]) -> None:
-            try:
-                config_from_mapping(deep_merge(self._settings.rayfeed, merged), "admin override")
-            except ConfigError as exc:
-                raise ApiError(422, None, str(exc)) from None
-
-        try:
-            written = await overrides.merge(change, validate)
-        except StoreUnavailable as exc:
-            raise ApiError(503, None, f"Redis unavailable: {exc}", {"Retry-After": "1"}) from None
-        return {"generation": written.generation, "overrides": written.overrides,
-                "applies_within_s": self._settings.admin_poll_s}
+        return state, await admin.authorised_body(request, state.admin_token, model)
 
     @app.post("/admin/reload", responses={**http.ADMIN_RESPONSES, **http.NOT_FOUND}, openapi_extra={
         **http.json_body(ReloadRequest, "the version to serve; no body follows LATEST", required=False),
         "security": http.ADMIN_SECURITY})
     async def admin_reload(self, request: Request) -> dict[str, Any]:
-        state, body = await self._admin_body(request, ReloadRequest)
+        state, body = await self._admin(request, ReloadRequest)
         if body.version is not None:
             try:
                 ArtifactStore(state.config.artifacts.root.resolve()).get(body.version)
             except (ArtifactNotFound, ValueError) as exc:
                 raise ApiError(404, "version", str(exc)) from None
-        return await self._write_overrides({"artifacts": {"version": body.version}})
+        return await admin.write_overrides(self.redis, self._settings.rayfeed, {"artifacts": {"version": body.version}},
+                                           self._settings.admin_poll_s)
 
     @app.post("/admin/weights", responses=http.ADMIN_RESPONSES, openapi_extra={
         **http.json_body(WeightsRequest, "the weights to change"), "security": http.ADMIN_SECURITY})
     async def admin_weights(self, request: Request) -> dict[str, Any]:
-        _, body = await self._admin_body(request, WeightsRequest)
+        _, body = await self._admin(request, WeightsRequest)
         change: dict[str, Any] = {}  # the model refuses a body that changes nothing
         collator = {k: v for k, v in body.model_dump(include={"alpha", "beta", "gamma"}).items() if v is not None}
         if collator:
             change["collator"] = collator
         if body.ranking is not None:
             change["ranking"] = {"weights": {k: v for k, v in body.ranking.model_dump().items() if v is not None}}
-        return await self._write_overrides(change)
+        return await admin.write_overrides(self.redis, self._settings.rayfeed, change, self._settings.admin_poll_s)
+
+    @app.post("/admin/{kind}s/{ref}/takedown", responses={**http.ADMIN_RESPONSES, **http.NOT_FOUND}, openapi_extra={
+        **http.json_body(TakedownRequest, "why it is taken down"), "security": http.ADMIN_SECURITY})
+    async def admin_takedown(self, request: Request, kind: TakedownKind, ref: str) -> dict[str, Any]:
+        state, body = await self._admin(request, TakedownRequest)
+        catalog, ids = state.catalog.value
+        return await admin.take_down(self.redis, catalog, ids, kind, ref, body.reason, state.config.api.takedown_poll_s)
+
+    @app.post("/admin/{kind}s/{ref}/restore", responses={**http.ADMIN_RESPONSES, **http.NOT_FOUND},
+              openapi_extra={"security": http.ADMIN_SECURITY})
+    async def admin_restore(self, request: Request, kind: TakedownKind, ref: str) -> dict[str, Any]:
+        state, _ = await self._admin(request, NoBody)
+        return await admin.restore(self.redis, state.catalog.value[1], kind, ref, state.config.api.takedown_poll_s)

@@ -26,6 +26,18 @@ class DeadlineExceeded(Exception):
         return DeadlineExceeded, (self.stage, self.late_s)
 
 
+class TakedownsUnknown(Exception):
+    """A replica that never read the takedowns (Redis unreachable since it started) serves
+    nothing: it cannot know what must not be shown."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(f"{stage}: takedowns not loaded yet (Redis unreachable since this replica started)")
+        self.stage = stage
+
+    def __reduce__(self):
+        return TakedownsUnknown, (self.stage,)
+
+
 def check_deadline(deadline: float | None, stage: str, now: float | None = None) -> None:
     """Raise `DeadlineExceeded` when `deadline` (unix seconds) has passed."""
     if deadline is None:

@@ -18,8 +18,11 @@ from app.freshness.live import LiveEngagement
 from app.organic import OrganicModels, OrganicRequest, OrganicWork, RetrievalPart
 from config import RayfeedConfig
 from deployments.batching import each_request
-from deployments.common import DeploymentSettings, Loaded, ReloadableDeployment, load_once, resolve_version, stage_hook
-from deployments.messages import check_deadline
+from app.state.takedowns import TakedownFollower
+from deployments.common import (
+    DeploymentSettings, Loaded, ReloadableDeployment, follow_takedowns, load_once, resolve_version, stage_hook,
+)
+from deployments.messages import TakedownsUnknown, check_deadline
 
 log = logging.getLogger("rayfeed.serve")
 
@@ -41,6 +44,8 @@ class Retrieval(ReloadableDeployment[RetrievalState]):
         self._live: LiveEngagement | None = None
         self._follower: asyncio.Task | None = None
         self._stream_position = "0-0"
+        self.takedowns = TakedownFollower()
+        self._takedown_task: asyncio.Task | None = None
 
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings,
                     previous: RetrievalState | None) -> RetrievalState:
@@ -51,6 +56,9 @@ class Retrieval(ReloadableDeployment[RetrievalState]):
         return RetrievalState(config, version.version, models, part)
 
     def after_swap(self, state: RetrievalState, settings: DeploymentSettings) -> None:
+        if self._takedown_task is None:
+            self._takedown_task = asyncio.get_running_loop().create_task(follow_takedowns(
+                state.config.redis_url, self.takedowns, lambda: self.config.api.takedown_poll_s, "retrieval"))
         dynamic = state.config.retrieval.dynamic
         if not dynamic.enabled or not state.config.redis_url:
             self._live = None
@@ -97,7 +105,15 @@ class Retrieval(ReloadableDeployment[RetrievalState]):
         """The ingress's batched call (deployments/batching.py): one entry per request."""
         return await each_request(requests, self.retrieve)
 
+    async def loaded_version(self) -> str:
+        """Ready only once the takedowns are read: before that nothing may be served."""
+        if not self.takedowns.current.loaded:
+            raise TakedownsUnknown("retrieval")
+        return await super().loaded_version()
+
     async def retrieve(self, request: OrganicRequest) -> OrganicWork:
         state = await self.state()
         check_deadline(request.deadline, "retrieval")
-        return state.part.run(request, self._live)
+        if not self.takedowns.current.loaded:
+            raise TakedownsUnknown("retrieval")
+        return state.part.run(request, self._live, self.takedowns.current)

@@ -83,6 +83,10 @@ class ApiConfig(Section):
     counter_retention_days: float = Field(
         14.0, gt=0, le=3650, description="days the real-time engagement counters (app/state/counters.py) are kept"
     )
+    takedown_poll_s: float = Field(
+        0.25, gt=0, le=60,
+        description="how often a replica looks for new takedowns in Redis (a takedown reaches every replica within it)",
+    )
     admin_token_env: str = Field(
         "RAYFEED_ADMIN_TOKEN", min_length=1, description="environment variable holding the admin bearer token"
     )

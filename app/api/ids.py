@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from app.api.errors import ApiError
+from app.api.schemas import MAX_ID
 from app.data.ids import IdMap, IdMaps
 
 
@@ -47,8 +48,8 @@ class ApiIds:
     def user(self, value: object, field: str = "user_id") -> int:
         value = self._checked(value, field)
         if self.ids is None:
-            if not 1 <= int(value) <= 2**53 - 1:  # type: ignore[call-overload]
-                raise ApiError(422, field, "must be between 1 and 9007199254740991")
+            if not 1 <= int(value) <= MAX_ID:  # type: ignore[call-overload]
+                raise ApiError(422, field, f"must be between 1 and {MAX_ID}")
             return int(value)  # type: ignore[call-overload]
         found = self.ids.users.one(value)
         return found if found > 0 else self.ids.users.guest(value)
@@ -56,6 +57,8 @@ class ApiIds:
     def _known(self, mapping: IdMap | None, value: object, field: str, what: str) -> int:
         value = self._checked(value, field)
         if mapping is None:
+            if not 0 <= int(value) <= MAX_ID:  # type: ignore[call-overload]
+                raise ApiError(422, field, f"must be between 0 and {MAX_ID}")
             return int(value)  # type: ignore[call-overload]
         found = mapping.one(value)
         if found < 0:

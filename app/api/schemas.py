@@ -121,6 +121,19 @@ class ReloadRequest(_Strict):
 _HEADS = ("click", "like", "share", "hide", "watch")
 
 
+TakedownKind = Literal["item", "creator"]
+
+
+class TakedownRequest(_Strict):
+    """Why an item or a creator is taken down (recorded with it)."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class NoBody(_Strict):
+    """A request without a body (an empty object is accepted too)."""
+
+
 class RankingWeights(_Strict):
     """Head weights of the final score; at least one."""
 
