@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.data.tables import Dataset
+from app.freshness.published import PlacedItems
 from app.pipeline.candidates import Candidates, FeedQuery
 
 
@@ -34,6 +35,31 @@ class Catalog:
             topics=dataset.topics,
             known=known,
         )
+
+    def with_items(self, placed: PlacedItems) -> Catalog:
+        """This catalogue with the published items' rows after its own (app/freshness/published.py);
+        topics outside this catalogue's list were refused at publish time."""
+        if not len(placed):
+            return self
+        n, frame = placed.slots, placed.frame
+        rows = frame["item_id"].to_numpy(np.int64)
+        creator_id = np.full(n, -1, dtype=np.int64)
+        creator_id[: len(self.creator_id)] = self.creator_id
+        creator_id[rows] = frame["creator_id"].to_numpy(np.int64)
+        min_age = np.zeros(n, dtype=self.min_age.dtype)
+        min_age[: len(self.min_age)] = self.min_age
+        min_age[rows] = frame["min_age"].to_numpy()
+        topic_matrix = np.zeros((n, len(self.topics)), dtype=np.float32)
+        topic_matrix[: len(self.topic_matrix)] = self.topic_matrix
+        column = {t: k for k, t in enumerate(self.topics)}
+        for row, topics in zip(rows.tolist(), frame["topics"]):
+            cols = [column[t] for t in topics if t in column]
+            if cols:
+                topic_matrix[row, cols] = 1.0 / np.sqrt(len(cols))
+        known = np.zeros(n, dtype=bool)
+        known[: len(self.known)] = self.known
+        known[rows] = True
+        return Catalog(creator_id, min_age, topic_matrix, self.topics, known)
 
     def is_known(self, item_ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(item_ids, dtype=np.int64)

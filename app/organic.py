@@ -36,6 +36,7 @@ from app.reranking import (
     TopKSelector,
     UnknownItemFilter,
 )
+from app.reranking.exploration import ExplorationPicker, ExplorationSlot, KeepingExplored
 from app.settings import OrganicSettings
 from app.state.takedowns import TakedownSet
 
@@ -55,19 +56,22 @@ __all__ = [
 # -- the declared stage lists ----------------------------------------------------------------
 
 def retrieval_pipeline(models: OrganicModels, config: OrganicSettings, hook: StageHook | None = None) -> PipelineRunner:
+    from app.retrieval.fresh import FreshIndex, FreshItemsSource, PublishedItemHydrator
     from app.retrieval.sources import (
         CoEngagementSource, EmbeddingAnnSource, SeenItemFilter, SocialSource, SourceFeatureHydrator, SourceMerger,
         TrendingSource,
     )
 
     sources_config = config.retrieval.sources
+    fresh = models.fresh if models.fresh is not None else FreshIndex.empty(models.two_tower.dim)
     return PipelineRunner(
         "retrieval",
         sources=[
-            EmbeddingAnnSource(models.index, models.two_tower.user_embedding, sources_config),
+            EmbeddingAnnSource(models.index, models.two_tower.user_embedding, sources_config, fresh),
             CoEngagementSource(models.neighbours, models.engagements, sources_config),
             SocialSource(models.social, models.engagements, sources_config),
             TrendingSource(models.engagements, sources_config),
+            FreshItemsSource(fresh, models.two_tower.user_embedding, config.retrieval.fresh),
         ],
         stages=[
             # Per-item features across sources first: the filters below drop rows, not evidence.
@@ -77,6 +81,7 @@ def retrieval_pipeline(models: OrganicModels, config: OrganicSettings, hook: Sta
             UnknownItemFilter(models.catalog),
             HiddenItemFilter(),
             CatalogHydrator(models.catalog),
+            PublishedItemHydrator(models.published_at, models.engagements),
             HiddenCreatorFilter(),
             TakedownFilter(),
             ContentRatingFilter(config.reranking.unknown_user_age),
@@ -103,8 +108,9 @@ def ranking_pipeline(
         sources=[],
         stages=[
             scorer,  # batch-aware: run_batch scores every queued request in one tensor pass
-            SessionInterestScorer(ranker.store.item_topics, config.ranking.session_interest),
-            TopKSelector(config.ranking.output_size, name="ranked_top_k"),
+            SessionInterestScorer(ranker.store.topics_by_item, config.ranking.session_interest),
+            ExplorationPicker(config.reranking.exploration),  # young, unproven items survive the cut
+            KeepingExplored(TopKSelector(config.ranking.output_size, name="ranked_top_k")),
         ],
         hook=hook,
     )
@@ -118,9 +124,12 @@ def reranking_pipeline(
         "reranking",
         sources=[],
         stages=[
-            MMRSelector(models.catalog, rerank.output_size, rerank.mmr_lambda, rerank.mmr_creator_similarity),
+            KeepingExplored(MMRSelector(models.catalog, rerank.output_size, rerank.mmr_lambda,
+                                        rerank.mmr_creator_similarity)),
             # After MMR: the cap removes a creator's lowest-placed items, not its best.
             CreatorCapSelector(rerank.max_items_per_creator),
+            # Last: young, unproven items lifted into the band of the page that is served.
+            ExplorationSlot(rerank.exploration),
         ],
         hook=hook,
     )
@@ -200,6 +209,8 @@ def organic_provenance(candidates: Candidates) -> dict[int, dict[str, object]]:
             "scores": {h: round(float(candidates.scores[h][row]), 5) for h in score_columns},
             "rerank_position": row + 1,
         }
+        if "explored" in candidates.features and candidates.features["explored"][row] > 0:
+            out[int(item)]["explored"] = True  # lifted by the exploration slot
     return out
 
 

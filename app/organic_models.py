@@ -6,6 +6,7 @@ saved as one artifact version and loaded by the Retrieval replica and the in-pro
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import pandas as pd
 
 from app.catalog import Catalog
 from app.data.tables import Dataset
+from app.freshness.published import PlacedItems
 from app.pipeline import FeedQuery
 from app.settings import OrganicSettings
 
@@ -24,6 +26,7 @@ from app.settings import OrganicSettings
 if TYPE_CHECKING:
     from app.ranking.artifacts import RankerArtifacts
     from app.retrieval.engagement import EngagementLog, ItemNeighbours
+    from app.retrieval.fresh import FreshIndex
     from app.retrieval.index import AnnIndex
     from app.retrieval.sources import SocialGraph
     from app.retrieval.two_tower import TwoTowerArtifacts
@@ -40,6 +43,10 @@ class CatalogModels:
     def from_dataset(cls, dataset: Dataset) -> "CatalogModels":
         return cls(dataset, Catalog.from_dataset(dataset))
 
+    def with_published(self, placed: PlacedItems) -> "CatalogModels":
+        """These models knowing the items published since the artifact (app/freshness/published.py)."""
+        return dataclasses.replace(self, catalog=self.catalog.with_items(placed))
+
 
 @dataclass
 class OrganicModels:
@@ -54,6 +61,22 @@ class OrganicModels:
     social: SocialGraph
     ranker: RankerArtifacts
     meta: dict[str, object] = field(default_factory=dict)
+    # Items published since the artifact (app/freshness/published.py): their vectors and when.
+    fresh: FreshIndex | None = None
+    published_at: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def with_published(self, placed: PlacedItems) -> "OrganicModels":
+        """These models knowing the published items: catalogue rows, content-only vectors in the
+        fresh index, publication times, and a ranker whose feature store has their content.
+        Called on the artifact's own models (a replica keeps them and re-applies on each change)."""
+        from app.retrieval.fresh import FreshIndex
+
+        if not len(placed):
+            return self
+        return dataclasses.replace(
+            self, catalog=self.catalog.with_items(placed), fresh=FreshIndex.build(placed, self.two_tower),
+            published_at=placed.published_at(),
+            ranker=dataclasses.replace(self.ranker, store=self.ranker.store.with_published(placed.frame)))
 
     @classmethod
     def build(

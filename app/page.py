@@ -127,7 +127,7 @@ def assemble_page(
     n_ads = sum(1 for s in collated.slots if s.kind == "ad")
     has_more = state.store_ok and len(entries) > len(organic_ids) and state.page_number < max_pages
     item_ids = None
-    if ids is not None and ids.ids is not None:
+    if ids is not None and ids.renames_items:
         internal = [int(s.ref_id) for s in collated.slots if s.kind == "organic"]
         item_ids = dict(zip(internal, ids.items_out(internal)))
     body: dict[str, Any] = {

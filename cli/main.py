@@ -3,7 +3,7 @@
     rayfeed train                      train on the configured dataset and publish artifacts
     rayfeed feed --user 42 --explain   print one blended page (trains first if no artifacts)
     rayfeed eval topk --interactions H.csv --users U.txt --k 50 --out TOPK.csv
-    rayfeed bench quality|ann|ranking|pacing|collator|observability|million|floor [args...]
+    rayfeed bench quality|ann|ranking|pacing|collator|observability|million|floor|catalogue [args...]
     rayfeed monitor BASELINE CURRENT --out DIR | --demo
     rayfeed data validate URI | export movielens-100k|synthetic|events|simulator DIR
 """
@@ -31,6 +31,8 @@ BENCHMARKS = {
     "observability": "benchmarks/observability_overhead.py",
     "live-monitor": "benchmarks/live_monitor_overhead.py",
     "chaos": "benchmarks/chaos.py",
+    "catalogue": "benchmarks/catalogue.py",
+    "cold-start": "benchmarks/cold_start.py",
     "freshness": "benchmarks/freshness_delay.py",
     "million": "benchmarks/million_items.py",
     "floor": "benchmarks/serve_floor.py",

@@ -10,6 +10,7 @@ Replicas pick the writes up by polling (overrides: `admin_poll_s`; takedowns:
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from app.api.errors import ApiError
+from app.api.events import integral_number
 from app.api.ids import ApiIds
 from app.api.responses import bearer_token_matches
 from app.api.validation import validation_problems
@@ -29,13 +31,18 @@ from deployments import http
 from deployments.redis_guard import GuardedRedis
 
 
-async def authorised_body(request: Request, token: str | None, model: type[BaseModel]) -> BaseModel:
+async def authorised_body(request: Request, token: str | None, model: type[BaseModel],
+                          max_bytes: int = http.MAX_ADMIN_BODY_BYTES) -> BaseModel:
     """Authorise FIRST (a caller without the token learns nothing, not even a 422), then parse."""
     if not bearer_token_matches(request.headers.get("authorization"), token):
         raise ApiError(401, "Authorization", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-    raw = await http.read_body_capped(request, http.MAX_ADMIN_BODY_BYTES)
+    raw = await http.read_body_capped(request, max_bytes)
     try:
-        return model.model_validate_json(raw or b"{}")
+        try:  # an integral JSON number (3.0) is an integer, as JSON Schema says (app/api/events.py)
+            payload = json.loads(raw or b"{}", parse_float=integral_number)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return model.model_validate_json(raw)  # refused, with pydantic's own account of the JSON error
+        return model.model_validate(payload)
     except ValidationError as exc:
         problems = validation_problems(list(exc.errors()))
         raise ApiError(422, problems[0]["field"], problems[0]["message"], problems=problems) from None

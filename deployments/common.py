@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.artifacts import ArtifactVersion
 from app.artifacts import resolve_version as resolve_artifact_version
+from app.freshness.published import PublishedItems
 from app.state.clock import ReplayClock
 from app.state.overrides import AdminOverrides
 from config import RayfeedConfig, config_from_mapping, deep_merge
@@ -143,6 +144,28 @@ async def follow_takedowns(url: str | None, follower, poll_s: Callable[[], float
         await asyncio.sleep(poll_s())
 
 
+async def follow_items(url: str, deployment: ReloadableDeployment, read_count: int, block_ms: int, stage: str) -> None:
+    """Replay the item stream from the start, then follow it (XREAD BLOCK), applying each batch
+    to `deployment` (`apply_published`). While Redis is unreachable the items held stay served."""
+    from app.state._redis import async_fail_fast_client
+    from app.state.items import ItemStreamStore
+
+    store, failing = ItemStreamStore(async_fail_fast_client(url, block_ms / 1000 + 2.0, max_connections=1)), False
+    while True:
+        try:
+            entries = await store.read_after(deployment.published.position, read_count, block_ms)
+            deployment.apply_published(entries, caught_up=len(entries) < read_count)
+            failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Redis trouble: keep serving what is held, retry
+            if not failing:
+                log.warning("%s: item stream follow failed, serving the %d published items held: %s", stage,
+                            len(deployment.published), exc)
+            failing = True
+            await asyncio.sleep(1.0)
+
+
 State = TypeVar("State")
 
 
@@ -150,8 +173,11 @@ class ReloadableDeployment(Generic[State]):
     """Base of the deployments: holds one immutable `State`, rebuilt on reconfigure/overrides."""
 
     stage_name = "stage"
+    follows_items = False  # holds item data: follows the item stream (app/state/items.py)
 
     def __init__(self) -> None:
+        self.published = PublishedItems()  # the item stream as this replica has followed it
+        self._item_follower: asyncio.Task | None = None
         self._state: State | None = None
         self._settings = DeploymentSettings()
         self._overrides: dict[str, Any] = {}
@@ -168,10 +194,51 @@ class ReloadableDeployment(Generic[State]):
     def after_swap(self, state: State, settings: DeploymentSettings) -> None:
         """Cheap, loop-side adjustments after a swap (e.g. @serve.batch sizes)."""
 
+    def with_published(self, state: State, published: PublishedItems) -> State:
+        """`state` knowing the published items (deployments that hold item data)."""
+        return state
+
+    def apply_published(self, entries, caught_up: bool) -> None:
+        """Take a batch of the item stream: the held view, then the state rebuilt around it (on
+        the event loop: requests see the old state or the new one, never a mix)."""
+        before = self.published
+        self.published = before.apply(entries, caught_up)
+        if entries and self._state is not None:
+            started = time.perf_counter()
+            self._state = self.with_published(self._state, self.published)
+            log.info("%s: %d published items applied (%d held) in %.1f ms", self.stage_name, len(entries),
+                     len(self.published), (time.perf_counter() - started) * 1000)
+
+    async def _catch_up_items(self, timeout_s: float = 30.0) -> None:
+        """Replay the item stream to its end before the first request (a new or restarted
+        replica serves every published item from its first page). Without Redis: log, go on,
+        and let the follower catch up when Redis answers."""
+        from app.state._redis import async_fail_fast_client
+        from app.state.items import ItemStreamStore
+
+        if not (self.config and self.config.redis_url):
+            return
+        api, started = self.config.api, time.monotonic()
+        store = ItemStreamStore(async_fail_fast_client(self.config.redis_url, 2.0, max_connections=1))
+        try:
+            while not self.published.caught_up and time.monotonic() - started < timeout_s:
+                entries = await store.read_after(self.published.position, api.item_read_count, None)
+                self.apply_published(entries, caught_up=len(entries) < api.item_read_count)
+        except Exception as exc:  # noqa: BLE001 - the follower retries
+            log.warning("%s: item stream replay failed (%s); following it when Redis answers", self.stage_name, exc)
+        finally:
+            await store.client.aclose()
+
+    def items_ready(self) -> bool:
+        """Whether the item stream has been read to its end once (always, without Redis)."""
+        return not self.follows_items or self.published.caught_up or not (self.config and self.config.redis_url)
+
     # -- Serve hooks ---------------------------------------------------------------------------
     async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         self._settings = DeploymentSettings.model_validate(user_config or {})
         await self._rebuild()
+        if self.follows_items and not self.published.caught_up:
+            await self._catch_up_items()  # Serve routes to a replica only once this returns
         self._start_poller()
 
     async def state(self) -> State:
@@ -180,8 +247,13 @@ class ReloadableDeployment(Generic[State]):
         return self._state  # type: ignore[return-value]
 
     async def loaded_version(self) -> str:
-        """The artifact version this replica serves (readiness checks, tests)."""
-        return (await self.state()).version  # type: ignore[attr-defined]
+        """The artifact version this replica serves (readiness checks, tests); raises while the
+        item stream is not caught up."""
+        state = await self.state()
+        if not self.items_ready():
+            from deployments.messages import ItemStreamBehind
+            raise ItemStreamBehind(self.stage_name)
+        return state.version  # type: ignore[attr-defined]
 
     # -- internals -----------------------------------------------------------------------------
     async def _rebuild(self) -> None:
@@ -193,12 +265,20 @@ class ReloadableDeployment(Generic[State]):
             started = time.perf_counter()
             # Built in a worker thread, beside the old state: requests keep being served meanwhile.
             state = await asyncio.to_thread(self.build_state, config, self._settings, self._state)
+            if self.follows_items and len(self.published):
+                state = self.with_published(state, self.published)
             self.config, self._state = config, state  # the swap
             self.after_swap(state, self._settings)
             log.info("%s: state ready in %.2fs", self.stage_name, time.perf_counter() - started)
 
     def _start_poller(self) -> None:
-        if self._poller is not None or not (self.config and self.config.redis_url):
+        if not (self.config and self.config.redis_url):
+            return
+        if self.follows_items and self._item_follower is None:
+            items = self.config.api
+            self._item_follower = asyncio.get_running_loop().create_task(follow_items(
+                self.config.redis_url, self, items.item_read_count, items.item_read_block_ms, self.stage_name))
+        if self._poller is not None:
             return
         self._poller = asyncio.get_running_loop().create_task(self._poll_overrides(self.config.redis_url))
 

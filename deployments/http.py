@@ -76,8 +76,14 @@ ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: _error("Redis is unavailable: nothing was changed", retry_after=True),
 }
 NOT_FOUND = {404: _error("no such artifact version")}
+PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ADMIN_RESPONSES,
+    409: _error("an item of the trained catalogue: it changes with the next training, not by publishing"),
+    413: _error("the body is too large or carries more than api.max_publish_items items"),
+}
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {503: {"description": "not ready: the body says which part"}}
 ADMIN_SECURITY = [{"adminToken": []}]
+PRODUCER_SECURITY = [{"producerToken": []}]
 
 
 def install(app: FastAPI) -> None:
@@ -85,6 +91,7 @@ def install(app: FastAPI) -> None:
     the configured page-size bounds (`document_api`)."""
     app.state.api = ApiConfig()
     app.state.id_kind = "integer"
+    app.state.topics = ()
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -102,6 +109,9 @@ def install(app: FastAPI) -> None:
             components = schema.setdefault("components", {})
             components.setdefault("securitySchemes", {})["adminToken"] = {
                 "type": "http", "scheme": "bearer", "description": "RAYFEED_ADMIN_TOKEN (or api.admin_token_file)"}
+            components["securitySchemes"]["producerToken"] = {
+                "type": "http", "scheme": "bearer",
+                "description": "RAYFEED_PRODUCER_TOKEN (or api.producer_token_file): publishing items only"}
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     if not isinstance(operation, dict):
@@ -124,6 +134,15 @@ def install(app: FastAPI) -> None:
                         components.setdefault("schemas", {}).update(media.get("schema", {}).pop("$defs", {}))
             for name in ("HTTPValidationError", "ValidationError"):
                 components.get("schemas", {}).pop(name, None)
+            published = components.get("schemas", {}).get("PublishedItemIn", {}).get("properties", {})
+            for name in ("item_id", "creator_id"):
+                if name in published:
+                    published[name] = id_schema(app.state.id_kind, 0)
+            if "topics" in published and app.state.topics:  # the catalogue's list: others are refused
+                published["topics"]["items"] = {"type": "string", "enum": list(app.state.topics)}
+            batch = components.get("schemas", {}).get("PublishRequest", {}).get("properties", {})
+            if "items" in batch:
+                batch["items"]["maxItems"] = app.state.api.max_publish_items
             event = components.get("schemas", {}).get("Event", {}).get("properties", {})
             for name, minimum, nullable in (("user_id", 1, False), ("item_id", 0, True), ("creator_id", 0, True)):
                 if name in event:  # this dataset's kind of id only (app/api/ids.py)
@@ -135,13 +154,14 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def document_api(app: FastAPI, api: ApiConfig, id_kind: str = "integer") -> None:
+def document_api(app: FastAPI, api: ApiConfig, id_kind: str = "integer", topics: tuple[str, ...] = ()) -> None:
     """The document follows the configuration and dataset it is served with (page-size bounds,
-    the kind of the dataset's ids)."""
-    if (app.state.api.min_limit, app.state.api.max_limit, app.state.api.default_limit, app.state.id_kind) != (
-            api.min_limit, api.max_limit, api.default_limit, id_kind):
+    the kind of the dataset's ids, the catalogue's topics)."""
+    if (app.state.api.min_limit, app.state.api.max_limit, app.state.api.default_limit, app.state.id_kind,
+            app.state.api.max_publish_items, app.state.topics) != (
+            api.min_limit, api.max_limit, api.default_limit, id_kind, api.max_publish_items, tuple(topics)):
         app.openapi_schema = None
-    app.state.api, app.state.id_kind = api, id_kind
+    app.state.api, app.state.id_kind, app.state.topics = api, id_kind, tuple(topics)
 
 
 def id_schema(kind: str, minimum: int) -> dict[str, Any]:

@@ -17,6 +17,7 @@ is a 4xx naming the field. A feed has a deadline (`api.request_timeout_s`, lower
 # methods Serve wraps (with strings, `request: Request` became a required query parameter).
 # Module-level helpers come before the class: @serve.ingress pickles it by value when decorated.
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -36,8 +37,8 @@ from app.api.events import ad_impressions, counts_by_type, parse_events, stream_
 from app.api.ids import ApiIds
 from app.api.responses import load_admin_token
 from app.api.schemas import (
-    EventBatch, EventsAck, FeedResponse, NoBody, ReadyResponse, ReloadRequest, TakedownKind, TakedownRequest,
-    WeightsRequest,
+    EventBatch, EventsAck, FeedResponse, NoBody, PublishAck, PublishRequest, ReadyResponse, ReloadRequest, TakedownKind,
+    TakedownRequest, WeightsRequest,
 )
 from app.artifacts import ArtifactNotFound, ArtifactStore
 from app.catalog import Catalog
@@ -50,16 +51,17 @@ from app.state.clock import ReplayClock
 from app.state.counters import EngagementCounters
 from app.state.errors import StoreUnavailable
 from app.state.events import EventStream
+from app.freshness.published import ItemBase, PublishedItems
 from app.state.takedowns import TakedownFollower
 from config import RayfeedConfig
-from deployments import admin, http
+from deployments import admin, http, publishing
 from deployments.common import (
     DeploymentSettings, Loaded, ReloadableDeployment, follow_takedowns, load_once, observability, resolve_version,
     serving_clock, stage_hook,
 )
 from deployments.guards import Admission, RateLimitShare
 from deployments.messages import check_deadline
-from deployments.redis_guard import GuardedRedis
+from deployments.redis_guard import GuardedRedis, readiness
 from deployments.stage_client import StageClient
 from observability.live_monitor import prediction_log_entry
 from observability.metrics import ObservabilityHook
@@ -84,6 +86,11 @@ def _catalog_and_ids(dataset) -> tuple[Catalog, ApiIds]:
     return Catalog.from_dataset(dataset), ApiIds(dataset.ids)
 
 
+def _counters(catalog: Catalog, config: RayfeedConfig) -> EngagementCounters:
+    return EngagementCounters.from_catalog(catalog, config.retrieval.dynamic.engagement_types,
+                                           config.api.counter_retention_days)
+
+
 @dataclass(frozen=True)
 class IngressState:
     config: RayfeedConfig
@@ -91,8 +98,10 @@ class IngressState:
     clock: ReplayClock
     collator: Collator
     admin_token: str | None
+    producer_token: str | None  # POST /v1/items
     hook: ObservabilityHook  # the ingress's own steps (feed-state read, chain wait, collation)
-    catalog: Loaded[tuple[Catalog, ApiIds]]  # items events name (for the counters); the dataset's own ids
+    catalog: Loaded[tuple[Catalog, ApiIds]]  # the artifact's catalogue and the dataset's own ids
+    items: tuple[Catalog, ApiIds]  # the same with the published items (what requests and events name)
     counters: EngagementCounters  # real-time counters moved atomically with the event append
 
 
@@ -100,6 +109,7 @@ class IngressState:
 @serve.ingress(app)
 class FeedIngress(ReloadableDeployment[IngressState]):
     stage_name = "ingress"
+    follows_items = True  # published items' ids, in requests, events and pages
 
     def __init__(self, retrieval: DeploymentHandle, ranking: DeploymentHandle, reranking: DeploymentHandle,
                  auction: DeploymentHandle, monitor: DeploymentHandle | None = None) -> None:
@@ -121,11 +131,18 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         a = config.api
         catalog = load_once(previous.catalog if previous else None, (config.data, version.path),
                             lambda: _catalog_and_ids(load_dataset_for(config.data, version.path)))
-        counters = EngagementCounters.from_catalog(catalog.value[0], config.retrieval.dynamic.engagement_types,
-                                                   a.counter_retention_days)
         return IngressState(config, version.version, serving_clock(version), Collator(config.collator),
                             load_admin_token(os.environ, a.admin_token_env, a.admin_token_file),
-                            stage_hook("ingress", config, version.version), catalog, counters)
+                            load_admin_token(os.environ, a.producer_token_env, a.producer_token_file),
+                            stage_hook("ingress", config, version.version), catalog, catalog.value,
+                            _counters(catalog.value[0], config))
+
+    def with_published(self, state: IngressState, published: PublishedItems) -> IngressState:
+        catalog, ids = state.catalog.value
+        placed = published.place(ItemBase.of(catalog.known, catalog.creator_id, ids.ids))
+        items = catalog.with_items(placed)
+        return dataclasses.replace(state, items=(items, ids.with_published(placed)),
+                                   counters=_counters(items, state.config))
 
     def after_swap(self, state: IngressState, settings: DeploymentSettings) -> None:
         config = state.config
@@ -133,7 +150,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self.stages.resize(settings.chain_max_in_flight, settings.chain_max_batch_size)
         self.rate_limit.configure(config.api)
         self.admission.configure(config.api)
-        http.document_api(app, config.api, state.catalog.value[1].kind)
+        http.document_api(app, config.api, state.items[1].kind, state.catalog.value[0].topics)
         if config.redis_url:
             self.rate_limit.start(lambda: self.redis.client, self.redis.guarded, self.redis.down)
         if self._takedown_task is None:
@@ -158,7 +175,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         started = time.perf_counter()
         state = await self.state()
         config, metrics = state.config, observability(state.config)
-        request_id, ids = uuid.uuid4().hex, state.catalog.value[1]
+        request_id, ids = uuid.uuid4().hex, state.items[1]
         try:
             self._check_rate(request, state, "feed")
             internal = ids.user(external := ids.parse_query(user_id, "user_id"))
@@ -212,7 +229,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
             timings["ads"] = round(ads_seconds * 1000, 3)
         t = time.perf_counter()
         page = assemble_page(request, organic, ads, page_state.with_takedowns(self.takedowns.current), state.collator,
-                             config.api.max_pages, state.version, state.hook, timings, state.catalog.value[1])
+                             config.api.max_pages, state.version, state.hook, timings, state.items[1])
         page.body["timings_ms"]["collate"] = ms_since(t)
         if page.unplaced_ads:
             self.stages.release(request_id, [a.ad_id for a in page.unplaced_ads])
@@ -241,7 +258,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         self._check_rate(request, state, "events")
         given = parse_events(await http.read_body_capped(request, config.api.max_body_bytes),
                              config.api.max_events_per_request)
-        events, ids = with_internal_ids(given, state.catalog.value[1]), state.catalog.value[1]
+        events, ids = with_internal_ids(given, state.items[1]), state.items[1]
         store = self.redis.store()
         if store is None:
             raise ApiError(503, None, "no event store configured (REDIS_URL)", {"Retry-After": "1"})
@@ -282,23 +299,14 @@ class FeedIngress(ReloadableDeployment[IngressState]):
 
     @app.get("/readyz", response_model=ReadyResponse, responses=http.READY_RESPONSES)
     async def readyz(self) -> JSONResponse:
-        state = self._state
-        models = {"ingress": state.version if state else "not loaded", **await self.stages.loaded_versions()}
-        models_ok = all(not v.startswith("not ") for v in models.values())
-        redis = "not configured"
-        store = self.redis.store() if state is not None else None
-        if store is not None:
-            try:
-                await self.redis.guarded("ping", store.ping)
-                redis = "ok"
-            except StoreUnavailable as exc:
-                redis = f"unreachable: {exc}"
-        ready = models_ok and redis == "ok"
-        body = ReadyResponse(ready=ready, degraded=models_ok and redis != "ok", models=models, redis=redis,
-                             redis_breaker=self.redis.breaker_state)
-        return JSONResponse(body.model_dump(), 200 if ready else 503)
+        return await readiness(self._state, self.stages, self.redis, self.items_ready())
 
-    # -- admin (deployments/admin.py) --------------------------------------------------------------
+    # -- admin (deployments/admin.py) and producers (deployments/publishing.py) -----------------
+    @app.post("/v1/items", response_model=PublishAck, responses=http.PUBLISH_RESPONSES, openapi_extra={
+        **http.json_body(PublishRequest, "items to publish (at most api.max_publish_items)"),
+        "security": http.PRODUCER_SECURITY})
+    async def publish_items(self, request: Request) -> dict[str, Any]:
+        return await publishing.publish(request, await self.state(), self.redis)
     async def _admin(self, request: Request, model):
         state = await self.state()
         return state, await admin.authorised_body(request, state.admin_token, model)
@@ -332,11 +340,10 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         **http.json_body(TakedownRequest, "why it is taken down"), "security": http.ADMIN_SECURITY})
     async def admin_takedown(self, request: Request, kind: TakedownKind, ref: str) -> dict[str, Any]:
         state, body = await self._admin(request, TakedownRequest)
-        catalog, ids = state.catalog.value
-        return await admin.take_down(self.redis, catalog, ids, kind, ref, body.reason, state.config.api.takedown_poll_s)
+        return await admin.take_down(self.redis, *state.items, kind, ref, body.reason, state.config.api.takedown_poll_s)
 
     @app.post("/admin/{kind}s/{ref}/restore", responses={**http.ADMIN_RESPONSES, **http.NOT_FOUND},
               openapi_extra={"security": http.ADMIN_SECURITY})
     async def admin_restore(self, request: Request, kind: TakedownKind, ref: str) -> dict[str, Any]:
         state, _ = await self._admin(request, NoBody)
-        return await admin.restore(self.redis, state.catalog.value[1], kind, ref, state.config.api.takedown_poll_s)
+        return await admin.restore(self.redis, state.items[1], kind, ref, state.config.api.takedown_poll_s)

@@ -38,6 +38,18 @@ class TakedownsUnknown(Exception):
         return TakedownsUnknown, (self.stage,)
 
 
+class ItemStreamBehind(Exception):
+    """Readiness only: a replica that has not read the item stream to its end yet (Redis
+    unreachable since it started) serves the artifact's items but not every published one."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(f"{stage}: item stream not caught up yet")
+        self.stage = stage
+
+    def __reduce__(self):
+        return ItemStreamBehind, (self.stage,)
+
+
 def check_deadline(deadline: float | None, stage: str, now: float | None = None) -> None:
     """Raise `DeadlineExceeded` when `deadline` (unix seconds) has passed."""
     if deadline is None:

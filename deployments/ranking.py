@@ -13,12 +13,15 @@ logged requests carry that sample to the ingress, which logs it with the page.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from ray import serve
 
+from app.data.ids import IdMaps
+from app.freshness.published import ItemBase, PublishedItems
 from app.organic import OrganicWork, RankingPart
 from app.pipeline import BatchEntry, PipelineResult
 from app.ranking.artifacts import RankerArtifacts
@@ -56,11 +59,13 @@ class RankingState:
     artifacts: Loaded[RankerArtifacts]
     part: RankingPart
     samples: MonitorSamples | None  # live monitor on: the feature sample of logged requests
+    ids: Loaded[IdMaps | None]  # the dataset's own ids: where published items go (app/freshness/published.py)
 
 
 @serve.deployment(name="Ranking")
 class Ranking(ReloadableDeployment[RankingState]):
     stage_name = "ranking"
+    follows_items = True  # published items: their content features
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,7 +85,17 @@ class Ranking(ReloadableDeployment[RankingState]):
             samples = MonitorSamples(FeatureSampler(schema.dense, live.features, live.feature_rows), live.sample_rate)
         part = RankingPart(artifacts.value, config, stage_hook("ranking", config, version.version), version.version,
                            on_scored=samples)
-        return RankingState(config, version.version, artifacts, part, samples)
+        ids = load_once(previous.ids if previous else None, (str(version.root), version.version),
+                        lambda: IdMaps.load(version.path / "ids"))
+        return RankingState(config, version.version, artifacts, part, samples, ids)
+
+    def with_published(self, state: RankingState, published: PublishedItems) -> RankingState:
+        ranker = state.artifacts.value
+        store = ranker.store
+        placed = published.place(ItemBase.of(store.item_creator >= 0, store.item_creator, state.ids.value))
+        serving = dataclasses.replace(ranker, store=store.with_published(placed.frame))
+        part = RankingPart(serving, state.config, state.part.hook, state.version, on_scored=state.samples)
+        return dataclasses.replace(state, part=part)
 
     def after_swap(self, state: RankingState, settings: DeploymentSettings) -> None:
         self._rank_batch.set_max_batch_size(settings.max_batch_size)

@@ -13,9 +13,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from fastapi.responses import JSONResponse
+
 from app.api.config import ApiConfig
 from app.api.cursor import Cursor, CursorCodec, InvalidCursor
 from app.api.errors import ApiError
+from app.api.schemas import ReadyResponse
 from app.page import PageState
 from app.pipeline import StageHook
 from app.state._redis import async_fail_fast_client
@@ -176,3 +179,23 @@ class GuardedRedis:
                 log.info("redis circuit breaker %s", state.name.lower())
             self._published = state
             self._metrics().set_redis_breaker_state(int(state))
+
+
+async def readiness(state, stages, redis: GuardedRedis, items_ready: bool) -> JSONResponse:
+    """GET /readyz: every stage's artifact version (or why it is not ready: not loaded, takedowns
+    unread, item stream behind) and whether Redis answers; 200 only when all of it is fine."""
+    own = (state.version if items_ready else "not ready: item stream behind") if state else "not loaded"
+    models = {"ingress": own, **await stages.loaded_versions()}
+    models_ok = all(not v.startswith("not ") for v in models.values())
+    status = "not configured"
+    store = redis.store() if state is not None else None
+    if store is not None:
+        try:
+            await redis.guarded("ping", store.ping)
+            status = "ok"
+        except StoreUnavailable as exc:
+            status = f"unreachable: {exc}"
+    ready = models_ok and status == "ok"
+    body = ReadyResponse(ready=ready, degraded=models_ok and status != "ok", models=models, redis=status,
+                         redis_breaker=redis.breaker_state)
+    return JSONResponse(body.model_dump(), 200 if ready else 503)

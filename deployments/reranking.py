@@ -5,11 +5,13 @@ Its state is the catalogue only (`CatalogModels`), not the organic artifact: the
 neither torch nor FAISS and a replacement starts in a few seconds."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ray import serve
 
 from app.data import load_dataset_for
+from app.freshness.published import ItemBase, PublishedItems
 from app.organic import CatalogModels, OrganicPage, OrganicWork, RerankingPart
 from config import RayfeedConfig
 from deployments.batching import each_request
@@ -28,6 +30,13 @@ class RerankingState:
 @serve.deployment(name="Reranking")
 class Reranking(ReloadableDeployment[RerankingState]):
     stage_name = "reranking"
+    follows_items = True  # published items: MMR's topics, the creator cap, the collator's brand safety
+
+    def with_published(self, state: RerankingState, published: PublishedItems) -> RerankingState:
+        models = state.models.value
+        placed = published.place(ItemBase.of(models.catalog.known, models.catalog.creator_id, models.dataset.ids))
+        part = RerankingPart(models.with_published(placed), state.config, state.part.hook, state.version)
+        return dataclasses.replace(state, part=part)
 
     def build_state(
         self, config: RayfeedConfig, settings: DeploymentSettings, previous: RerankingState | None,

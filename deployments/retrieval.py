@@ -8,6 +8,7 @@ replica replays the retained stream, so a restarted or added replica catches up 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from ray import serve
 
 from app.data import load_dataset_for
 from app.freshness.live import LiveEngagement
+from app.freshness.published import ItemBase, PublishedItems
 from app.organic import OrganicModels, OrganicRequest, OrganicWork, RetrievalPart
 from config import RayfeedConfig
 from deployments.batching import each_request
@@ -38,6 +40,7 @@ class RetrievalState:
 @serve.deployment(name="Retrieval")
 class Retrieval(ReloadableDeployment[RetrievalState]):
     stage_name = "retrieval"
+    follows_items = True  # published items: catalogue rows, the fresh index, the fresh lane
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,6 +57,12 @@ class Retrieval(ReloadableDeployment[RetrievalState]):
                            lambda: OrganicModels.load(version.path / "organic", load_dataset_for(config.data, version.path), config))
         part = RetrievalPart(models.value, config, stage_hook("retrieval", config, version.version), version.version)
         return RetrievalState(config, version.version, models, part)
+
+    def with_published(self, state: RetrievalState, published: PublishedItems) -> RetrievalState:
+        models = state.models.value
+        placed = published.place(ItemBase.of(models.catalog.known, models.catalog.creator_id, models.dataset.ids))
+        part = RetrievalPart(models.with_published(placed), state.config, state.part.hook, state.version)
+        return dataclasses.replace(state, part=part)
 
     def after_swap(self, state: RetrievalState, settings: DeploymentSettings) -> None:
         if self._takedown_task is None:

@@ -87,6 +87,18 @@ class ApiConfig(Section):
         0.25, gt=0, le=60,
         description="how often a replica looks for new takedowns in Redis (a takedown reaches every replica within it)",
     )
+    producer_token_env: str = Field(
+        "RAYFEED_PRODUCER_TOKEN", min_length=1,
+        description="environment variable holding the producer bearer token (POST /v1/items; not the admin token)",
+    )
+    producer_token_file: Path | None = Field(
+        None, description="file holding the producer bearer token (used when the environment variable is unset)"
+    )
+    max_publish_items: int = Field(500, ge=1, le=10_000, description="most items one POST /v1/items may carry")
+    item_read_count: int = Field(
+        500, ge=1, le=100_000, description="item stream entries a replica reads per XREAD (app/state/items.py)")
+    item_read_block_ms: int = Field(
+        1000, ge=1, le=60_000, description="how long a replica's item stream read waits for new entries")
     admin_token_env: str = Field(
         "RAYFEED_ADMIN_TOKEN", min_length=1, description="environment variable holding the admin bearer token"
     )

@@ -17,7 +17,7 @@ from app.state.events import StreamEvent
 _EVENTS = TypeAdapter(list[Event])
 
 
-def _number(text: str) -> float | int:
+def integral_number(text: str) -> float | int:
     """A JSON number with no fraction is an integer (JSON Schema says so: `3.0` is a valid
     `integer`); the models are strict about types, so it is handed to them as one."""
     value = float(text)
@@ -28,7 +28,7 @@ def parse_events(raw: bytes, max_events: int) -> list[Event]:
     """The events of a request body: 400 when it is not JSON, 422 naming the field of each bad
     event, 413 past `max_events`. An empty list is a 422 (nothing to acknowledge)."""
     try:
-        payload = json.loads(raw, parse_float=_number)
+        payload = json.loads(raw, parse_float=integral_number)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, "body", f"not JSON: {exc}") from None
     if not isinstance(payload, list):

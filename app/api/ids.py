@@ -18,11 +18,24 @@ from collections.abc import Iterable
 from app.api.errors import ApiError
 from app.api.schemas import MAX_ID
 from app.data.ids import IdMap, IdMaps
+from app.freshness.published import PlacedItems
 
 
 class ApiIds:
-    def __init__(self, ids: IdMaps | None) -> None:
+    """`published`: the items published since the artifact (app/freshness/published.py), whose
+    ids resolve before the artifact's."""
+
+    def __init__(self, ids: IdMaps | None, published: PlacedItems | None = None) -> None:
         self.ids = ids
+        self.published = published
+
+    def with_published(self, published: PlacedItems) -> ApiIds:
+        return ApiIds(self.ids, published if len(published) else None)
+
+    @property
+    def renames_items(self) -> bool:
+        """Whether some item's API id differs from its index (a map, or published items)."""
+        return self.ids is not None or self.published is not None
 
     @property
     def kind(self) -> str:
@@ -37,6 +50,10 @@ class ApiIds:
         if not text.lstrip("-").isdigit():
             raise ApiError(422, field, "must be an integer id")
         return int(text)
+
+    def checked(self, value: object, field: str) -> object:
+        """`value` if it is of this dataset's kind of id (422 naming `field` otherwise)."""
+        return self._checked(value, field)
 
     def _checked(self, value: object, field: str) -> object:
         if self.kind == "integer" and not isinstance(value, int):
@@ -56,6 +73,10 @@ class ApiIds:
 
     def _known(self, mapping: IdMap | None, value: object, field: str, what: str) -> int:
         value = self._checked(value, field)
+        if self.published is not None:
+            overlay = self.published.index_of if what == "item" else self.published.creator_index_of
+            if value in overlay:
+                return overlay[value]
         if mapping is None:
             if not 0 <= int(value) <= MAX_ID:  # type: ignore[call-overload]
                 raise ApiError(422, field, f"must be between 0 and {MAX_ID}")
@@ -73,4 +94,9 @@ class ApiIds:
 
     def items_out(self, internal: Iterable[int]) -> list:
         internal = list(internal)
-        return internal if self.ids is None else self.ids.items.to_external(internal)
+        if self.published is None:
+            return internal if self.ids is None else self.ids.items.to_external(internal)
+        base, overlay = self.published.base_slots, self.published.external_of
+        artifact = [i for i in internal if i < base]
+        named = iter(artifact if self.ids is None else self.ids.items.to_external(artifact))
+        return [overlay.get(i, i) if i >= base else next(named) for i in internal]

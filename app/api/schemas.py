@@ -130,6 +130,36 @@ class TakedownRequest(_Strict):
     reason: str = Field(min_length=1, max_length=500)
 
 
+class PublishedItemIn(_Strict):
+    """One item of POST /v1/items: the `items` table of the data contract (docs/data.md)."""
+
+    item_id: ItemId = Field(description="the item, in the dataset's own ids (new: not in the trained catalogue)")
+    creator_id: ItemId = Field(description="who made it; a creator the catalogue has not seen is welcome")
+    created_at: float | None = Field(
+        None, ge=0, le=4_102_444_800, description="when it was made, unix seconds (default: when it is published)")
+    topics: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32, description="topics, from the catalogue's topic list")
+    content_rating: str | None = Field(None, min_length=1, max_length=16, description="G, PG, PG-13, R, NC-17; NR")
+    min_age: int | None = Field(None, ge=0, le=21, description="youngest audience (default: from content_rating)")
+    title: str | None = Field(None, min_length=1, max_length=300)
+
+
+class PublishRequest(_Strict):
+    """A batch of items to publish; each is idempotent by item id (see docs/freshness.md)."""
+
+    items: list[PublishedItemIn] = Field(min_length=1, description="at most api.max_publish_items")
+
+
+class PublishedItemStatus(BaseModel):
+    item_id: int | str
+    status: Literal["published", "updated", "unchanged"]
+
+
+class PublishAck(BaseModel):
+    items: list[PublishedItemStatus]
+    applies_within_s: float = Field(description="every replica serves the items within about this long")
+
+
 class NoBody(_Strict):
     """A request without a body (an empty object is accepted too)."""
 

@@ -19,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -183,6 +184,7 @@ class FeatureStore:
         for name in self._ARRAYS:
             setattr(self, name, arrays[name])
         n = self.n_item_slots
+        self.published: _PublishedRows | None = None  # items published since the snapshot
         self.cooc = sp.csr_matrix((self.cooc_data, self.cooc_indices, self.cooc_indptr), shape=(n, n))
 
     # -- sizes and metadata -------------------------------------------------------------------
@@ -345,6 +347,57 @@ class FeatureStore:
         )
         return cls(config, meta, arrays)
 
+    # -- items published after the snapshot -----------------------------------------------------
+    def with_published(self, items: pd.DataFrame) -> FeatureStore:
+        """This store knowing items published since its snapshot (app/freshness/published.py's
+        frame: item_id is the models' index, at or past `n_item_slots`). Such an item has no
+        interactions, so its counts, ratings, co-occurrence and id embedding stay the unknown
+        item's; its content (release year, minimum age, content rating, creator, topics) is its
+        own, and so are the cross features built on it (topic affinity, creator affinity, year gap)."""
+        out = copy.copy(self)
+        items = items[items["item_id"] >= self.n_item_slots]
+        out.published = None if items.empty else _PublishedRows.build(items, self)
+        if out.published is not None:
+            topics = np.zeros((out.published.end, self.item_topics.shape[1]), np.float32)
+            topics[: self.n_item_slots] = self.item_topics[: self.n_item_slots]
+            topics[self.n_item_slots:] = out.published.topics
+            out.item_topics_all = topics
+        return out
+
+    @property
+    def topics_by_item(self) -> np.ndarray:
+        """Topic rows of every item, published ones included (the session-interest term)."""
+        return self.item_topics if self.published is None else self.item_topics_all
+
+    def _fill_published(self, f: dict[str, np.ndarray], items: np.ndarray, us: np.ndarray, user_ok: np.ndarray,
+                        ucount: np.ndarray) -> None:
+        """Content features of the published items among `items` (see `with_published`)."""
+        pub = self.published
+        rows = np.flatnonzero((items >= pub.first) & (items < pub.end))
+        if not len(rows):
+            return
+        k = items[rows] - pub.first
+        known = pub.known[k]
+        rows, k = rows[known], k[known]
+        u, ok = us[rows], user_ok[rows]
+        f["item_release_year"][rows] = pub.year[k]
+        f["item_min_age"][rows] = pub.min_age[k]
+        f["item_content_rating"][rows] = pub.content_rating[k]
+        topics, shares = pub.topics[k], self.user_genre[u] * ok[:, None]
+        weighted = topics * shares
+        f["genre_affinity"][rows] = weighted.sum(axis=1) / np.maximum(topics.sum(axis=1), 1.0)
+        if weighted.shape[1]:
+            f["genre_affinity_max"][rows] = weighted.max(axis=1)
+        creator = pub.creator[k]
+        key = u * int(self.meta["n_creator_slots"]) + creator
+        if len(self.user_creator_keys):
+            pos = np.minimum(np.searchsorted(self.user_creator_keys, key), len(self.user_creator_keys) - 1)
+            hit = ok & (creator >= 0) & (self.user_creator_keys[pos] == key)
+            ccount = np.where(hit, self.user_creator_counts[pos], 0.0)
+            f["creator_log_count"][rows] = np.log1p(ccount)
+            f["creator_share"][rows] = ccount / np.maximum(ucount[rows], 1.0)
+        f["year_gap"][rows] = np.where(ok, pub.year[k] - self.user_mean_year[u], 0.0)
+
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -460,6 +513,8 @@ class FeatureStore:
         for user, items_since in (fresh or {}).items():
             if len(items_since):
                 self._with_fresh_history(f, users, items, int(user), np.asarray(items_since, dtype=np.int64))
+        if self.published is not None:
+            self._fill_published(f, items, us, user_ok, ucount)
         return f
 
     def _with_fresh_history(self, f: dict[str, np.ndarray], users: np.ndarray, items: np.ndarray,
@@ -521,6 +576,47 @@ class FeatureStore:
                 else:
                     cf = np.zeros(len(items))
         return results[0], results[1], cf
+
+
+@dataclass(frozen=True)
+class _PublishedRows:
+    """Content columns of published items, for slots first..end (gaps: `known` False)."""
+
+    first: int
+    end: int
+    known: np.ndarray
+    year: np.ndarray
+    min_age: np.ndarray
+    content_rating: np.ndarray
+    creator: np.ndarray
+    topics: np.ndarray
+
+    @classmethod
+    def build(cls, items: pd.DataFrame, store: FeatureStore) -> _PublishedRows:
+        first = store.n_item_slots
+        end = int(items["item_id"].max()) + 1
+        k = items["item_id"].to_numpy(np.int64) - first
+        n = end - first
+        known = np.zeros(n, bool)
+        known[k] = True
+        year = np.zeros(n, np.float32)
+        year[k] = items["release_year"].to_numpy(np.float32)
+        min_age = np.zeros(n, np.float32)
+        min_age[k] = items["min_age"].to_numpy(np.float32)
+        rating = np.zeros(n, np.int64)
+        rating[k] = _codes(items["content_rating"], list(store.meta["content_ratings"]))
+        creator = np.full(n, -1, np.int64)
+        # A creator the snapshot never saw has no affinity to look up (and an index past the
+        # snapshot's creator slots would alias another creator's key).
+        given = items["creator_id"].to_numpy(np.int64)
+        creator[k] = np.where(given < int(store.meta["n_creator_slots"]), given, -1)
+        column = {t: j for j, t in enumerate(store.meta["topics"])}
+        topics = np.zeros((n, len(column)), np.float32)
+        for row, names in zip(k.tolist(), items["topics"]):
+            for name in names:
+                if name in column:
+                    topics[row, column[name]] = 1.0
+        return cls(first, end, known, year, min_age, rating, creator, topics)
 
 
 def _lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, n_cols: int) -> np.ndarray:

@@ -128,7 +128,7 @@ class SourcesConfig(Section):
     coengagement_recent_items: int = Field(20, ge=1, le=10_000, description="user's recent items used as seeds")
     coengagement_shrink: float = Field(10.0, ge=0, le=1e6, description="added to the cosine denominator")
     quotas: dict[str, int] = Field(
-        default_factory=lambda: {"ann": 2000, "coengagement": 1500, "social": 750, "trending": 750},
+        default_factory=lambda: {"ann": 2000, "coengagement": 1500, "social": 750, "trending": 750, "fresh": 200},
         description="most candidates each source may place in the merged set (by source name)",
     )
     total_candidates: int = Field(5000, ge=1, le=1_000_000, description="merged candidate set size")
@@ -178,6 +178,14 @@ class DynamicEmbeddingConfig(Section):
     )
 
 
+class FreshItemsConfig(Section):
+    """The fresh-items lane (app/retrieval/fresh.py): published items young enough, by the user's
+    embedding, under their own quota (`sources.quotas.fresh`)."""
+
+    window_s: float = Field(2 * DAY, gt=0, le=365 * DAY, description="items published within this are fresh")
+    k: int = Field(200, ge=0, le=100_000, description="items the lane fetches (its quota bounds what it places)")
+
+
 class RetrievalConfig(Section):
     """Retrieval: the two-tower model, its ANN index, and the candidate sources and merge."""
 
@@ -185,3 +193,4 @@ class RetrievalConfig(Section):
     index: AnnIndexConfig = Field(default_factory=AnnIndexConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     dynamic: DynamicEmbeddingConfig = Field(default_factory=DynamicEmbeddingConfig)
+    fresh: FreshItemsConfig = Field(default_factory=FreshItemsConfig)

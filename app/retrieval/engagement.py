@@ -62,6 +62,7 @@ class EngagementLog:
         self._users: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # user -> (timestamps, items)
         self._trending_cache: tuple[tuple, tuple[float, np.ndarray, np.ndarray]] | None = None
         self.version = 0  # bumped by every add; lets readers cache derived state
+        self._counts: tuple[int, np.ndarray, np.ndarray] | None = None
         if events is not None:
             self.add(events)
 
@@ -105,6 +106,20 @@ class EngagementLog:
         start = 0 if window_s is None else np.searchsorted(ts, now - window_s, side="left")
         start = max(start, end - limit)
         return items[start:end][::-1], ts[start:end][::-1]
+
+    def item_counts(self, item_ids: np.ndarray) -> np.ndarray:
+        """How often each item was engaged with (one count per change of the log; sparse, as an
+        event may name any id)."""
+        if self._counts is None or self._counts[0] != self.version:
+            self._counts = (self.version, *np.unique(self._items, return_counts=True))
+        _, items, counts = self._counts
+        ids = np.asarray(item_ids, np.int64)
+        out = np.zeros(len(ids), np.int64)
+        if len(items):
+            pos = np.minimum(np.searchsorted(items, ids), len(items) - 1)
+            hit = items[pos] == ids
+            out[hit] = counts[pos[hit]]
+        return out
 
     def user_items(self, user_id: int) -> np.ndarray:
         """Every item the user engaged with (their consumed history), oldest first."""

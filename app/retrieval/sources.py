@@ -27,8 +27,8 @@ from app.retrieval.engagement import ItemNeighbours, RecentEngagements, Trending
 from app.retrieval.index import AnnIndex
 
 SOURCE_FEATURES = ("close_friend",)  # bool: a close friend engaged with the item (collator reads it)
-ANN, SOCIAL, TRENDING, COENGAGEMENT = "ann", "social", "trending", "coengagement"
-SOURCE_NAMES = (ANN, COENGAGEMENT, SOCIAL, TRENDING)  # also the tie-break order of the merge
+ANN, SOCIAL, TRENDING, COENGAGEMENT, FRESH = "ann", "social", "trending", "coengagement", "fresh"
+SOURCE_NAMES = (ANN, COENGAGEMENT, SOCIAL, TRENDING, FRESH)  # also the tie-break order of the merge
 
 UserVectorLookup = Callable[[int], "np.ndarray | None"]
 
@@ -66,8 +66,10 @@ class EmbeddingAnnSource:
 
     name = ANN
 
-    def __init__(self, index: AnnIndex, user_vectors: UserVectorLookup, config: SourcesConfig) -> None:
+    def __init__(self, index: AnnIndex, user_vectors: UserVectorLookup, config: SourcesConfig,
+                 fresh=None) -> None:
         self.index = index
+        self.fresh = fresh  # app.retrieval.fresh.FreshIndex: published items, searched beside the index
         self.user_vectors = user_vectors
         self.k = config.ann_k
         self.overfetch_seen = config.ann_overfetch_seen
@@ -79,7 +81,14 @@ class EmbeddingAnnSource:
         k = self.k + (len(query.seen_item_ids) if self.overfetch_seen else 0)
         ids, scores = self.index.search(np.asarray(vector, np.float32).reshape(1, -1), min(k, len(self.index)))
         found = ids[0] >= 0
-        return source_candidates(self.name, ids[0][found], scores[0][found])
+        ids, scores = ids[0][found], scores[0][found]
+        if self.fresh is not None and len(self.fresh):
+            fresh_ids, fresh_scores = self.fresh.search(vector, k)
+            ids, scores = np.concatenate([ids, fresh_ids]), np.concatenate([scores, fresh_scores])
+            if len(ids) > k:  # the k best of both, by score
+                best = np.lexsort((ids, -scores))[:k]
+                ids, scores = ids[best], scores[best]
+        return source_candidates(self.name, ids, scores)
 
 
 class SocialGraph:

@@ -111,6 +111,13 @@ class TwoTowerModel(nn.Module):
         ]
         return F.normalize(self.item_mlp(torch.cat(parts, 1)), dim=1)
 
+    def content_item_tower(self, cats: torch.Tensor, genres: torch.Tensor) -> torch.Tensor:
+        """The item tower for items it was not trained on: the mean trained id embedding stands
+        in for the item's own (the OOV row was never trained), the content features are its own."""
+        mean_id = self.item_id.weight[1:].mean(0, keepdim=True).expand(len(cats), -1)
+        parts = [mean_id, *(emb(cats[:, j]) for j, emb in enumerate(self.item_features)), self.genres(genres)]
+        return F.normalize(self.item_mlp(torch.cat(parts, 1)), dim=1)
+
     def user_vectors(self, user_rows: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
         id_rows = user_rows
         if self.training and self.config.user_id_dropout > 0:
@@ -470,6 +477,16 @@ class TwoTowerArtifacts:
                 torch.as_tensor(self.features.encode_users(users)),
                 torch.as_tensor(hist),
             )
+        return vectors.numpy().astype(np.float32)
+
+    def encode_new_items(self, items: pd.DataFrame) -> np.ndarray:
+        """Vectors of items published after training (ITEM_COLUMNS; creator_id as the models'
+        index), from content alone (`TwoTowerModel.content_item_tower`)."""
+        if items.empty:
+            return np.zeros((0, self.dim), np.float32)
+        cats, genres = self.features.encode_items(items)
+        with torch.no_grad():
+            vectors = self.build_model().content_item_tower(torch.as_tensor(cats), torch.as_tensor(genres))
         return vectors.numpy().astype(np.float32)
 
     def save(self, path: Path) -> None:

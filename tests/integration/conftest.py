@@ -27,6 +27,7 @@ from tests.integration.artifacts import REPO, train_two_versions
 from tests.integration.otlp_receiver import OtlpReceiver
 
 ADMIN_TOKEN = "integration-admin-token"
+PRODUCER_TOKEN = "integration-producer-token"
 DEPLOY_TIMEOUT_S = 300.0
 
 
@@ -142,6 +143,7 @@ def served_app(redis_url, tmp_path_factory, otlp_receiver) -> ServedApp:
     # Replicas inherit the driver's environment (ray.init starts the local cluster).
     os.environ["REDIS_URL"] = url
     os.environ["RAYFEED_ADMIN_TOKEN"] = ADMIN_TOKEN
+    os.environ["RAYFEED_PRODUCER_TOKEN"] = PRODUCER_TOKEN
     import redis
 
     redis.Redis.from_url(url).flushdb()
@@ -160,4 +162,5 @@ def served_app(redis_url, tmp_path_factory, otlp_receiver) -> ServedApp:
         serve.shutdown()
         ray.shutdown()
         os.environ.pop("RAYFEED_ADMIN_TOKEN", None)
+        os.environ.pop("RAYFEED_PRODUCER_TOKEN", None)
         os.environ.pop("REDIS_URL", None)

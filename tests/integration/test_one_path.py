@@ -5,7 +5,7 @@ The in-process service is built the way the CLI builds it (`app.bootstrap`), fro
 configuration plus the admin overrides in Redis, and given the event stream's live engagement
 replayed as a Retrieval replica follows it. For each page the test reads the user's state from
 Redis, fetches the page over HTTP, gives back the ads it reserved (so Redis is as it was), and
-makes the same page in process at the served page's world time. Scores are compared to 1e-5:
+makes the same page in process at the served page's world time. Scores are compared to 2e-5:
 the float32 passes may differ in the last bits between processes; everything else exactly.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ KNOWN_USERS = [1, 2, 3, 7, 12, 25, 42, 60, 77, 99, 123, 150, 177, 201, 250, 280,
                521, 555, 600, 640, 666, 700, 733, 768, 800, 821, 850, 877, 900, 911, 925, 933, 940, 943, 16]
 COLD_USERS = [5001, 5002, 5003, 5004, 5005, 5006, 5007, 5008]  # unknown to the artifact: trending feeds
 SECOND_PAGE_USERS = {1, 42, 99, 305, 500, 700, 900, 943, 5001, 5002}
-SCORE_TOLERANCE = 1e-5
+SCORE_TOLERANCE = 2e-5  # both sides are rounded to 5 decimals: a difference under 1e-5 can show as one step
 
 
 def served_config(app: ServedApp):

@@ -32,7 +32,7 @@ def test_pipeline_parts_shrink_candidates_in_order(trained_models, small_config_
     creators = pd.Series(served.features["creator_id"]).value_counts()
     assert creators.max() <= small_config_.reranking.max_items_per_creator
     stages = [r.name for p in result.parts.values() for r in p.records]
-    assert stages[:4] == ["ann", "coengagement", "social", "trending"] and stages[-1] == "creator_cap_selector"
+    assert stages[:5] == ["ann", "coengagement", "social", "trending", "fresh"] and stages[-1] == "exploration_slot"
 
 
 def test_pipeline_explains_every_removal(trained_models, small_config_):

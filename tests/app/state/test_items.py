@@ -1,0 +1,52 @@
+"""The item stream in a real Redis: atomic, idempotent per item id, updates keep their seq."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.state.errors import StoreUnavailable
+from app.state.items import ItemStreamStore
+from app.state.local_redis import free_port
+
+
+def run(url: str, work):
+    async def go():
+        client = aioredis.Redis.from_url(url)
+        try:
+            return await work(ItemStreamStore(client))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def item(item_id, creator="c1", title="a post", **extra) -> dict:
+    return {"item_id": item_id, "creator_id": creator, "created_at": 1.0, "published_at": 2.0, "topics": ["Drama"],
+            "content_rating": "PG", "min_age": 0, "title": title, **extra}
+
+
+def test_publish_is_idempotent_and_an_update_keeps_the_seq(redis_client, redis_url):
+    assert run(redis_url, lambda s: s.publish([item("p1"), item("p2", creator="c2")])) == ["published", "published"]
+    retried = item("p1", published_at=9.0)  # the server's receipt time differs on a retry: still the same content
+    assert run(redis_url, lambda s: s.publish([retried])) == ["unchanged"]  # a retried batch adds nothing
+    assert run(redis_url, lambda s: s.publish([item("p2", creator="c2", title="edited"), item("p3")])) == [
+        "updated", "published"]
+    entries = run(redis_url, lambda s: s.read_after("0-0", 100, None))
+    assert [(e.item["item_id"], e.seq, e.creator_seq) for e in entries] == [
+        ("p1", 0, 0), ("p2", 1, 1), ("p2", 1, 1), ("p3", 2, 0)]  # creators keep their seq too
+    assert entries[2].item["title"] == "edited"
+    later = run(redis_url, lambda s: s.read_after(entries[1].entry_id, 100, None))
+    assert [e.item["item_id"] for e in later] == ["p2", "p3"]
+    assert run(redis_url, lambda s: s.length()) == 4
+
+
+def test_integer_and_string_ids_stay_apart(redis_client, redis_url):
+    assert run(redis_url, lambda s: s.publish([item(7), item("7")])) == ["published", "published"]
+    assert [e.seq for e in run(redis_url, lambda s: s.read_after("0-0", 10, None))] == [0, 1]
+
+
+def test_an_unreachable_redis_is_store_unavailable():
+    with pytest.raises(StoreUnavailable, match="publish"):
+        run(f"redis://127.0.0.1:{free_port()}/0", lambda s: s.publish([item("p1")]))
