@@ -136,7 +136,7 @@ def cursor_phase(client, users: list[int], taken: set, feeds: int, log) -> dict:
     from benchmarks.chaos import replica_actor_names, running_replicas
     import ray
 
-    carrying, served, kill_at, killed = 0, 0, feeds // 2, None
+    carrying, served, kill_at, killed, failed = 0, 0, feeds // 2, None, 0
     k = 0
     while served < feeds:
         user = users[k % len(users)]
@@ -146,6 +146,9 @@ def cursor_phase(client, users: list[int], taken: set, feeds: int, log) -> dict:
             params = {"user_id": user, "limit": 10, **({"cursor": cursor} if cursor else {})}
             answer = client.get("/v1/feed", params=params)
             if answer.status_code != 200:
+                failed += 1  # e.g. 503 while a replica is replaced; not counted as a served page
+                if failed > feeds:
+                    raise RuntimeError(f"feeds keep failing: {answer.status_code} {answer.text[:200]}")
                 break
             body = answer.json()
             served += 1
@@ -159,7 +162,7 @@ def cursor_phase(client, users: list[int], taken: set, feeds: int, log) -> dict:
             if not cursor or served >= feeds:
                 break
     replaced = poll(lambda: running_replicas().get("Retrieval") == 2, 120, 0.5)
-    return {"feeds": served, "pages_with_a_taken_down_item": carrying, "retrieval_replica_killed_after": kill_at,
+    return {"feeds": served, "pages_with_a_taken_down_item": carrying, "feeds_not_200": failed, "retrieval_replica_killed_after": kill_at,
             "replacement_running_after_s": None if replaced is None or killed is None
             else round(time.perf_counter() - killed, 1)}
 
