@@ -65,16 +65,17 @@ class OrganicModels:
     fresh: FreshIndex | None = None
     published_at: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def with_published(self, placed: PlacedItems) -> "OrganicModels":
+    def with_published(self, placed: PlacedItems, retention_s: float | None = None) -> "OrganicModels":
         """These models knowing the published items: catalogue rows, content-only vectors in the
         fresh index, publication times, and a ranker whose feature store has their content.
-        Called on the artifact's own models (a replica keeps them and re-applies on each change)."""
+        Called on the artifact's own models (a replica keeps them and re-applies on each change).
+        `retention_s`: only items published that recently stay in the fresh index (FreshIndex.build)."""
         from app.retrieval.fresh import FreshIndex
 
         if not len(placed):
             return self
         return dataclasses.replace(
-            self, catalog=self.catalog.with_items(placed), fresh=FreshIndex.build(placed, self.two_tower),
+            self, catalog=self.catalog.with_items(placed), fresh=FreshIndex.build(placed, self.two_tower, retention_s),
             published_at=placed.published_at(),
             ranker=dataclasses.replace(self.ranker, store=self.ranker.store.with_published(placed.frame)))
 

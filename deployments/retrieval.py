@@ -61,7 +61,8 @@ class Retrieval(ReloadableDeployment[RetrievalState]):
     def with_published(self, state: RetrievalState, published: PublishedItems) -> RetrievalState:
         models = state.models.value
         placed = published.place(ItemBase.of(models.catalog.known, models.catalog.creator_id, models.dataset.ids))
-        part = RetrievalPart(models.with_published(placed), state.config, state.part.hook, state.version)
+        serving = models.with_published(placed, state.config.retrieval.fresh.retention_s)
+        part = RetrievalPart(serving, state.config, state.part.hook, state.version)
         return dataclasses.replace(state, part=part)
 
     def after_swap(self, state: RetrievalState, settings: DeploymentSettings) -> None:

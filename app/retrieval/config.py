@@ -184,6 +184,16 @@ class FreshItemsConfig(Section):
 
     window_s: float = Field(2 * DAY, gt=0, le=365 * DAY, description="items published within this are fresh")
     k: int = Field(200, ge=0, le=100_000, description="items the lane fetches (its quota bounds what it places)")
+    retention_s: float = Field(
+        7 * DAY, gt=0, le=3650 * DAY,
+        description="published items older than this (behind the newest publish) leave the fresh index; "
+                    "they stay in the catalogue, reachable by the other sources")
+
+    @model_validator(mode="after")
+    def _window_within_retention(self) -> FreshItemsConfig:
+        if self.window_s > self.retention_s:
+            raise ValueError(f"window_s {self.window_s} is longer than retention_s {self.retention_s}")
+        return self
 
 
 class RetrievalConfig(Section):

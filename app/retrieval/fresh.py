@@ -44,11 +44,16 @@ class FreshIndex:
         return cls(np.zeros(0, np.int64), np.zeros((0, dim), np.float32), np.zeros(0))
 
     @classmethod
-    def build(cls, placed: PlacedItems, two_tower) -> FreshIndex:
-        """Vectors for every placed item (the item tower, content only)."""
+    def build(cls, placed: PlacedItems, two_tower, retention_s: float | None = None) -> FreshIndex:
+        """Vectors (the item tower, content only) of the placed items published within
+        `retention_s` of the newest one: the stream's own clock, so every replica keeps the
+        same rows, and the index (and the work of rebuilding it) stays bounded by the retention
+        window, not by everything ever published."""
         if not len(placed):
             return cls.empty(two_tower.dim)
         frame = placed.frame
+        if retention_s is not None:
+            frame = frame[frame["published_at"] >= frame["published_at"].max() - retention_s]
         vectors = two_tower.encode_new_items(frame)
         return cls(frame["item_id"].to_numpy(np.int64), vectors, frame["published_at"].to_numpy(np.float64))
 

@@ -109,3 +109,16 @@ def test_every_stage_places_published_items_at_the_same_index(trained_models):
     a = PublishedItems().apply(entries, True).place(from_catalog)
     b = PublishedItems().apply(entries, True).place(from_ranker)
     assert dict(a.index_of) == dict(b.index_of) == {60_000: from_catalog.item_slots + 3}
+
+
+def test_items_past_the_retention_leave_the_fresh_index_but_stay_in_the_catalogue(trained_models, user_and_now):
+    _, now = user_and_now
+    day = 86_400.0
+    entries = [StreamedItem("1-0", 0, 0, _item(60_001, "a", now - 10 * day, published_at=now - 10 * day)),
+               StreamedItem("2-0", 1, 0, _item(60_002, "a", now, published_at=now))]
+    placed = PublishedItems().apply(entries, True).place(
+        ItemBase.of(trained_models.catalog.known, trained_models.catalog.creator_id, trained_models.dataset.ids))
+    serving = trained_models.with_published(placed, retention_s=7 * day)
+    old, new = placed.index_of[60_001], placed.index_of[60_002]
+    assert serving.fresh.item_ids.tolist() == [new]
+    assert serving.catalog.is_known(np.array([old, new])).all()
