@@ -50,6 +50,10 @@ class PublishedItems:
             return self if self.caught_up or not caught_up else dataclasses.replace(self, caught_up=True)
         merged = dict(self.by_seq)
         for entry in entries:
+            earlier = merged.get(entry.seq)
+            if earlier is not None and not earlier.item.get("deleted"):
+                # An edit is not a new post: it keeps the first publication time (and its youth).
+                entry = dataclasses.replace(entry, item={**entry.item, "published_at": earlier.item["published_at"]})
             merged[entry.seq] = entry
         return PublishedItems(MappingProxyType(merged), entries[-1].entry_id, self.caught_up or caught_up)
 

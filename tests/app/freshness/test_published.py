@@ -72,3 +72,9 @@ def test_engagement_counts_are_sparse_so_any_event_id_is_safe():
     log = EngagementLog(pd.DataFrame({"user_id": [1, 2, 3], "item_id": [5, 5, 2**50], "timestamp": [1.0, 2.0, 3.0]}))
     assert log.item_counts(np.array([5, 2**50, 7, -1])).tolist() == [2, 1, 0, 0]
     assert EngagementLog().item_counts(np.array([1])).tolist() == [0]
+
+
+def test_an_edit_keeps_the_first_publication_time():
+    published = PublishedItems().apply([entry(1, 0, "p1")], True).apply([entry(5, 0, "p1", title="edited")], True)
+    placed = published.place(ItemBase.of(KNOWN, CREATORS, maps()))
+    assert placed.frame["title"].tolist() == ["edited"] and placed.published_at()[4] == 7.0  # entry 1's time
