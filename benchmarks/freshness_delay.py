@@ -19,9 +19,7 @@ and (live) the event-to-feed delay: from sending the events to the first shifted
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -104,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows[mode] = [one_user(client, u, dataset, topics, args.wait_s) for u in users[k::2]]
             log(f"{mode}: {len(rows[mode])} users")
         figures: dict[str, object] = {
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}",
+            "machine": served_app.machine(),
             "likes_per_user": LIKES, "wait_s": args.wait_s,
         }
         for mode, found in rows.items():
@@ -122,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in MODES:
             f = figures[mode]
             f["shift"] = f["genre_films_after"] - f["genre_films_before"]
-        print(json.dumps(figures, indent=1))
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=1))
+        served_app.report(figures, args.json)
         return 0
     finally:
         served_app.stop_all(server, work)

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -177,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         entry_bytes = float(np.mean([len(f[b"r"]) for _, f in entries])) if entries else float("nan")
         monitor = serve.get_deployment_handle("Monitor", app_name="rayfeed").stats.remote().result(timeout_s=30)
         figures = {
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}",
+            "machine": served_app.machine(),
             "blocks": args.blocks, "requests_per_block": args.requests, "concurrency": args.concurrency,
             "prediction_entries_logged": logged, "mean_entry_bytes": entry_bytes, "serving_side_us": serving_side,
             "monitor": {k: monitor.get(k) for k in ("predictions_read", "events_read", "impressions_read", "publishes", "errors")},
@@ -188,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                              "mean_ms": float(lat.mean())}
         figures["p50_ratio_on_off"] = figures["on"]["p50_ms"] / figures["off"]["p50_ms"]
         figures["p99_ratio_on_off"] = figures["on"]["p99_ms"] / figures["off"]["p99_ms"]
-        print(json.dumps(figures, indent=1))
-        if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=1))
+        served_app.report(figures, args.json)
         return 0
     finally:
         served_app.stop_all(server, work)

@@ -88,6 +88,24 @@ def answers_ok(url: str, params: dict | None = None) -> bool:
 
 
 
+def machine() -> str:
+    """The machine a figure was taken on, load included (other work on it moves latencies)."""
+    import os
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}"
+
+
+def report(figures: dict, json_path: str | None) -> None:
+    """Print the figures as JSON, and write them to `json_path` when given."""
+    import json
+
+    text = json.dumps(figures, indent=1)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text)
+
+
 def start_serve(namespace: str) -> tuple[str, int]:
     """A private local Ray (2 CPUs) with Serve on a free loopback port: (URL, port)."""
     import ray

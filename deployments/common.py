@@ -200,14 +200,15 @@ class ReloadableDeployment(Generic[State]):
 
     def apply_published(self, entries, caught_up: bool) -> None:
         """Take a batch of the item stream: the held view, then the state rebuilt around it (on
-        the event loop: requests see the old state or the new one, never a mix)."""
-        before = self.published
-        self.published = before.apply(entries, caught_up)
+        the event loop: requests see the old state or the new one, never a mix). The view moves
+        on only with the state: a batch that fails to apply is read again, never skipped."""
+        published = self.published.apply(entries, caught_up)
         if entries and self._state is not None:
             started = time.perf_counter()
-            self._state = self.with_published(self._state, self.published)
+            self._state = self.with_published(self._state, published)
             log.info("%s: %d published items applied (%d held) in %.1f ms", self.stage_name, len(entries),
-                     len(self.published), (time.perf_counter() - started) * 1000)
+                     len(published), (time.perf_counter() - started) * 1000)
+        self.published = published
 
     async def _catch_up_items(self, timeout_s: float = 30.0) -> None:
         """Replay the item stream to its end before the first request (a new or restarted

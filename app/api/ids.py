@@ -53,9 +53,6 @@ class ApiIds:
 
     def checked(self, value: object, field: str) -> object:
         """`value` if it is of this dataset's kind of id (422 naming `field` otherwise)."""
-        return self._checked(value, field)
-
-    def _checked(self, value: object, field: str) -> object:
         if self.kind == "integer" and not isinstance(value, int):
             raise ApiError(422, field, "this dataset's ids are integers")
         if self.kind == "string" and not isinstance(value, str):
@@ -63,7 +60,7 @@ class ApiIds:
         return value
 
     def user(self, value: object, field: str = "user_id") -> int:
-        value = self._checked(value, field)
+        value = self.checked(value, field)
         if self.ids is None:
             if not 1 <= int(value) <= MAX_ID:  # type: ignore[call-overload]
                 raise ApiError(422, field, f"must be between 1 and {MAX_ID}")
@@ -72,7 +69,7 @@ class ApiIds:
         return found if found > 0 else self.ids.users.guest(value)
 
     def _known(self, mapping: IdMap | None, value: object, field: str, what: str) -> int:
-        value = self._checked(value, field)
+        value = self.checked(value, field)
         if self.published is not None:
             overlay = self.published.index_of if what == "item" else self.published.creator_index_of
             if value in overlay:

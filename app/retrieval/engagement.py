@@ -9,6 +9,7 @@ past time do not leak the future. Decay is exponential: weight = 2 ** (−age / 
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,7 +63,8 @@ class EngagementLog:
         self._users: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # user -> (timestamps, items)
         self._trending_cache: tuple[tuple, tuple[float, np.ndarray, np.ndarray]] | None = None
         self.version = 0  # bumped by every add; lets readers cache derived state
-        self._counts: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._count_base: tuple[np.ndarray, np.ndarray] | None = None  # (items, counts), taken once
+        self._count_delta: Counter[int] = Counter()  # items added since
         if events is not None:
             self.add(events)
 
@@ -76,6 +78,8 @@ class EngagementLog:
             return 0
         frame = frame.sort_values(["timestamp", "item_id"], kind="stable")
         ts, items = frame["timestamp"].to_numpy(), frame["item_id"].to_numpy()
+        if self._count_base is not None:
+            self._count_delta.update(items.tolist())
         in_order = len(self._ts) == 0 or ts[0] >= self._ts[-1]
         self._ts = np.concatenate([self._ts, ts])
         self._items = np.concatenate([self._items, items])
@@ -108,17 +112,20 @@ class EngagementLog:
         return items[start:end][::-1], ts[start:end][::-1]
 
     def item_counts(self, item_ids: np.ndarray) -> np.ndarray:
-        """How often each item was engaged with (one count per change of the log; sparse, as an
-        event may name any id)."""
-        if self._counts is None or self._counts[0] != self.version:
-            self._counts = (self.version, *np.unique(self._items, return_counts=True))
-        _, items, counts = self._counts
+        """How often each item was engaged with. On the request path: the log's counts are taken
+        once (sparse: an event may name any id), and every later `add` only adds its own items,
+        so a live stream never makes a request recount the whole log."""
+        if self._count_base is None:
+            self._count_base = np.unique(self._items, return_counts=True)
+        items, counts = self._count_base
         ids = np.asarray(item_ids, np.int64)
         out = np.zeros(len(ids), np.int64)
         if len(items):
             pos = np.minimum(np.searchsorted(items, ids), len(items) - 1)
             hit = items[pos] == ids
             out[hit] = counts[pos[hit]]
+        if self._count_delta:
+            out += np.fromiter((self._count_delta.get(i, 0) for i in ids.tolist()), np.int64, len(ids))
         return out
 
     def user_items(self, user_id: int) -> np.ndarray:

@@ -78,3 +78,14 @@ def test_an_edit_keeps_the_first_publication_time():
     published = PublishedItems().apply([entry(1, 0, "p1")], True).apply([entry(5, 0, "p1", title="edited")], True)
     placed = published.place(ItemBase.of(KNOWN, CREATORS, maps()))
     assert placed.frame["title"].tolist() == ["edited"] and placed.published_at()[4] == 7.0  # entry 1's time
+
+
+def test_engagement_counts_follow_later_adds_without_a_recount():
+    import pandas as pd
+
+    from app.retrieval.engagement import EngagementLog
+
+    log = EngagementLog(pd.DataFrame({"user_id": [1], "item_id": [5], "timestamp": [1.0]}))
+    assert log.item_counts(np.array([5, 6])).tolist() == [1, 0]
+    log.add(pd.DataFrame({"user_id": [2, 3], "item_id": [6, 5], "timestamp": [2.0, 3.0]}))
+    assert log.item_counts(np.array([5, 6])).tolist() == [2, 1]

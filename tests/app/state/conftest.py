@@ -31,3 +31,20 @@ def budget_store(request):
     if request.param == "memory":
         return InMemoryBudgetStore(reservation_ttl_s=RESERVATION_TTL_S)
     return RedisBudgetStore(request.getfixturevalue("redis_client"), reservation_ttl_s=RESERVATION_TTL_S, key_grace_s=GRACE_S)
+
+
+def run_async_store(url: str, store_class, work):
+    """`work(store)` on a fresh redis.asyncio client (closed after), for the async stores
+    (takedowns, the item stream)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    async def go():
+        client = aioredis.Redis.from_url(url)
+        try:
+            return await work(store_class(client))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())

@@ -1,25 +1,16 @@
 """The item stream in a real Redis: atomic, idempotent per item id, updates keep their seq."""
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-import redis.asyncio as aioredis
 
 from app.state.errors import StoreUnavailable
 from app.state.items import ItemStreamStore
 from app.state.local_redis import free_port
+from tests.app.state.conftest import run_async_store
 
 
 def run(url: str, work):
-    async def go():
-        client = aioredis.Redis.from_url(url)
-        try:
-            return await work(ItemStreamStore(client))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
+    return run_async_store(url, ItemStreamStore, work)
 
 
 def item(item_id, creator="c1", title="a post", **extra) -> dict:

@@ -2,25 +2,16 @@
 holds while Redis is unreachable."""
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-import redis.asyncio as aioredis
 
 from app.state.errors import StoreUnavailable
 from app.state.local_redis import free_port
+from tests.app.state.conftest import run_async_store
 from app.state.takedowns import TakedownFollower, TakedownSet, TakedownStore
 
 
 def run(url: str, work):
-    async def go():
-        client = aioredis.Redis.from_url(url)
-        try:
-            return await work(TakedownStore(client))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
+    return run_async_store(url, TakedownStore, work)
 
 
 def test_takedowns_are_versioned_idempotent_and_undoable(redis_client, redis_url):
