@@ -97,16 +97,24 @@ def ranking_pipeline(
 ) -> PipelineRunner:
     """`on_scored(requests, features, columns)`: called after each model pass with its inputs and
     outputs (the live monitor's feature sample); the weights come from config, not the artifact."""
+    from app.ranking.features import RankingFeatureAssembler
+    from app.ranking.prerank import CascadeCut, PreRanker
     from app.ranking.scorer import MultiTaskScorer
     from app.ranking.session import SessionInterestScorer
 
     scorer = MultiTaskScorer.from_artifacts(ranker)
     scorer.reconfigure(config.ranking.weights)
     scorer.on_scored = on_scored
+    cascade = []
+    if cascade_state(ranker, config) == "on":
+        # Batch-aware like the DCN; the cut leaves `keep` candidates per request for the DCN.
+        cascade = [PreRanker(ranker.pre_ranker, RankingFeatureAssembler(ranker.store)),
+                   CascadeCut(config.ranking.cascade.keep)]
     return PipelineRunner(
         "ranking",
         sources=[],
         stages=[
+            *cascade,
             scorer,  # batch-aware: run_batch scores every queued request in one tensor pass
             SessionInterestScorer(ranker.store.topics_by_item, config.ranking.session_interest),
             ExplorationPicker(config.reranking.exploration),  # young, unproven items survive the cut
@@ -114,6 +122,15 @@ def ranking_pipeline(
         ],
         hook=hook,
     )
+
+
+def cascade_state(ranker: RankerArtifacts, config: OrganicSettings) -> str:
+    """"on", or why the DCN scores every candidate (explain mode shows it as `notes.cascade`)."""
+    if not config.ranking.cascade.enabled:
+        return "off: ranking.cascade.enabled is false"
+    if ranker.pre_ranker is None:
+        return "off: the ranker artifact has no pre-ranker (trained before the cascade; retrain to add one)"
+    return "on"
 
 
 def reranking_pipeline(
@@ -166,6 +183,7 @@ class OrganicWork:
     timings_ms: dict[str, float] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)  # explain mode: "<stage>: <reason>" -> n
     versions: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # explain mode: how a part ran (e.g. the cascade)
     monitor_sample: object | None = None  # the live monitor's feature sample (logged requests only)
 
     def advance(self, part: str, result: PipelineResult, version: str, seconds: float) -> OrganicWork:
@@ -191,6 +209,7 @@ class OrganicPage:
     candidates: Candidates | None = None  # the reranked candidates with every column (in-process callers)
     provenance: dict[int, dict[str, object]] | None = None
     removed: dict[str, int] | None = None
+    notes: dict[str, str] | None = None
     # Logged requests only: Ranking's feature sample, and head -> prediction per entry (entries' order).
     monitor_sample: object | None = None
     head_scores: dict[str, list[float]] | None = None
@@ -265,10 +284,12 @@ class RankingPart:
         self.ranker, self.version = ranker, version
         self.hook: StageHook = hook or NullHook()
         self.runner = ranking_pipeline(ranker, config, self.hook, on_scored)
+        self.cascade = cascade_state(ranker, config)
 
     @property
     def scorer(self):
-        return self.runner.stages[0]
+        """The multi-task DCN stage (its device, its weights, the live monitor's hook)."""
+        return next(s for s in self.runner.stages if s.name == "multitask_ranker")
 
     @contextlib.contextmanager
     def traced(self, work: OrganicWork) -> Iterator[BatchEntry]:
@@ -282,6 +303,10 @@ class RankingPart:
 
     def finish(self, work: OrganicWork, result: PipelineResult) -> OrganicWork:
         work.timings_ms[f"{self.name}_batch_size"] = float(result.batch_size)
+        if work.request.explain:
+            cut = next((r for r in result.records if r.name == "cascade_cut"), None)
+            work.notes["cascade"] = (self.cascade if cut is None
+                                     else f"on: the pre-ranker passed {cut.n_out} of {cut.n_in} candidates to the DCN")
         return work.advance(self.name, result, self.version, result.seconds)
 
     def run(self, work: OrganicWork) -> OrganicWork:
@@ -325,6 +350,7 @@ class RerankingPart:
         if work.request.explain:
             page.provenance = organic_provenance(candidates)
             page.removed = dict(work.removed)
+            page.notes = dict(work.notes)
         return page
 
 

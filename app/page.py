@@ -157,6 +157,7 @@ def explain_block(organic: OrganicPage, ads: AdsOutcome, collated: CollatedPage,
     score and solver, the versions that made it."""
     return {
         "removed": organic.removed or {},
+        "notes": organic.notes or {},
         "ads_removed": dict(ads.result.removed) if ads.result else {},
         "guardrails_fired": list(collated.guardrails_fired),
         "rules": {"max_ads": collated.rules.max_ads},

@@ -12,7 +12,9 @@ two-tower on train, ranker on the retrieval candidates with the validation inter
 labels, serving state rebased on train+valid; then every test user gets a page.
   * "Two-tower" scores every item by exact inner product (the model, not the ANN index);
   * "Organic: retrieval + ranking" is the ranker's top-K;
-  * "Organic: full pipeline" adds reranking (MMR diversity and the creator cap), i.e. what is served;
+  * "Organic: full pipeline" adds reranking (MMR diversity and the creator cap), i.e. what is served,
+    with the ranking cascade on (the pre-ranker passes `ranking.cascade.keep` candidates to the DCN)
+    and, from the same fitted models, off;
   * "... without cf_score" drops the ranker's EASE-formula feature (an ablation).
 """
 from __future__ import annotations
@@ -58,10 +60,16 @@ def organic_models(split: Split, use_ray: bool, log: Callable[[str], None]) -> l
     no_cf = config.model_copy(update={"ranking": config.ranking.model_copy(
         update={"features": config.ranking.features.model_copy(update={"cf_max_items": 0})})})
     ablation = OrganicRecommender(dataset, no_cf, labels=split.valid, use_ray=use_ray, log=quiet, name="no-cf")
+    no_cascade = config.model_copy(update={"ranking": config.ranking.model_copy(
+        update={"cascade": config.ranking.cascade.model_copy(update={"enabled": False})})})
+    keep = config.ranking.cascade.keep
     return [
         ("Two-tower (retrieval model alone)", lambda: TwoTowerRecommender(dataset, config.retrieval.two_tower)),
         ("Organic: retrieval + ranking", lambda: pipeline),
-        ("Organic: full pipeline (+ MMR, creator cap)", lambda: pipeline.at_stage("reranking", "organic-full")),
+        (f"Organic: full pipeline (+ MMR, creator cap), cascade on (pre-ranker keeps {keep})",
+         lambda: pipeline.at_stage("reranking", "organic-full")),
+        ("Organic: full pipeline, cascade off (the DCN ranks every candidate)",
+         lambda: pipeline.served_with(no_cascade, "organic-no-cascade").at_stage("reranking", "organic-full-no-cascade")),
         ("Organic: retrieval + ranking without cf_score", lambda: ablation),
         *contract_models(dataset, config, split, use_ray, quiet),
     ]

@@ -50,6 +50,13 @@ class OrganicRecommender:
         other.through, other.name = through, name
         return other
 
+    def served_with(self, config: RayfeedConfig, name: str) -> "OrganicRecommender":
+        """The same fitted models served under other serving settings (the cascade off, say):
+        only what `OrganicPipeline` reads at serving time may differ from the training config."""
+        other = copy.copy(self)
+        other.config, other.name = config, name
+        return other
+
     def fit(self, interactions: pd.DataFrame) -> None:
         """With `labels` given at construction (the validation split, contained in
         `interactions`), the ranker learns to predict them from the rest; otherwise each user's
@@ -103,6 +110,13 @@ class MappedRecommender:
     def _mapped(self, frame: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(user_id=self.to_internal("users", frame["user_id"].to_numpy()),
                             item_id=self.to_internal("items", frame["item_id"].to_numpy()))
+
+    def served_with(self, config: RayfeedConfig, name: str) -> "OrganicRecommender":
+        """The same fitted models served under other serving settings (the cascade off, say):
+        only what `OrganicPipeline` reads at serving time may differ from the training config."""
+        other = copy.copy(self)
+        other.config, other.name = config, name
+        return other
 
     def fit(self, interactions: pd.DataFrame) -> None:
         self.inner.fit(self._mapped(interactions))

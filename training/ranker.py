@@ -18,6 +18,7 @@ Set-up (it mirrors "rank every unseen item for a user at time t"):
 
 `fit_ranker` runs it end to end and writes the artifact directory; `train_ranker` is the Ray Train
 job (TorchTrainer, one worker, a checkpoint per epoch); `train_loop` is the same loop in-process.
+With the cascade on, the trained DCN is then distilled into the pre-ranker (training/pre_ranker.py).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from app.ranking.config import HEADS, RankingConfig
 from app.ranking.dcn import MultiTaskDCN
 from app.pipeline.candidates import Candidates
 from app.ranking.features import FeatureSchema, FeatureStore, RankingFeatureAssembler
+from training.pre_ranker import distill_pre_ranker
 
 SORT_KEYS = ["user_id", "timestamp", "item_id"]  # the evaluation split's order (item id breaks ties)
 
@@ -359,24 +361,30 @@ def train_loop(
 
 # -- Ray Train -------------------------------------------------------------------------------------
 
+def report_checkpoint(metrics: dict, module: nn.Module, filename: str) -> None:
+    """`ray.train.report` of an epoch's metrics, with the module's state_dict in `filename` as the
+    checkpoint (written by the rank-0 worker only, as Ray Train expects)."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() == 0:
+            state = {k: v.detach().cpu() for k, v in getattr(module, "module", module).state_dict().items()}
+            torch.save(state, Path(tmp) / filename)
+            (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
 def _ray_train_loop(loop_config: dict) -> None:
     import ray
-    import ray.train
     import ray.train.torch
 
     examples: RankingExamples = ray.get(loop_config["examples"])
     config = RankingConfig.model_validate(loop_config["config"])
-    rank = ray.train.get_context().get_world_rank()
 
     def report(metrics: dict, model: MultiTaskDCN) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                state = {k: v.detach().cpu() for k, v in getattr(model, "module", model).state_dict().items()}
-                torch.save(state, Path(tmp) / MODEL_FILE)
-                (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_checkpoint(metrics, model, MODEL_FILE)
 
     init = loop_config.get("init_state")
     init_state = None if init is None else {k: torch.tensor(v) for k, v in init.items()}
@@ -390,17 +398,14 @@ class TrainResult:
     checkpoint_path: str | None
 
 
-def train_ranker(
-    examples: RankingExamples,
-    config: RankingConfig,
-    storage_path: str | Path = "artifacts/ray_train",
-    name: str = "ranker",
-    init_state: Mapping[str, torch.Tensor] | None = None,
-) -> TrainResult:
-    """Train with Ray Train (TorchTrainer, one worker, GPU when available); a checkpoint per epoch.
-
-    Uses the caller's Ray, or a small local one for the duration of the job.
-    """
+def fit_with_ray_train(
+    loop: Callable[[dict], None], objects: Mapping[str, object], settings: Mapping[str, object],
+    checkpoint_file: str, name: str, storage_path: str | Path,
+) -> tuple[dict[str, torch.Tensor], dict, str]:
+    """Run `loop` as a Ray Train job (TorchTrainer, one worker, GPU when available) and return the
+    state_dict in its last checkpoint's `checkpoint_file`, its metrics and the checkpoint's path.
+    `objects` travel through the object store (the loop `ray.get`s them), `settings` as they are.
+    Uses the caller's Ray, or a small local one for the duration of the job."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -409,11 +414,8 @@ def train_ranker(
 
     with local_ray():
         trainer = TorchTrainer(
-            _ray_train_loop,
-            train_loop_config={
-                "examples": ray.put(examples), "config": config.model_dump(mode="json"),
-                "init_state": None if init_state is None else {k: v.cpu().numpy() for k, v in init_state.items()},
-            },
+            loop,
+            train_loop_config={**{k: ray.put(v) for k, v in objects.items()}, **settings},
             scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=torch.cuda.is_available()),
             run_config=ray.train.RunConfig(
                 name=name,
@@ -424,12 +426,29 @@ def train_ranker(
         )
         result = trainer.fit()
     if result.checkpoint is None:
-        raise RuntimeError("ranker training finished without a checkpoint")
-    model = build_model(config, examples.schema)
+        raise RuntimeError(f"{name} training finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
-        model.load_state_dict(torch.load(Path(directory) / MODEL_FILE, map_location="cpu", weights_only=True))
+        state = torch.load(Path(directory) / checkpoint_file, map_location="cpu", weights_only=True)
+    return state, dict(result.metrics or {}), result.checkpoint.path
+
+
+def train_ranker(
+    examples: RankingExamples,
+    config: RankingConfig,
+    storage_path: str | Path = "artifacts/ray_train",
+    name: str = "ranker",
+    init_state: Mapping[str, torch.Tensor] | None = None,
+) -> TrainResult:
+    """Train with Ray Train (TorchTrainer, one worker, GPU when available); a checkpoint per epoch."""
+    state, metrics, path = fit_with_ray_train(
+        _ray_train_loop, {"examples": examples},
+        {"config": config.model_dump(mode="json"),
+         "init_state": None if init_state is None else {k: v.cpu().numpy() for k, v in init_state.items()}},
+        MODEL_FILE, name, storage_path)
+    model = build_model(config, examples.schema)
+    model.load_state_dict(state)
     model.eval()
-    return TrainResult(model, dict(result.metrics or {}), result.checkpoint.path)
+    return TrainResult(model, metrics, path)
 
 
 def fit_ranker(
@@ -465,10 +484,14 @@ def fit_ranker(
     else:
         model = train_loop(examples, config, log=log, init_state=init_state)
     log(format_head_report(head_report(model, examples, config.training.seed)))
+    pre_ranker = None
+    if config.cascade.enabled:
+        pre_ranker, _ = distill_pre_ranker(examples.dense, examples.categorical, examples.user_ids, model, config,
+                                           use_ray=use_ray, storage_path=storage_path, log=log)
     if serving_history is None:
         serving_history = pd.concat([feature_history, labels], ignore_index=True)
     store = FeatureStore.build(serving_history, items, users, config.features)
-    artifacts = RankerArtifacts(config, store, model)
+    artifacts = RankerArtifacts(config, store, model, pre_ranker)
     if artifact_dir is not None:
         artifacts.save(artifact_dir)
     return artifacts

@@ -365,7 +365,8 @@ class PipelineRunner:
         dropped_mask = np.ones(len(candidates), dtype=bool)
         dropped_mask[chosen] = False
         if dropped_mask.any():
-            result.removal_batches.append(RemovalBatch(stage.name, candidates.item_ids[dropped_mask], "not selected"))
+            reason = str(getattr(stage, "removal_reason", "not selected"))  # a selector may say why
+            result.removal_batches.append(RemovalBatch(stage.name, candidates.item_ids[dropped_mask], reason))
         return candidates.take(chosen)
 
     def _record(self, result: PipelineResult, record: StageRecord) -> None:

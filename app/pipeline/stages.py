@@ -50,7 +50,8 @@ class Scorer(Stage, Protocol):
 
 @runtime_checkable
 class Selector(Stage, Protocol):
-    """Returns the positions (into `candidates`) of the chosen ones, in page order."""
+    """Returns the positions (into `candidates`) of the chosen ones, in page order. The rest are
+    recorded as "not selected", or as the selector's `removal_reason` attribute when it has one."""
 
     def select(self, query: FeedQuery, candidates: Candidates) -> np.ndarray: ...
 

@@ -1,4 +1,5 @@
-"""Ranking: feature tables and assembly, the multi-task DCN, and the batched scorer stage.
+"""Ranking: feature tables and assembly, the cascade's pre-ranker, the multi-task DCN, and the
+batched scorer stage.
 
     store = FeatureStore.build(history, ds.items, ds.users, RankingFeatureConfig())
     artifacts = RankerArtifacts.load("artifacts/ranker")     # written by training/ranker.py
@@ -18,7 +19,8 @@ _EXPORTS = {
     "RankerArtifacts": "artifacts", "build_model": "artifacts",
     "HEAD_COLUMNS": "config", "HEADS": "config", "DCNConfig": "config", "RankerTrainingConfig": "config", "RankingConfig": "config",
     "RankingFeatureConfig": "config", "ScoreWeights": "config",
-    "MultiTaskDCN": "dcn",
+    "CascadeConfig": "config", "MultiTaskDCN": "dcn",
+    "CascadeCut": "prerank", "PreRanker": "prerank", "PreRankerNet": "prerank",
     "FeatureBatch": "features", "FeatureDef": "features", "FeatureSchema": "features", "FeatureStore": "features",
     "RankingFeatureAssembler": "features", "declare_features": "features",
     "SCORE_COLUMNS": "scorer", "MultiTaskScorer": "scorer", "combine_heads": "scorer",
@@ -30,9 +32,10 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from app.ranking.artifacts import RankerArtifacts, build_model
     from app.ranking.config import (
-        HEAD_COLUMNS, HEADS, DCNConfig, RankerTrainingConfig, RankingConfig, RankingFeatureConfig, ScoreWeights,
+        CascadeConfig, HEAD_COLUMNS, HEADS, DCNConfig, RankerTrainingConfig, RankingConfig, RankingFeatureConfig, ScoreWeights,
     )
     from app.ranking.dcn import MultiTaskDCN
+    from app.ranking.prerank import CascadeCut, PreRanker, PreRankerNet
     from app.ranking.features import (
         FeatureBatch, FeatureDef, FeatureSchema, FeatureStore, RankingFeatureAssembler, declare_features,
     )

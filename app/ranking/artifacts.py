@@ -4,6 +4,8 @@
     <dir>/model.pt              MultiTaskDCN state_dict (normaliser buffers included)
     <dir>/feature_tables.npz    FeatureStore arrays
     <dir>/feature_meta.json     FeatureStore metadata and feature config
+    <dir>/pre_ranker.pt         the cascade's PreRankerNet state_dict (absent in artifacts trained
+                                before the cascade: those rank every candidate with the DCN)
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import torch
 from app.ranking.config import RankingConfig
 from app.ranking.dcn import MultiTaskDCN
 from app.ranking.features import FeatureSchema, FeatureStore
+from app.ranking.prerank import PreRankerNet
 
 CONFIG_FILE = "ranking_config.json"
 MODEL_FILE = "model.pt"
+PRE_RANKER_FILE = "pre_ranker.pt"
 
 
 def build_model(config: RankingConfig, schema: FeatureSchema) -> MultiTaskDCN:
@@ -30,12 +34,16 @@ class RankerArtifacts:
     config: RankingConfig
     store: FeatureStore
     model: MultiTaskDCN
+    pre_ranker: PreRankerNet | None = None
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.store.save(directory)
         torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, directory / MODEL_FILE)
+        if self.pre_ranker is not None:
+            torch.save({k: v.detach().cpu() for k, v in self.pre_ranker.state_dict().items()},
+                       directory / PRE_RANKER_FILE)
         (directory / CONFIG_FILE).write_text(json.dumps(
             {"config": self.config.model_dump(mode="json"), "schema": self.model.schema.to_json()}, indent=1
         ))
@@ -49,8 +57,11 @@ class RankerArtifacts:
         saved = json.loads((directory / CONFIG_FILE).read_text())
         saved_config = RankingConfig.model_validate(saved["config"])
         if config is not None:
+            # The cascade's switch and cut are serving settings; its network's shape is the saved one.
+            cascade = saved_config.cascade.model_copy(update={"enabled": config.cascade.enabled,
+                                                              "keep": config.cascade.keep})
             saved_config = saved_config.model_copy(update={"weights": config.weights, "device": config.device,
-                                                           "score_chunk": config.score_chunk})
+                                                           "score_chunk": config.score_chunk, "cascade": cascade})
         store = FeatureStore.load(directory)
         schema = FeatureSchema.from_json(saved["schema"])
         if schema != store.schema():
@@ -59,4 +70,9 @@ class RankerArtifacts:
         state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         model.eval()
-        return cls(saved_config, store, model)
+        pre_ranker = None
+        if (directory / PRE_RANKER_FILE).exists():
+            pre_ranker = PreRankerNet(len(schema.dense), saved_config.cascade.hidden)
+            pre_ranker.load_state_dict(torch.load(directory / PRE_RANKER_FILE, map_location="cpu", weights_only=True))
+            pre_ranker.eval()
+        return cls(saved_config, store, model, pre_ranker)

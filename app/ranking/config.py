@@ -130,6 +130,25 @@ class SessionInterestConfig(Section):
     max_items: int = Field(20, ge=1, le=1000, description="newest session engagements that define the interest")
 
 
+class CascadeConfig(Section):
+    """The ranking cascade: a light pre-ranker scores every merged candidate and only its best
+    `keep` reach the DCN. Distilled from the DCN's final score at training time (training/pre_ranker.py)."""
+
+    enabled: bool = Field(
+        True, description="off (or an artifact without a pre-ranker): the DCN scores every candidate"
+    )
+    keep: int = Field(
+        500, ge=1, le=100_000,
+        description="candidates the pre-ranker passes to the DCN (fewer candidates than this: all pass)",
+    )
+    hidden: tuple[int, ...] = Field(
+        (32,), max_length=4, description="hidden widths of the pre-ranker's MLP over the dense features"
+    )
+    epochs: int = Field(4, ge=1, le=1000, description="distillation passes over the ranker's training examples")
+    batch_size: int = Field(4096, ge=8, le=1_000_000, description="examples per distillation step")
+    lr: float = Field(3e-3, gt=0, le=1.0, description="Adam learning rate of the distillation")
+
+
 class RankingConfig(Section):
     """The ranking stage: feature tables, model, training and score combination."""
 
@@ -138,6 +157,7 @@ class RankingConfig(Section):
     training: RankerTrainingConfig = Field(default_factory=RankerTrainingConfig)
     weights: ScoreWeights = Field(default_factory=ScoreWeights)
     session_interest: SessionInterestConfig = Field(default_factory=SessionInterestConfig)
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="scoring device; auto = cuda when available"
     )

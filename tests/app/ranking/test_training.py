@@ -95,3 +95,11 @@ def test_ray_train_torchtrainer_on_a_small_movielens_sample(tmp_path):
     assert result.metrics["epoch"] == 2 and np.isfinite(result.metrics["train_loss"])
     assert result.checkpoint_path is not None
     assert len(list((tmp_path / "ray" / "ranker_test").glob("**/model.pt"))) >= 1
+    # The cascade's pre-ranker is distilled from that model by its own Ray Train job.
+    from training.pre_ranker import distill_pre_ranker
+
+    net, report = distill_pre_ranker(examples.dense, examples.categorical, examples.user_ids, result.model, config,
+                                     storage_path=tmp_path / "ray", log=lambda _: None)
+    assert ray.is_initialized() == was_running
+    assert len(list((tmp_path / "ray" / "pre_ranker").glob("**/pre_ranker.pt"))) >= 1
+    assert report["spearman"] > 0.5 and net.n_dense == examples.dense.shape[1]

@@ -1,0 +1,93 @@
+"""The ranking cascade's first step: a light pre-ranker over every merged candidate.
+
+The DCN costs ≈ 5 µs per candidate on one core (cross layers, MMoE, five towers); a request's
+≈ 5000 merged candidates would spend the whole ranking budget there. `PreRankerNet` reads the same
+dense features (standardised by its own fitted buffers) through a small MLP, ≈ 30× cheaper per
+candidate, and is distilled from the DCN's final score (training/pre_ranker.py), so what it keeps
+is what the DCN would have ranked highly. `PreRanker` is the batch-aware scorer stage writing the
+`prerank` column; `CascadeCut` keeps the best `keep` by it and names why the rest left.
+
+    net = PreRankerNet(len(schema.dense), hidden=(32,))
+    stage = PreRanker(net, RankingFeatureAssembler(store))
+    columns = stage.score_batch([(query, candidates)])[0]   # {"prerank": ...}
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.pipeline.candidates import Candidates, FeedQuery
+from app.ranking.features import RankingFeatureAssembler
+
+PRERANK_COLUMN = "prerank"
+
+
+class PreRankerNet(nn.Module):
+    """forward(dense) → one score per row (the distilled DCN final score)."""
+
+    def __init__(self, n_dense: int, hidden: tuple[int, ...] = (32,)) -> None:
+        super().__init__()
+        self.n_dense, self.hidden = n_dense, tuple(hidden)
+        self.register_buffer("dense_mean", torch.zeros(n_dense))
+        self.register_buffer("dense_std", torch.ones(n_dense))
+        layers: list[nn.Module] = []
+        width = n_dense
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def fit_normaliser(self, dense: np.ndarray) -> None:
+        std = dense.std(axis=0)
+        self.dense_mean.copy_(torch.as_tensor(dense.mean(axis=0), dtype=torch.float32))
+        self.dense_std.copy_(torch.as_tensor(np.where(std > 1e-6, std, 1.0), dtype=torch.float32))
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        return self.mlp((dense - self.dense_mean) / self.dense_std).squeeze(-1)
+
+
+class PreRanker:
+    """Batch-aware scorer: one featurisation and one MLP pass over every queued request's
+    candidates. It featurises all of them and the DCN featurises its survivors again: ≈ 10 % more
+    feature work than sharing one feature batch, and no ranking-feature columns travel onwards."""
+
+    name = "pre_ranker"
+
+    def __init__(self, net: PreRankerNet, assembler: RankingFeatureAssembler) -> None:
+        if net.n_dense != len(assembler.schema.dense):
+            raise ValueError(
+                f"the pre-ranker reads {net.n_dense} dense features, the feature tables make {len(assembler.schema.dense)}"
+            )
+        self.net = net.eval()
+        self.assembler = assembler
+
+    def score_batch(self, requests: list[tuple[FeedQuery, Candidates]]) -> list[dict[str, np.ndarray]]:
+        dense = self.assembler.batch_for_requests(requests).dense
+        with torch.inference_mode():
+            scores = self.net(torch.from_numpy(dense)).numpy().astype(np.float32, copy=False)
+        bounds = np.cumsum([0] + [len(c) for _, c in requests])
+        return [{PRERANK_COLUMN: scores[lo:hi]} for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def score(self, query: FeedQuery, candidates: Candidates) -> dict[str, np.ndarray]:
+        return self.score_batch([(query, candidates)])[0]
+
+
+class CascadeCut:
+    """The best `keep` candidates by the pre-ranker's score; a request with fewer keeps all."""
+
+    name = "cascade_cut"
+
+    def __init__(self, keep: int) -> None:
+        if keep < 1:
+            raise ValueError(f"cascade keep must be >= 1, got {keep}")
+        self.keep = keep
+        self.removal_reason = f"below the pre-ranker's top {keep}"
+
+    def select(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
+        scores = candidates.scores[PRERANK_COLUMN]
+        if len(scores) <= self.keep:
+            return np.arange(len(scores))
+        top = np.argpartition(-scores, self.keep - 1)[: self.keep]
+        return top[np.lexsort((top, -scores[top]))]  # best first; ties keep input order
