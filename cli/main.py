@@ -35,6 +35,7 @@ BENCHMARKS = {
     "cold-start": "benchmarks/cold_start.py",
     "freshness": "benchmarks/freshness_delay.py",
     "million": "benchmarks/million_items.py",
+    "live-apply": "benchmarks/live_apply.py",
     "floor": "benchmarks/serve_floor.py",
 }
 

@@ -38,14 +38,17 @@ Log = Callable[[str], None]
 def retrieve_for_training(models: OrganicModels, labels: pd.DataFrame, config: RayfeedConfig) -> dict[int, Candidates]:
     """The retrieval pipeline's output for each labelled user, as of their last history event."""
     runner = retrieval_pipeline(models, config)
-    out: dict[int, Candidates] = {}
+    times = {}
     for user_id in labels["user_id"].unique():
-        user_id = int(user_id)
-        timeline = models.engagements.recent_items(user_id, now=float("inf"), limit=1)[1]
-        now = float(timeline[0]) if len(timeline) else models.engagements.last_timestamp
+        timeline = models.engagements.recent_items(int(user_id), now=float("inf"), limit=1)[1]
+        times[int(user_id)] = float(timeline[0]) if len(timeline) else models.engagements.last_timestamp
+    out: dict[int, Candidates] = {}
+    # In time order: the trending counts then move forward incrementally from one user's `now` to
+    # the next (app/retrieval/engagement.py) instead of being recounted for each user.
+    for user_id, now in sorted(times.items(), key=lambda kv: (kv[1], kv[0])):
         query = models.query(user_id, now=now, limit=config.reranking.output_size)
         out[user_id] = runner.run(query).candidates
-    return out
+    return {user_id: out[user_id] for user_id in times}  # the labels' order, as before
 
 
 def _train_two_tower(

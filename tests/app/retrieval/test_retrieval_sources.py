@@ -69,8 +69,8 @@ def test_trending_is_decayed_count_as_of_now() -> None:
 
 
 def test_trending_on_a_moving_clock_equals_a_fresh_computation() -> None:
-    """The cached window is rescaled while the same events are in it, recomputed once an event
-    enters (time passes it, or add) or leaves (the horizon passes it)."""
+    """The incremental window moves with the clock (forward and back): events enter as time
+    passes them (or by add) and leave as the horizon passes them; every answer is a fresh log's."""
     rng = np.random.default_rng(0)
     rows = [(int(u), int(i), float(t)) for u, i, t in
             zip(rng.integers(1, 30, 400), rng.integers(1, 60, 400), rng.uniform(NOW - 30 * DAY, NOW + 5 * DAY, 400))]
