@@ -59,7 +59,7 @@ class OrganicModels:
     engagements: EngagementLog
     neighbours: ItemNeighbours
     social: SocialGraph
-    ranker: RankerArtifacts
+    ranker: RankerArtifacts | None  # None: loaded for retrieval alone (`load(with_ranker=False)`)
     meta: dict[str, object] = field(default_factory=dict)
     # Items published since the artifact (app/freshness/published.py): their vectors and when.
     fresh: FreshIndex | None = None
@@ -77,7 +77,8 @@ class OrganicModels:
         return dataclasses.replace(
             self, catalog=self.catalog.with_items(placed), fresh=FreshIndex.build(placed, self.two_tower, retention_s),
             published_at=placed.published_at(),
-            ranker=dataclasses.replace(self.ranker, store=self.ranker.store.with_published(placed.frame)))
+            ranker=None if self.ranker is None
+            else dataclasses.replace(self.ranker, store=self.ranker.store.with_published(placed.frame)))
 
     @classmethod
     def build(
@@ -103,7 +104,7 @@ class OrganicModels:
             engagements=EngagementLog(history),
             neighbours=ItemNeighbours.build(history, sources.coengagement_neighbours, sources.coengagement_shrink),
             social=SocialGraph(dataset.social_edges),
-            ranker=ranker,  # type: ignore[arg-type]  # None only while the ranker is being trained
+            ranker=ranker,  # None while the ranker is being trained
         )
 
     def save(self, directory: Path) -> None:
@@ -115,7 +116,9 @@ class OrganicModels:
         (directory / "organic.json").write_text(json.dumps(self.meta, default=str))
 
     @classmethod
-    def load(cls, directory: Path, dataset: Dataset, config: OrganicSettings) -> "OrganicModels":
+    def load(cls, directory: Path, dataset: Dataset, config: OrganicSettings, with_ranker: bool = True) -> "OrganicModels":
+        """`with_ranker=False`: retrieval alone (the Retrieval replica), whose process then holds
+        no ranker (its DCN and feature tables are the Ranking replica's)."""
         from app.ranking.artifacts import RankerArtifacts
         from app.retrieval.engagement import EngagementLog, ItemNeighbours
         from app.retrieval.index import AnnIndex
@@ -133,7 +136,7 @@ class OrganicModels:
             engagements=EngagementLog(engagements),
             neighbours=ItemNeighbours.build(engagements, sources.coengagement_neighbours, sources.coengagement_shrink),
             social=SocialGraph(dataset.social_edges),
-            ranker=RankerArtifacts.load(directory / "ranker", config.ranking),
+            ranker=RankerArtifacts.load(directory / "ranker", config.ranking) if with_ranker else None,
             meta=json.loads((directory / "organic.json").read_text()),
         )
 

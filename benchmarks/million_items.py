@@ -238,22 +238,58 @@ def _timed(fn: Callable, sink: dict, key: str) -> Callable:
     return wrapper
 
 
+def instrument_part(part, name: str, sink: dict, counts: dict) -> None:
+    """Time one organic part's `run` in place and record how many candidates it passes on."""
+    run = _timed(part.run, sink, name)
+
+    def counted(*args, _run=run, **kwargs):
+        out = _run(*args, **kwargs)
+        counts[name] = len(out.candidates) if out.candidates is not None else len(out.entries)
+        return out
+
+    part.run = counted
+
+
 def instrument(service, sink: dict, counts: dict) -> None:
     """Time each part of FeedService.page in place (instance attributes shadow the methods), so
     the measured path is FeedService.page itself; record what each organic part passes on."""
     for name in ("retrieval", "ranking", "reranking"):
-        part = getattr(service.organic, name)
-        run = _timed(part.run, sink, name)
-
-        def counted(*args, _run=run, _name=name, **kwargs):
-            out = _run(*args, **kwargs)
-            counts[_name] = len(out.candidates) if out.candidates is not None else len(out.entries)
-            return out
-
-        part.run = counted
+        instrument_part(getattr(service.organic, name), name, sink, counts)
     if service.ads is not None:
         service.ads.serve = _timed(service.ads.serve, sink, "ads")
     service.collator.collate = _timed(service.collator.collate, sink, "collate")
+
+
+def cascade_variants(service, config) -> dict:
+    """The ranking part as configured (cascade on when the artifact has a pre-ranker) and the same
+    models with the cascade off, sharing the service's hook: the two rows of one run."""
+    from app.organic import RankingPart
+
+    on = service.organic.ranking
+    off_config = config.model_copy(update={"ranking": config.ranking.model_copy(
+        update={"cascade": config.ranking.cascade.model_copy(update={"enabled": False})})})
+    off = RankingPart(on.ranker, off_config, on.hook, on.version)
+    return {f"cascade {on.cascade.split(':')[0]}": on, "cascade off": off}
+
+
+def cascade_agreement(service, parts: dict, requests: list, top: int = 100) -> dict:
+    """On the same retrieval output, how much of the DCN-on-everything top `top` the cascade's
+    top `top` holds (mean share), and each ranking part's time on it."""
+    import copy
+
+    (on_name, on), (off_name, off) = list(parts.items())
+    overlaps, seconds = [], {on_name: [], off_name: []}
+    for request in requests:
+        work = service.organic.retrieval.run(request, service.live)
+        tops = {}
+        for name, part in ((on_name, on), (off_name, off)):
+            start = time.perf_counter()
+            ranked = part.run(copy.deepcopy(work)).candidates
+            seconds[name].append(1000 * (time.perf_counter() - start))
+            tops[name] = set(ranked.item_ids[:top].tolist())
+        overlaps.append(len(tops[on_name] & tops[off_name]) / max(len(tops[off_name]), 1))
+    return {"requests": len(requests), "top": top, "overlap_mean": float(np.mean(overlaps)),
+            "overlap_min": float(np.min(overlaps)), "ranking_ms": {k: percentiles(v) for k, v in seconds.items()}}
 
 
 def retrieval_counts(page, source_names: set[str]) -> dict:
@@ -272,6 +308,8 @@ def percentiles(values, ps=(50, 95, 99)) -> dict[str, float]:
 
 
 def measure_in_process(config, requests: int, warmup: int, seed: int, log: Callable[[str], None] = print) -> dict:
+    """FeedService.page, one thread: the cascade on and off (same users, one after the other),
+    then the cascade's agreement with the DCN on everything, per variant figures."""
     import torch
 
     from app.bootstrap import build_feed_service, load_artifacts, world_clock
@@ -289,49 +327,70 @@ def measure_in_process(config, requests: int, warmup: int, seed: int, log: Calla
         service = build_feed_service(loaded, config, config.redis_url or local.url, clock)
         sink: dict[str, float] = {}
         counts: dict[str, object] = {}
+        variants = cascade_variants(service, config)
         instrument(service, sink, counts)
-        source_names = {source.name for source in service.organic.retrieval.runner.sources}
-        rng = random.Random(seed)
+        for name, part in variants.items():
+            if part is not service.organic.ranking:
+                instrument_part(part, "ranking", sink, counts)
         users = loaded.dataset.users["user_id"].to_numpy()
-        parts: dict[str, list[float]] = {p: [] for p in PARTS}
-        stages: dict[str, list[float]] = {}
-        sizes: dict[str, list[int]] = {}
-        for i in range(warmup + requests):
-            sink.clear()
-            counts.clear()
-            start = time.perf_counter()
-            request = OrganicRequest(int(users[rng.randrange(len(users))]), clock(), PAGE, uuid.uuid4().hex)
-            page = service.page(request)
-            total = time.perf_counter() - start
-            if i < warmup:
-                continue
-            hydration = next((r.seconds for r in page.records if r.name == "query_hydration"), 0.0)
-            sink["query"] = hydration
-            sink["retrieval"] = sink.get("retrieval", 0.0) - hydration  # the part's own time holds it
-            counts.update(retrieval_counts(page, source_names))
-            timed = {p: sink.get(p, 0.0) for p in PARTS if p not in ("other", "total")}
-            timed["other"] = total - sum(timed.values())  # notifications, collator entries, releases
-            timed["total"] = total
-            for p, s in timed.items():
-                parts[p].append(1000 * s)
-            for record in page.records:
-                stages.setdefault(record.name, []).append(1000 * record.seconds)
-            kinds = [str(getattr(s.kind, "value", s.kind)) for s in page.slots]
-            row = {
-                "fetched": counts.get("fetched", 0),
-                "after_filters": counts.get("after_filters", 0), "retrieval": counts.get("retrieval", 0),
-                "ranking": counts.get("ranking", 0), "reranking": counts.get("reranking", 0),
-                "page": len(page.slots), "page_organic": kinds.count("organic"),
-                "page_ads": kinds.count("ad"), "page_notifications": kinds.count("notification"),
-            }
-            row.update({f"source_{k}": v for k, v in counts.get("sources", {}).items()})
-            for k, v in row.items():
-                sizes.setdefault(k, []).append(int(v))
+        out: dict[str, object] = {"requests": requests, "load_s": round(load_s, 1)}
+        for variant, part in variants.items():
+            service.organic.ranking = part
+            out[variant] = page_figures(service, sink, counts, users, clock, requests, warmup, seed)
+        service.organic.ranking = next(iter(variants.values()))
+        rng = random.Random(seed + 1)
+        sample = [OrganicRequest(int(users[rng.randrange(len(users))]), clock(), PAGE, uuid.uuid4().hex)
+                  for _ in range(min(requests, 100))]
+        out["agreement"] = cascade_agreement(service, variants, sample)
     finally:
         if local is not None:
             local.stop()
+    out["peak_rss_gib"] = round(peak_rss_gib(), 2)
+    return out
+
+
+def page_figures(service, sink: dict, counts: dict, users: np.ndarray, clock, requests: int, warmup: int,
+                 seed: int) -> dict:
+    from app.organic import OrganicRequest
+
+    source_names = {source.name for source in service.organic.retrieval.runner.sources}
+    rng = random.Random(seed)
+    parts: dict[str, list[float]] = {p: [] for p in PARTS}
+    stages: dict[str, list[float]] = {}
+    sizes: dict[str, list[int]] = {}
+    for i in range(warmup + requests):
+        sink.clear()
+        counts.clear()
+        start = time.perf_counter()
+        request = OrganicRequest(int(users[rng.randrange(len(users))]), clock(), PAGE, uuid.uuid4().hex)
+        page = service.page(request)
+        total = time.perf_counter() - start
+        if i < warmup:
+            continue
+        hydration = next((r.seconds for r in page.records if r.name == "query_hydration"), 0.0)
+        sink["query"] = hydration
+        sink["retrieval"] = sink.get("retrieval", 0.0) - hydration  # the part's own time holds it
+        counts.update(retrieval_counts(page, source_names))
+        timed = {p: sink.get(p, 0.0) for p in PARTS if p not in ("other", "total")}
+        timed["other"] = total - sum(timed.values())  # notifications, collator entries, releases
+        timed["total"] = total
+        for p, s in timed.items():
+            parts[p].append(1000 * s)
+        for record in page.records:
+            stages.setdefault(record.name, []).append(1000 * record.seconds)
+        kinds = [str(getattr(s.kind, "value", s.kind)) for s in page.slots]
+        row = {
+            "fetched": counts.get("fetched", 0),
+            "after_filters": counts.get("after_filters", 0), "retrieval": counts.get("retrieval", 0),
+            "ranking": counts.get("ranking", 0), "reranking": counts.get("reranking", 0),
+            "page": len(page.slots), "page_organic": kinds.count("organic"),
+            "page_ads": kinds.count("ad"), "page_notifications": kinds.count("notification"),
+        }
+        row.update({f"source_{k}": v for k, v in counts.get("sources", {}).items()})
+        for k, v in row.items():
+            sizes.setdefault(k, []).append(int(v))
     return {
-        "requests": requests, "load_s": round(load_s, 1), "peak_rss_gib": round(peak_rss_gib(), 2),
+        "requests": requests,
         "parts_ms": {p: percentiles(v) for p, v in parts.items()},
         "stages_ms": {s: percentiles(v) for s, v in stages.items()},
         "counts": {k: {"mean": float(np.mean(v)), "min": int(np.min(v)), "max": int(np.max(v))} for k, v in sizes.items()},
@@ -339,8 +398,25 @@ def measure_in_process(config, requests: int, warmup: int, seed: int, log: Calla
     }
 
 
+def print_in_process_run(run: dict, log: Callable[[str], None] = print) -> None:
+    for variant, fig in run.items():
+        if isinstance(fig, dict) and "parts_ms" in fig:
+            log(f"\n[{variant}]")
+            print_in_process(fig, log)
+    a = run["agreement"]
+    r = a["ranking_ms"]
+    log(f"\ncascade agreement on {a['requests']} requests' retrieval output: the cascade's top {a['top']} holds "
+        f"{a['overlap_mean']:.3f} of the DCN-on-everything top {a['top']} on average (min {a['overlap_min']:.2f}); "
+        "ranking part " + ", ".join(f"{k} mean {v['mean']:.1f} / P99 {v['p99']:.1f} ms" for k, v in r.items()))
+    names = [k for k in run if isinstance(run[k], dict) and "parts_ms" in run[k]]
+    if len(names) == 2:
+        a_, b_ = (run[n]["parts_ms"]["total"] for n in names)
+        log(f"page P99: {names[0]} {a_['p99']:.1f} ms vs {names[1]} {b_['p99']:.1f} ms "
+            f"(ratio {a_['p99'] / b_['p99']:.2f}); mean {a_['mean']:.1f} vs {b_['mean']:.1f} ms")
+
+
 def print_in_process(fig: dict, log: Callable[[str], None] = print) -> None:
-    log(f"\nin-process, one thread, {fig['requests']} requests (page of {PAGE}):")
+    log(f"in-process, one thread, {fig['requests']} requests (page of {PAGE}):")
     log(f"  {'part':<10} {'mean':>8} {'P50':>8} {'P95':>8} {'P99':>8}   ms")
     for p in PARTS:
         v = fig["parts_ms"][p]
@@ -387,7 +463,7 @@ def measure_served(overrides: dict, version: str, args, log: Callable[[str], Non
         served_app.deploy(config, url, timeout_s=args.deploy_timeout)
         figures["deploy_s"] = round(time.perf_counter() - started, 1)
         log(f"served: app ready in {figures['deploy_s']:.0f}s at {url}")
-        users = WORLD["n_users"]
+        users = overrides["data"]["synthetic"]["n_users"]
         asyncio.run(closed_loop(url, 1, 120, args.warmup, users, PAGE, args.timeout))
         for c in [int(x) for x in args.closed.split(",") if x.strip()]:
             step = asyncio.run(closed_loop(url, c, args.seconds, args.max_requests, users, PAGE, args.timeout)).summary()
@@ -429,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-only", action="store_true", help="build (or find) the artifact and stop")
     parser.add_argument("--requests", type=int, default=200, help="in-process requests measured (0: skip)")
     parser.add_argument("--warmup", type=int, default=10, help="requests sent first and not measured")
+    parser.add_argument("--world", default=",".join(str(v) for v in WORLD.values()),
+                        help="users,items,creators of the synthetic world (a smaller one: a quick check of the "
+                             "benchmark itself, not its figures)")
     parser.add_argument("--two-tower-rows", type=int, default=Reduction.two_tower_rows)
     parser.add_argument("--ranker-users", type=int, default=Reduction.ranker_users)
     parser.add_argument("--serve", action="store_true",
@@ -446,12 +525,13 @@ def main(argv: list[str] | None = None) -> int:
     from config import load_config
 
     reduction = Reduction(two_tower_rows=args.two_tower_rows, ranker_users=args.ranker_users)
-    overrides = million_overrides(args.root, WORLD, reduction)
+    world = dict(zip(WORLD, (int(v) for v in args.world.split(","))))
+    overrides = million_overrides(args.root, world, reduction)
     config = load_config(overrides=overrides)
     key = build_key(overrides, reduction)
     figures: dict[str, object] = {"machine": f"{os.cpu_count()} cores (shared), no GPU", "serving_overrides": SERVING,
                                   "load_average_start": load_average(), "reduction": dataclasses.asdict(reduction)}
-    print(f"1M-item serving benchmark: world {WORLD}, artifacts under {config.artifacts.root}")
+    print(f"1M-item serving benchmark: world {world}, artifacts under {config.artifacts.root}")
     print("LATENCY benchmark, not quality: models trained at reduced settings "
           f"({dataclasses.asdict(reduction)})")
     found = None if args.rebuild else find_build(config, key)
@@ -470,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     pinned = load_config(overrides={**serving, "artifacts": {"root": str(config.artifacts.root), "version": found.version}})
     if args.requests:
         figures["in_process"] = measure_in_process(pinned, args.requests, args.warmup, seed=1)
-        print_in_process(figures["in_process"])
+        print_in_process_run(figures["in_process"])
     figures["load_average_after_in_process"] = load_average()
     if args.serve and available_memory_gib() < SERVED_MEMORY_GIB + (peak_rss_gib() if args.requests else 0):
         # Retrieval and Reranking each load the whole organic artifact: on a shared machine Ray's

@@ -2,8 +2,8 @@
 
 Distillation, not the labels: the cascade is only right when it keeps what the DCN would rank
 highly, so the pre-ranker learns the DCN's final score (position-neutral, the configured head
-weights) on the ranker's own training examples. The loss is the squared error on that score,
-standardised, so the few high scores the cut must keep are not lost in the many near-zero ones.
+weights) on the ranker's own training examples, and it learns the order within each user (a soft
+pairwise loss), since the cut only ever compares the candidates of one request.
 
     net, report = distill_pre_ranker(examples, dcn, config)           # Ray Train, one worker
     net, report = distill_pre_ranker(examples, dcn, config, use_ray=False)
@@ -38,30 +38,55 @@ def teacher_scores(dcn: MultiTaskDCN, dense: np.ndarray, categorical: np.ndarray
     return combine_heads({HEAD_COLUMNS[h]: probs[:, k] for k, h in enumerate(HEADS)}, config.weights)
 
 
-def distill_loop(dense: np.ndarray, target: np.ndarray, config: RankingConfig, device: torch.device | None = None,
+def _partners(user_ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row, where its user's rows start (in user order) and how many there are."""
+    order = np.argsort(user_ids, kind="stable")
+    _, first, counts = np.unique(user_ids[order], return_index=True, return_counts=True)
+    group = np.empty(len(user_ids), np.int64)
+    group[order] = np.repeat(np.arange(len(first)), counts)
+    return torch.from_numpy(order), torch.from_numpy(np.stack([first[group], counts[group]], axis=1))
+
+
+def distill_loop(dense: np.ndarray, item_codes: np.ndarray, user_ids: np.ndarray, target: np.ndarray,
+                 config: RankingConfig, item_weight: np.ndarray | None = None, device: torch.device | None = None,
                  report: Callable[[dict, PreRankerNet], None] | None = None, log: Callable[[str], None] = print,
                  ) -> PreRankerNet:
-    """Fit a PreRankerNet to `target` (the teacher's scores) by standardised squared error."""
+    """Fit a PreRankerNet to the teacher's order within each user: every row is paired with a
+    random row of the same user, and the student's score difference learns the teacher's
+    (a soft pairwise loss, temperature `cascade.temperature` of the teacher's standard deviation).
+    Only the order within a request matters to the cut, so no capacity goes to users' levels.
+    `item_weight`: the DCN's item-id embedding table (frozen; None: dense features only)."""
     cascade = config.cascade
     torch.manual_seed(config.training.seed)
     torch.set_num_threads(config.training.threads)
     device = device or torch.device("cpu")
-    net = PreRankerNet(dense.shape[1], cascade.hidden)
+    embedding = None
+    if item_weight is not None:
+        embedding = torch.nn.Embedding.from_pretrained(torch.tensor(item_weight), freeze=True).to(device)
+    net = PreRankerNet(dense.shape[1], cascade.hidden, embedding)
     net.fit_normaliser(dense)
     net.to(device)
-    mean, std = float(target.mean()), float(target.std()) or 1.0
     x = torch.tensor(dense, device=device)  # copies: arrays from Ray's object store are read-only
-    y = torch.tensor((target - mean) / std, dtype=torch.float32, device=device)
+    codes = torch.tensor(item_codes, device=device)
+    scale = float(target.std()) * cascade.temperature or 1.0
+    y = torch.tensor(target / scale, dtype=torch.float32, device=device)
+    order, groups = _partners(np.asarray(user_ids))
+    order, groups = order.to(device), groups.to(device)
     optimiser = torch.optim.Adam(net.parameters(), lr=cascade.lr)
     gen = torch.Generator().manual_seed(config.training.seed)
+    bce = torch.nn.BCEWithLogitsLoss()
     for epoch in range(1, cascade.epochs + 1):
         start = time.perf_counter()
         net.train()
-        order = torch.randperm(len(x), generator=gen).to(device)
+        anchors = torch.randperm(len(x), generator=gen).to(device)
         total, batches = 0.0, 0
-        for lo in range(0, len(order), cascade.batch_size):
-            idx = order[lo:lo + cascade.batch_size]
-            loss = torch.mean((net(x[idx]) - y[idx]) ** 2)
+        for lo in range(0, len(anchors), cascade.batch_size):
+            i = anchors[lo:lo + cascade.batch_size]
+            first, count = groups[i, 0], groups[i, 1]
+            offset = (torch.rand(len(i), generator=gen).to(device) * count).long()
+            j = order[first + offset]
+            scores = net(torch.cat([x[i], x[j]]), torch.cat([codes[i], codes[j]]))
+            loss = bce(scores[:len(i)] - scores[len(i):], torch.sigmoid(y[i] - y[j]))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -76,16 +101,17 @@ def distill_loop(dense: np.ndarray, target: np.ndarray, config: RankingConfig, d
     return net.cpu()
 
 
-def agreement(net: PreRankerNet, dense: np.ndarray, target: np.ndarray, user_ids: np.ndarray,
-              top: int = 10, kept_share: float = 0.3) -> dict[str, float]:
+def agreement(net: PreRankerNet, dense: np.ndarray, item_codes: np.ndarray, target: np.ndarray,
+              user_ids: np.ndarray, top: int = 10, kept_share: float = 0.3) -> dict[str, float]:
     """How well the pre-ranker keeps what the teacher ranks first, per user: the share of each
     user's teacher top-`top` inside the pre-ranker's top `kept_share` of that user's examples
-    (the cut's job), and the rank correlation overall."""
+    (the cut's job), and the rank correlation within users (mean over users)."""
     with torch.inference_mode():
-        student = net(torch.from_numpy(dense)).numpy()
+        student = net(torch.from_numpy(dense), torch.from_numpy(np.asarray(item_codes, np.int64))).numpy()
     order = np.argsort(user_ids, kind="stable")
     bounds = np.flatnonzero(np.diff(user_ids[order])) + 1
-    kept, users = 0.0, 0
+    kept, correlations, users = 0.0, [], 0
+    ranks = lambda v: np.argsort(np.argsort(v)).astype(np.float64)  # noqa: E731
     for rows in np.split(order, bounds):
         if len(rows) <= top:
             continue
@@ -93,9 +119,9 @@ def agreement(net: PreRankerNet, dense: np.ndarray, target: np.ndarray, user_ids
         teacher_top = set(rows[np.argsort(-target[rows], kind="stable")[:top]].tolist())
         student_kept = set(rows[np.argsort(-student[rows], kind="stable")[:n_keep]].tolist())
         kept += len(teacher_top & student_kept) / top
+        correlations.append(np.corrcoef(ranks(student[rows]), ranks(target[rows]))[0, 1])
         users += 1
-    ranks = lambda v: np.argsort(np.argsort(v)).astype(np.float64)  # noqa: E731
-    spearman = float(np.corrcoef(ranks(student), ranks(target))[0, 1]) if len(target) > 1 else float("nan")
+    spearman = float(np.nanmean(correlations)) if correlations else float("nan")
     return {"teacher_top_kept": kept / max(users, 1), "users": float(users), "spearman": spearman}
 
 
@@ -105,9 +131,10 @@ def _ray_distill_loop(loop_config: dict) -> None:
 
     from training.ranker import report_checkpoint
 
-    dense, target = ray.get(loop_config["dense"]), ray.get(loop_config["target"])
+    arrays = {k: ray.get(loop_config[k]) for k in ("dense", "item_codes", "user_ids", "target", "item_weight")}
     config = RankingConfig.model_validate(loop_config["config"])
-    distill_loop(dense, target, config, device=ray.train.torch.get_device(),
+    distill_loop(arrays["dense"], arrays["item_codes"], arrays["user_ids"], arrays["target"], config,
+                 arrays["item_weight"], device=ray.train.torch.get_device(),
                  report=lambda metrics, net: report_checkpoint(metrics, net, PRE_RANKER_CHECKPOINT))
 
 
@@ -115,21 +142,25 @@ def distill_pre_ranker(
     dense: np.ndarray, categorical: np.ndarray, user_ids: np.ndarray, dcn: MultiTaskDCN, config: RankingConfig,
     *, use_ray: bool = True, storage_path: str | Path = "artifacts/ray_train", log: Callable[[str], None] = print,
 ) -> tuple[PreRankerNet, dict[str, float]]:
-    """Teacher scores → distillation (Ray Train, one worker; or in-process) → the net and how
-    well it agrees with the teacher on the examples."""
+    """Teacher scores → distillation (Ray Train, one worker; or in-process) → the net, wired to
+    the DCN's item embedding, and how well it agrees with the teacher on the examples."""
     target = teacher_scores(dcn, dense, categorical, config)
+    net = PreRankerNet.for_dcn(dcn, config.cascade.hidden)
+    names = dcn.schema.categorical_names
+    item_codes = categorical[:, names.index("item_id")] if "item_id" in names else np.zeros(len(dense), np.int64)
+    item_weight = net._item_embedding[0].weight.detach().cpu().numpy() if net._item_embedding else None
     if use_ray:
         from training.ranker import fit_with_ray_train
 
-        state, _, _ = fit_with_ray_train(_ray_distill_loop, {"dense": dense, "target": target},
-                                         {"config": config.model_dump(mode="json")},
-                                         PRE_RANKER_CHECKPOINT, "pre_ranker", storage_path)
-        net = PreRankerNet(dense.shape[1], config.cascade.hidden)
-        net.load_state_dict(state)
-        net.eval()
+        state, _, _ = fit_with_ray_train(
+            _ray_distill_loop, {"dense": dense, "item_codes": item_codes, "user_ids": user_ids, "target": target,
+                                "item_weight": item_weight},
+            {"config": config.model_dump(mode="json")}, PRE_RANKER_CHECKPOINT, "pre_ranker", storage_path)
     else:
-        net = distill_loop(dense, target, config, log=log)
-    report = agreement(net, dense, target, user_ids)
+        state = distill_loop(dense, item_codes, user_ids, target, config, item_weight, log=log).state_dict()
+    net.load_state_dict(state)
+    net.eval()
+    report = agreement(net, dense, item_codes, target, user_ids)
     log("pre-ranker vs DCN on the training examples: {kept:.3f} of each user's DCN top 10 in its top 30 %, "
-        "Spearman {spearman:.3f} ({users:.0f} users)".format(kept=report["teacher_top_kept"], **report))
+        "Spearman within users {spearman:.3f} ({users:.0f} users)".format(kept=report["teacher_top_kept"], **report))
     return net, report

@@ -232,6 +232,20 @@ def build_training_set(
     ])
 
 
+def distillation_set(
+    feature_history: pd.DataFrame, labels: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame,
+    config: RankingConfig, candidates: Mapping[int, Candidates] | None = None,
+) -> RankingExamples:
+    """What the pre-ranker learns the DCN's order on: the main label window's users, each with
+    `cascade.distill_negatives_per_positive` unlabelled candidates per positive (their retrieval
+    candidates when given), so it sees many candidates per request, as the cut does. Unlabelled
+    is fine: the DCN is the teacher."""
+    training = config.training.model_copy(update={
+        "negatives_per_positive": config.cascade.distill_negatives_per_positive, "extra_label_windows": 0})
+    return build_training_set(feature_history, labels, items, users, config.model_copy(update={"training": training}),
+                              candidates)
+
+
 # -- the training loop (shared by Ray Train and in-process runs) ------------------------------------
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -486,7 +500,10 @@ def fit_ranker(
     log(format_head_report(head_report(model, examples, config.training.seed)))
     pre_ranker = None
     if config.cascade.enabled:
-        pre_ranker, _ = distill_pre_ranker(examples.dense, examples.categorical, examples.user_ids, model, config,
+        teach = examples if impressions is not None else distillation_set(
+            feature_history, labels, items, users, config, candidates)
+        log(f"pre-ranker distillation set: {len(teach)} rows")
+        pre_ranker, _ = distill_pre_ranker(teach.dense, teach.categorical, teach.user_ids, model, config,
                                            use_ray=use_ray, storage_path=storage_path, log=log)
     if serving_history is None:
         serving_history = pd.concat([feature_history, labels], ignore_index=True)

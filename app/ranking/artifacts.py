@@ -2,7 +2,7 @@
 
     <dir>/ranking_config.json   RankingConfig + the FeatureSchema the model was built for
     <dir>/model.pt              MultiTaskDCN state_dict (normaliser buffers included)
-    <dir>/feature_tables.npz    FeatureStore arrays
+    <dir>/feature_tables/       FeatureStore arrays, one .npy each (memory-mapped when loaded)
     <dir>/feature_meta.json     FeatureStore metadata and feature config
     <dir>/pre_ranker.pt         the cascade's PreRankerNet state_dict (absent in artifacts trained
                                 before the cascade: those rank every candidate with the DCN)
@@ -19,6 +19,7 @@ from app.ranking.config import RankingConfig
 from app.ranking.dcn import MultiTaskDCN
 from app.ranking.features import FeatureSchema, FeatureStore
 from app.ranking.prerank import PreRankerNet
+from app.shared_arrays import load_state
 
 CONFIG_FILE = "ranking_config.json"
 MODEL_FILE = "model.pt"
@@ -67,12 +68,12 @@ class RankerArtifacts:
         if schema != store.schema():
             raise ValueError(f"{directory}: model schema does not match the feature tables' schema")
         model = build_model(saved_config, schema)
-        state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        # Parameters are the file's mapped pages (app/shared_arrays.py): the node's replicas share them.
+        model.load_state_dict(load_state(directory / MODEL_FILE), assign=True)
         model.eval()
         pre_ranker = None
         if (directory / PRE_RANKER_FILE).exists():
-            pre_ranker = PreRankerNet(len(schema.dense), saved_config.cascade.hidden)
-            pre_ranker.load_state_dict(torch.load(directory / PRE_RANKER_FILE, map_location="cpu", weights_only=True))
+            pre_ranker = PreRankerNet.for_dcn(model, saved_config.cascade.hidden)
+            pre_ranker.load_state_dict(load_state(directory / PRE_RANKER_FILE), assign=True)
             pre_ranker.eval()
         return cls(saved_config, store, model, pre_ranker)

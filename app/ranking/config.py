@@ -142,11 +142,20 @@ class CascadeConfig(Section):
         description="candidates the pre-ranker passes to the DCN (fewer candidates than this: all pass)",
     )
     hidden: tuple[int, ...] = Field(
-        (32,), max_length=4, description="hidden widths of the pre-ranker's MLP over the dense features"
+        (64,), max_length=4, description="hidden widths of the pre-ranker's MLP over the dense features"
     )
-    epochs: int = Field(4, ge=1, le=1000, description="distillation passes over the ranker's training examples")
-    batch_size: int = Field(4096, ge=8, le=1_000_000, description="examples per distillation step")
+    epochs: int = Field(16, ge=1, le=1000, description="distillation passes over the distillation examples")
+    batch_size: int = Field(1024, ge=8, le=1_000_000, description="anchor examples per distillation step")
+    distill_negatives_per_positive: int = Field(
+        50, ge=1, le=10_000,
+        description="the distillation set: the ranker's label window with this many unlabelled candidates per "
+        "positive (retrieval candidates when training has them); the teacher labels them all, so more is cheap",
+    )
     lr: float = Field(3e-3, gt=0, le=1.0, description="Adam learning rate of the distillation")
+    temperature: float = Field(
+        0.1, gt=0, le=100,
+        description="pairwise distillation: teacher score differences divided by this times their standard deviation",
+    )
 
 
 class RankingConfig(Section):

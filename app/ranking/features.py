@@ -31,11 +31,13 @@ import scipy.sparse as sp
 
 from app.pipeline.candidates import Candidates, FeedQuery
 from app.ranking.config import RankingFeatureConfig
+from app.shared_arrays import load_arrays, save_arrays
 
 DAY = 86_400.0
 _TS_BITS = 34  # timestamps (relative to the store's origin) must fit below 2**34 s ≈ 544 years
 _AGE_BUCKETS = np.array([18, 25, 35, 45, 50, 56], dtype=np.float32)
 _UNKNOWN = 0  # categorical index shared by every unknown / missing value
+TABLES_DIR = "feature_tables"  # one .npy per table, memory-mapped at load (app/shared_arrays.py)
 
 
 @dataclass(frozen=True)
@@ -402,7 +404,7 @@ class FeatureStore:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / "feature_tables.npz", **{n: getattr(self, n) for n in self._ARRAYS})
+        save_arrays(directory / TABLES_DIR, {n: getattr(self, n) for n in self._ARRAYS})
         (directory / "feature_meta.json").write_text(
             json.dumps({"meta": self.meta, "config": self.config.model_dump(mode="json")}, indent=1)
         )
@@ -411,8 +413,11 @@ class FeatureStore:
     def load(cls, directory: str | Path) -> FeatureStore:
         directory = Path(directory)
         saved = json.loads((directory / "feature_meta.json").read_text())
-        with np.load(directory / "feature_tables.npz") as tables:
-            arrays = {n: tables[n] for n in cls._ARRAYS}
+        if (directory / TABLES_DIR).is_dir():  # mapped read-only: shared by the node's replicas
+            arrays = load_arrays(directory / TABLES_DIR, cls._ARRAYS)
+        else:  # artifacts written before the tables were mapped
+            with np.load(directory / "feature_tables.npz") as tables:
+                arrays = {n: tables[n] for n in cls._ARRAYS}
         return cls(RankingFeatureConfig.model_validate(saved["config"]), saved["meta"], arrays)
 
     # -- per-pair features ---------------------------------------------------------------------
@@ -447,10 +452,15 @@ class FeatureStore:
         # Items, as of each pair's time.
         start = self.item_ptr[it]
         base = it << _TS_BITS
+        # Needles in item order: searchsorted over the (item, time) keys then walks forward
+        # instead of jumping at random, ≈ 2× faster at 3M interactions (most of this method's time).
+        by_item = np.argsort(base, kind="stable")
 
         def upto(t: np.ndarray) -> np.ndarray:  # index one past the item's last interaction at or before t
             key = base + np.floor(np.maximum(t, -1)).astype(np.int64)
-            return np.maximum(np.searchsorted(self.item_keys, key, side="right"), start)
+            found = np.empty(n, np.int64)
+            found[by_item] = np.searchsorted(self.item_keys, key[by_item], side="right")
+            return np.maximum(found, start)
 
         end_now = np.where(item_ok, upto(now_rel), start)
         c_asof = (end_now - start).astype(np.float64)

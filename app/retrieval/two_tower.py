@@ -40,8 +40,10 @@ from torch.nn import functional as F
 from app.data.tables import Dataset
 from app.retrieval.config import TwoTowerConfig
 from app.retrieval.features import OOV, TowerFeatures
+from app.shared_arrays import load_arrays, load_state, save_arrays
 
 ARTIFACT_VERSION = 1
+EMBEDDINGS_DIR = "embeddings"  # one .npy per array, memory-mapped at load
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -458,8 +460,10 @@ class TwoTowerArtifacts:
         return dataclasses.replace(self, user_embeddings=embeddings, user_histories=histories)
 
     def build_model(self) -> TwoTowerModel:
+        """The model for inference, its parameters the artifact's own tensors (no copy: a loaded
+        artifact's are the file's mapped pages); never train it, build one to train instead."""
         model = TwoTowerModel(self.features, self.config)
-        model.load_state_dict(self.state_dict)
+        model.load_state_dict(self.state_dict, assign=True)
         return model.eval()
 
     def encode_users(self, users: pd.DataFrame, histories: Sequence[Sequence[int]]) -> np.ndarray:
@@ -490,15 +494,14 @@ class TwoTowerArtifacts:
         return vectors.numpy().astype(np.float32)
 
     def save(self, path: Path) -> None:
-        """A directory: model.pt (state dict), embeddings.npz, features.json, meta.json."""
+        """A directory: model.pt (state dict), embeddings/ (one .npy per array), features.json, meta.json."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         torch.save(self.state_dict, path / "model.pt")
-        np.savez(
-            path / "embeddings.npz",
-            user_ids=self.user_ids, user_embeddings=self.user_embeddings,
-            item_ids=self.item_ids, item_embeddings=self.item_embeddings, user_histories=self.user_histories,
-        )
+        save_arrays(path / EMBEDDINGS_DIR, {
+            "user_ids": self.user_ids, "user_embeddings": self.user_embeddings,
+            "item_ids": self.item_ids, "item_embeddings": self.item_embeddings, "user_histories": self.user_histories,
+        })
         self.features.save(path / "features.json")
         meta = {"version": ARTIFACT_VERSION, "config": self.config.model_dump(mode="json"), "metrics": self.metrics}
         (path / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -509,11 +512,15 @@ class TwoTowerArtifacts:
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("version") != ARTIFACT_VERSION:
             raise ValueError(f"{path}: two-tower artifact version {meta.get('version')}, expected {ARTIFACT_VERSION}")
-        arrays = np.load(path / "embeddings.npz")
+        # Mapped read-only (app/shared_arrays.py): the node's replicas share the pages.
+        if (path / EMBEDDINGS_DIR).is_dir():
+            arrays = load_arrays(path / EMBEDDINGS_DIR)
+        else:  # artifacts written before the embeddings were mapped
+            arrays = dict(np.load(path / "embeddings.npz"))
         return cls(
             features=TowerFeatures.load(path / "features.json"),
             config=TwoTowerConfig.model_validate(meta["config"]),
-            state_dict=torch.load(path / "model.pt", map_location="cpu", weights_only=True),
+            state_dict=load_state(path / "model.pt"),
             user_ids=arrays["user_ids"],
             user_embeddings=arrays["user_embeddings"],
             item_ids=arrays["item_ids"],
