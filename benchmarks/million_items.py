@@ -473,16 +473,59 @@ def measure_served(overrides: dict, version: str, args, log: Callable[[str], Non
             step = asyncio.run(open_loop(url, r, args.seconds, args.max_requests, users, PAGE, args.timeout)).summary()
             figures["steps"].append(step)
             _print_step(step)
+        log("served app memory (after the load steps):")
+        figures["memory"] = served_app.process_memory()
+        figures["memory_total_gib"] = served_app.print_process_memory(figures["memory"], log)
+        if args.second_replica:
+            figures["second_replica"] = second_replica_cost(config, url, figures["memory"], args, log)
     finally:
         served_app.stop_all(server, work)
     return figures
 
 
+def second_replica_cost(config: dict, url: str, before: list[dict], args, log: Callable[[str], None]) -> dict:
+    """Redeploy with a second Retrieval and a second Ranking replica, send a few requests so both
+    have served, and report what the machine's Ray processes hold now against `before` (PSS)."""
+    import asyncio
+    import copy
+
+    from benchmarks import served_app
+    from benchmarks.serve_load import closed_loop
+
+    doubled = copy.deepcopy(config)
+    for deployment in doubled["applications"][0]["deployments"]:
+        if deployment["name"] in ("Retrieval", "Ranking"):
+            deployment["num_replicas"] = 2
+    served_app.deploy(doubled, url, timeout_s=args.deploy_timeout)
+    asyncio.run(closed_loop(url, 4, 10.0, 200, config_users(config), PAGE, args.timeout))
+    after = served_app.process_memory()
+    log("served app memory with 2 Retrieval and 2 Ranking replicas:")
+    total_after = served_app.print_process_memory(after, log)
+    total_before = sum(r["pss_mib"] for r in before) / 1024
+
+    def replicas(rows: list[dict], deployment: str) -> list[float]:
+        return [r["pss_mib"] for r in rows if r["process"].endswith(f":{deployment}")]
+
+    out = {"total_before_gib": total_before, "total_after_gib": total_after,
+           "added_gib": total_after - total_before, "memory": after}
+    for deployment in ("Retrieval", "Ranking"):
+        out[deployment] = {"before_mib": replicas(before, deployment), "after_mib": replicas(after, deployment)}
+    log(f"  a second Retrieval and a second Ranking replica added {out['added_gib']:.2f} GiB PSS in all "
+        f"(Retrieval replicas {out['Retrieval']['after_mib']} MiB, Ranking {out['Ranking']['after_mib']} MiB)")
+    return out
+
+
+def config_users(config: dict) -> int:
+    deployment = config["applications"][0]["deployments"][0]
+    return int(deployment["user_config"]["rayfeed"]["data"]["synthetic"]["n_users"])
+
+
 # ----------------------------------------------------------------------------- main
 
 
-# Measured: the served 1M app took 13.3 GiB (Retrieval and Reranking each load the whole organic
-# artifact, Ranking the ranker's tables, the ingress the catalogue, plus Ray); a margin on top.
+# Measured before the artifact was memory-mapped: the served 1M app took 13.3 GiB (Retrieval and
+# Reranking each loaded the whole organic artifact, Ranking the ranker's tables, the ingress the
+# catalogue, plus Ray); kept as the safe bound, scaled by the catalogue for smaller worlds.
 SERVED_MEMORY_GIB = 16.0
 
 
@@ -513,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true",
                         help=f"also measure the served app over HTTP (a private Ray + Serve + Redis; needs ≈ "
                              f"{SERVED_MEMORY_GIB:.0f} GiB available, refused below that)")
+    parser.add_argument("--second-replica", action="store_true",
+                        help="after the served steps, add a second Retrieval and Ranking replica and print what "
+                             "they cost in memory (PSS per process)")
     parser.add_argument("--closed", default="1,4", help="closed-loop concurrencies (served)")
     parser.add_argument("--open", dest="open_rates", default="", help="open-loop rates in req/s (served)")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each served step")
@@ -552,11 +598,12 @@ def main(argv: list[str] | None = None) -> int:
         figures["in_process"] = measure_in_process(pinned, args.requests, args.warmup, seed=1)
         print_in_process_run(figures["in_process"])
     figures["load_average_after_in_process"] = load_average()
-    if args.serve and available_memory_gib() < SERVED_MEMORY_GIB + (peak_rss_gib() if args.requests else 0):
-        # Retrieval and Reranking each load the whole organic artifact: on a shared machine Ray's
-        # memory monitor would kill workers (other people's too) before the app were ready.
+    needed = max(2.0, SERVED_MEMORY_GIB * world["n_items"] / WORLD["n_items"])
+    if args.serve and available_memory_gib() < needed + (peak_rss_gib() if args.requests else 0):
+        # On a shared machine Ray's memory monitor would kill workers (other people's too) before
+        # the app were ready.
         print(f"served: skipped: {available_memory_gib():.1f} GiB available, the served app needs ≈ "
-              f"{SERVED_MEMORY_GIB:.0f} GiB at 1M items (run with --requests 0 to free this process's share)")
+              f"{needed:.0f} GiB at this size (run with --requests 0 to free this process's share)")
         figures["served"] = {"skipped": "not enough memory"}
     elif args.serve:
         figures["served"] = measure_served(serving, found.version, args)

@@ -129,3 +129,52 @@ def stop_all(redis_server, work: Path) -> None:
         ray.shutdown()
         redis_server.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def process_memory() -> list[dict]:
+    """Proportional and resident set size (MiB) of every Ray process on this machine (replicas by
+    their deployment, the proxy, the controller, raylet, GCS, ...) and redis-server, from /proc.
+    PSS divides a page shared by n processes by n: mapped artifact files count once in the sum."""
+    rows = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            rollup = (proc / "smaps_rollup").read_text()
+        except OSError:
+            continue
+        name = _ray_process_name(cmdline)
+        if name is None:
+            continue
+        fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.endswith("kB")}
+        rows.append({"pid": int(proc.name), "process": name, "pss_mib": fields.get("Pss", 0) / 1024,
+                     "rss_mib": fields.get("Rss", 0) / 1024})
+    return sorted(rows, key=lambda r: -r["pss_mib"])
+
+
+def _ray_process_name(cmdline: str) -> str | None:
+    """ray::<actor> for Ray workers (Serve replicas: ServeReplica:<app>:<deployment>), the binary
+    for raylet / gcs_server / redis-server, the script for Ray's Python daemons; None otherwise."""
+    parts = cmdline.split()
+    if not parts:
+        return None
+    if parts[0].startswith("ray::"):
+        return parts[0].removeprefix("ray::")
+    binary = Path(parts[0]).name
+    if binary in ("raylet", "gcs_server", "redis-server"):
+        return binary
+    script = next((p for p in parts[1:] if p.endswith(".py")), "")
+    if "/ray/" in script:
+        return "ray " + "/".join(Path(script).parts[-2:])
+    return None
+
+
+def print_process_memory(rows: list[dict], log=print) -> float:
+    """The table, and the total PSS in GiB."""
+    log(f"  {'process':<48} {'PSS MiB':>9} {'RSS MiB':>9}")
+    for r in rows:
+        log(f"  {r['process'][:48]:<48} {r['pss_mib']:9.0f} {r['rss_mib']:9.0f}")
+    total = sum(r["pss_mib"] for r in rows) / 1024
+    log(f"  total PSS {total:.2f} GiB over {len(rows)} processes")
+    return total
