@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 SUFFIX = ".npy"
+PAGE = 4096
 
 
 def save_arrays(directory: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
@@ -48,12 +49,25 @@ def load_arrays(directory: str | Path, names: Iterable[str] | None = None) -> di
             raise FileNotFoundError(f"{directory}: array {name!r} is missing ({path.name})")
         # A plain ndarray over the mapping: np.memmap's Python-level indexing cost 14 % of the
         # ranking features' time, and nothing here needs its flush/close.
-        out[name] = np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+        out[name] = prefault(np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray))
     return out
+
+
+def prefault(array: np.ndarray) -> np.ndarray:
+    """Map every page of `array` into this process now (one read per page), so the first
+    requests do not pay the faults: at 1M items a cold ranking pass took 3× a warm one."""
+    flat = array.reshape(-1).view(np.uint8) if array.flags.c_contiguous and array.size else None
+    if flat is not None:
+        int(flat[::PAGE].sum())
+    return array
 
 
 def load_state(path: str | Path) -> dict:
     """A torch state_dict whose tensors are backed by the file's pages (torch.load's mmap)."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    for tensor in state.values():
+        if isinstance(tensor, torch.Tensor) and tensor.is_contiguous() and tensor.numel():
+            prefault(tensor.view(torch.uint8).numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy())
+    return state
