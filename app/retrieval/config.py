@@ -75,27 +75,57 @@ class TwoTowerConfig(Section):
 class AnnIndexConfig(Section):
     """The FAISS index over item embeddings (inner product on L2-normalised vectors)."""
 
-    kind: Literal["exact", "hnsw", "ivf"] = Field(
+    kind: Literal["exact", "hnsw", "ivf", "ivfpq"] = Field(
         "ivf",
-        description="exact (IndexFlatIP, the reference), hnsw (IndexHNSWFlat) or ivf (IndexIVFFlat); "
+        description="exact (IndexFlatIP, the reference), hnsw (IndexHNSWFlat), ivf (IndexIVFFlat) or ivfpq "
+        "(IndexIVFPQ whose shortlist of k x ivfpq_k_factor is re-ranked on stored vectors, see ivfpq_refine); "
         "ivf is the default because retrieval asks for large k, where HNSW's efSearch >= k makes it "
-        "slow (benchmarks/ann.py: 1M items, k=1000: IVF 18x faster than exact, HNSW 3x)",
+        "slow (benchmarks/ann.py: 1M items, k=1000: IVF 18x faster than exact, HNSW 3x). ivfpq is for "
+        "catalogues whose float32 vectors do not fit: per 64-d item it holds 104 bytes with sq8 refine, 168 "
+        "with fp16, 40 with none, against ivf's 264; with flat refine (296) it saves nothing and, at 64-d, "
+        "is a little slower than ivf (10M items: P50 1.8 vs 1.4 ms at recall@1000 0.95)",
     )
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree M")
     hnsw_ef_construction: int = Field(80, ge=8, le=4096, description="HNSW efConstruction")
     hnsw_ef_search: int = Field(128, ge=1, le=100_000, description="HNSW efSearch (raised to k when k is larger)")
     ivf_nlist: int = Field(
-        4096, ge=1, le=1_000_000, description="IVF coarse clusters (capped at n_items / 39 when building)"
+        4096, ge=1, le=1_000_000,
+        description="IVF coarse clusters of ivf and ivfpq (capped at n_items / 39 when building)",
     )
     ivf_nprobe: int = Field(
         96, ge=1, le=1_000_000,
-        description="IVF clusters scanned per query (96 of 4096: recall@1000 0.98 on the 1M benchmark)",
+        description="IVF clusters scanned per query, ivf and ivfpq "
+        "(ivf: 96 of 4096 gives recall@1000 0.98 on the 1M benchmark)",
     )
     ivf_train_sample: int = Field(
         262_144, ge=1_000, le=100_000_000,
-        description="the coarse quantizer's k-means sees at most this many vectors (seeded sample)",
+        description="the coarse quantizer's k-means (and ivfpq's PQ codebooks) see at most this many "
+        "vectors (seeded sample)",
     )
-    use_gpu: bool = Field(True, description="move flat/IVF indexes to every GPU when FAISS sees one")
+    ivfpq_m: int = Field(
+        32, ge=1, le=256,
+        description="ivfpq: PQ sub-quantizers, each coding dim / m dimensions (must divide the dimension); "
+        "a code is m x ivfpq_bits bits. 32 for 64-d: at m=16 the PQ order is too coarse for recall@1000 "
+        "(10M items, nprobe 32 of 4096: a shortlist of 8k gave 0.94 at m=16, one of 2k 0.97 at m=32)",
+    )
+    ivfpq_bits: int = Field(
+        8, ge=4, le=12, description="ivfpq: bits per sub-quantizer code (2^bits centroids per sub-space)"
+    )
+    ivfpq_refine: Literal["flat", "fp16", "sq8", "none"] = Field(
+        "flat",
+        description="ivfpq: what the PQ shortlist is re-ranked on: flat (the float32 vectors, exact scores, "
+        "4 x dim bytes per item), fp16 (2 x dim), sq8 (8-bit scalar quantizer, dim bytes) or none (PQ "
+        "scores only, the smallest index: the PQ code alone)",
+    )
+    ivfpq_k_factor: float = Field(
+        2.0, ge=1.0, le=64.0,
+        description="ivfpq: the PQ search fetches k x this many candidates for the re-ranking "
+        "(ignored when ivfpq_refine is none); 2 with flat refine: recall@1000 0.95 at 100k-10M items "
+        "(benchmarks/ann.py), 1 loses 0.05-0.10 to the PQ order",
+    )
+    use_gpu: bool = Field(
+        True, description="move flat/IVF indexes to every GPU when FAISS sees one (hnsw and ivfpq stay on CPU)"
+    )
     omp_threads: int | None = Field(
         None, ge=1, le=1024, description="FAISS OpenMP threads (process-wide); None keeps FAISS's default"
     )
