@@ -105,19 +105,22 @@ def ranking_pipeline(
     scorer = MultiTaskScorer.from_artifacts(ranker)
     scorer.reconfigure(config.ranking.weights)
     scorer.on_scored = on_scored
-    cascade = []
+    picker = ExplorationPicker(config.reranking.exploration)  # young, unproven items survive the cuts
+    before_dcn: list = []
+    after_dcn: list = [picker]
     if cascade_state(ranker, config) == "on":
         # Batch-aware like the DCN; the cut leaves `keep` candidates per request for the DCN.
-        cascade = [PreRanker(ranker.pre_ranker, RankingFeatureAssembler(ranker.store)),
-                   CascadeCut(config.ranking.cascade.keep)]
+        before_dcn = [PreRanker(ranker.pre_ranker, RankingFeatureAssembler(ranker.store)), picker,
+                      KeepingExplored(CascadeCut(config.ranking.cascade.keep))]
+        after_dcn = []
     return PipelineRunner(
         "ranking",
         sources=[],
         stages=[
-            *cascade,
+            *before_dcn,
             scorer,  # batch-aware: run_batch scores every queued request in one tensor pass
             SessionInterestScorer(ranker.store.topics_by_item, config.ranking.session_interest),
-            ExplorationPicker(config.reranking.exploration),  # young, unproven items survive the cut
+            *after_dcn,
             KeepingExplored(TopKSelector(config.ranking.output_size, name="ranked_top_k")),
         ],
         hook=hook,

@@ -22,8 +22,8 @@ from app.reranking.config import ExplorationConfig
 
 class ExplorationPicker:
     """Hydrator: `explored` = 1 on at most `max_items` young, unproven rows (the best-scored
-    first). Runs before ranking's top-K: the selectors after it keep those rows (`KeepingExplored`),
-    so a new item that the ranker would cut still reaches the slot."""
+    first). Runs before ranking's cuts (the cascade's, when on, and the top-K): the selectors after
+    it keep those rows (`KeepingExplored`), so a new item that a ranker would cut still reaches the slot."""
 
     name = "exploration_picker"
 
@@ -41,8 +41,10 @@ class ExplorationPicker:
         marked = np.zeros(len(candidates), np.float32)
         rows = np.flatnonzero(self.eligible(candidates))
         if self.config.max_items > 0 and len(rows):
-            if "final" in candidates.scores:
-                rows = rows[np.argsort(-candidates.scores["final"][rows], kind="stable")]
+            # The DCN's score, or the pre-ranker's when the picker runs before the cascade's cut.
+            score = next((candidates.scores[c] for c in ("final", "prerank") if c in candidates.scores), None)
+            if score is not None:
+                rows = rows[np.argsort(-score[rows], kind="stable")]
             marked[rows[: self.config.max_items]] = 1.0
         return {"explored": marked}
 
@@ -53,6 +55,7 @@ class KeepingExplored:
 
     def __init__(self, inner) -> None:
         self.inner, self.name = inner, inner.name
+        self.removal_reason = getattr(inner, "removal_reason", "not selected")
 
     def select(self, query: FeedQuery, candidates: Candidates) -> np.ndarray:
         explored = candidates.features.get("explored")

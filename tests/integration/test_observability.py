@@ -24,7 +24,8 @@ EXPECTED_CHILDREN: dict[str, set[str]] = {
     INGRESS: {"ingress.feed_state", "retrieval", "ranking", "reranking", "auction", "ingress.collator"},
     "retrieval": {"retrieval.query_hydration", *(f"retrieval.{s}" for s in (ANN, COENGAGEMENT, SOCIAL, TRENDING)),
                   "retrieval.source_features", "retrieval.seen_items", "retrieval.source_merge"},
-    "ranking": {"ranking.batch_wait", "ranking.multitask_ranker", "ranking.ranked_top_k"},
+    "ranking": {"ranking.batch_wait", "ranking.pre_ranker", "ranking.cascade_cut", "ranking.multitask_ranker",
+                "ranking.ranked_top_k"},
     "reranking": {"reranking.mmr_selector", "reranking.creator_cap_selector", "reranking.notifications"},
     "auction": {"ads.targeting", "ads.cap_budget_hydration", "ads.eligibility", "ads.ad_ranker", "ads.auction"},
 }
@@ -74,7 +75,11 @@ def test_one_trace_holds_every_stage_with_its_parentage(served_app: ServedApp):
     merged = _named(spans, "retrieval.source_merge")
     assert merged.attributes[ATTR_N_IN] >= merged.attributes[ATTR_N_OUT] > 0
     model = _named(spans, "ranking.multitask_ranker")
-    assert model.attributes[ATTR_BATCH_SIZE] >= 1 and model.attributes[ATTR_N_IN] == merged.attributes[ATTR_N_OUT]
+    # The cascade: the pre-ranker scores every merged candidate, the DCN what the cut passed on.
+    pre, cut = _named(spans, "ranking.pre_ranker"), _named(spans, "ranking.cascade_cut")
+    assert pre.attributes[ATTR_N_IN] == cut.attributes[ATTR_N_IN] == merged.attributes[ATTR_N_OUT]
+    assert model.attributes[ATTR_BATCH_SIZE] >= 1 and model.attributes[ATTR_N_IN] == cut.attributes[ATTR_N_OUT]
+    assert cut.attributes[ATTR_N_OUT] < cut.attributes[ATTR_N_IN]
     wait = _named(spans, "ranking.batch_wait")
     assert wait.end_ns <= model.start_ns + 1_000_000  # queued, then scored (1 ms: clock granularity)
     assert one[INGRESS].attributes[ATTR_N_OUT] == len(body["items"])

@@ -116,7 +116,8 @@ def ranking_part(ranker: RankerArtifacts, **cascade) -> RankingPart:
 def test_the_dcn_scores_only_the_survivors_and_the_cut_shows_in_the_stage_list(trained):
     artifacts, _, _ = trained
     part = ranking_part(artifacts, keep=12)
-    assert [s.name for s in part.runner.stages][:3] == ["pre_ranker", "cascade_cut", "multitask_ranker"]
+    assert [s.name for s in part.runner.stages][:4] == ["pre_ranker", "exploration_picker", "cascade_cut",
+                                                        "multitask_ranker"]
     entry = BatchEntry(FeedQuery(user_id=1), items(np.arange(1, 41)))
     result = part.run_batch([entry])[0]
     dcn = next(r for r in result.records if r.name == "multitask_ranker")
@@ -152,3 +153,15 @@ def test_explain_notes_say_how_the_cascade_ran(trained):
     done = part.run(work)
     assert done.notes["cascade"] == "on: the pre-ranker passed 12 of 40 candidates to the DCN"
     assert pd.Series(done.removed).get("cascade_cut: below the pre-ranker's top 12") == 28
+
+
+def test_a_young_unproven_item_survives_the_cascade_cut_for_the_exploration_slot(trained):
+    artifacts, _, _ = trained
+    part = ranking_part(artifacts, keep=3)
+    candidates = items(np.arange(1, 41)).with_features({
+        "published_age_s": np.where(np.arange(1, 41) == 40, 60.0, 1e9),  # item 40 is minutes old
+        "item_engagements": np.zeros(40),
+    })
+    result = part.run_batch([BatchEntry(FeedQuery(user_id=1), candidates)])[0]
+    assert 40 in result.candidates.item_ids.tolist()
+    assert result.candidates.features["explored"][result.candidates.item_ids == 40][0] == 1.0
