@@ -192,10 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         version = served_app.prepare_artifacts(Path(args.artifacts), work / "artifacts", log)
         url, port = served_app.start_serve("rayfeed-bench-catalogue")
-        config = served_app.app_config(work / "artifacts", version, port)
-        for deployment in config["applications"][0]["deployments"]:
-            if deployment["name"] == "Retrieval":
-                deployment["num_replicas"] = 2
+        config = served_app.app_config(work / "artifacts", version, port, replicas={"Retrieval": 2})
         served_app.deploy(config, url)
         with httpx.Client(base_url=url, timeout=30) as client:
             published = publish_phase(client, server.url, users, topics, args.items, args.wait_s, log)

@@ -458,7 +458,11 @@ def measure_served(overrides: dict, version: str, args, log: Callable[[str], Non
         rayfeed = {k: overrides[k] for k in ("data", "retrieval", "ranking", "reranking")}
         rayfeed["retrieval"] = {"index": overrides["retrieval"]["index"], "sources": overrides["retrieval"]["sources"]}
         rayfeed["ranking"] = {"output_size": overrides["ranking"]["output_size"]}
-        config = served_app.app_config(Path(overrides["artifacts"]["root"]), version, port, rayfeed)
+
+        def app_config(replicas: dict[str, int] | None = None) -> dict:
+            return served_app.app_config(Path(overrides["artifacts"]["root"]), version, port, rayfeed, replicas)
+
+        config = app_config()
         started = time.perf_counter()
         served_app.deploy(config, url, timeout_s=args.deploy_timeout)
         figures["deploy_s"] = round(time.perf_counter() - started, 1)
@@ -477,27 +481,24 @@ def measure_served(overrides: dict, version: str, args, log: Callable[[str], Non
         figures["memory"] = served_app.process_memory()
         figures["memory_total_gib"] = served_app.print_process_memory(figures["memory"], log)
         if args.second_replica:
-            figures["second_replica"] = second_replica_cost(config, url, figures["memory"], args, log)
+            doubled = app_config({"Retrieval": 2, "Ranking": 2})
+            figures["second_replica"] = second_replica_cost(doubled, url, users, figures["memory"], args, log)
     finally:
         served_app.stop_all(server, work)
     return figures
 
 
-def second_replica_cost(config: dict, url: str, before: list[dict], args, log: Callable[[str], None]) -> dict:
-    """Redeploy with a second Retrieval and a second Ranking replica, send a few requests so both
-    have served, and report what the machine's Ray processes hold now against `before` (PSS)."""
+def second_replica_cost(doubled: dict, url: str, users: int, before: list[dict], args,
+                        log: Callable[[str], None]) -> dict:
+    """Redeploy as `doubled` (a second Retrieval and a second Ranking replica), send a few requests
+    so both have served, and report what the machine's Ray processes hold now against `before` (PSS)."""
     import asyncio
-    import copy
 
     from benchmarks import served_app
     from benchmarks.serve_load import closed_loop
 
-    doubled = copy.deepcopy(config)
-    for deployment in doubled["applications"][0]["deployments"]:
-        if deployment["name"] in ("Retrieval", "Ranking"):
-            deployment["num_replicas"] = 2
     served_app.deploy(doubled, url, timeout_s=args.deploy_timeout)
-    asyncio.run(closed_loop(url, 4, 10.0, 200, config_users(config), PAGE, args.timeout))
+    asyncio.run(closed_loop(url, 4, 10.0, 200, users, PAGE, args.timeout))
     after = served_app.process_memory()
     log("served app memory with 2 Retrieval and 2 Ranking replicas:")
     total_after = served_app.print_process_memory(after, log)
@@ -513,11 +514,6 @@ def second_replica_cost(config: dict, url: str, before: list[dict], args, log: C
     log(f"  a second Retrieval and a second Ranking replica added {out['added_gib']:.2f} GiB PSS in all "
         f"(Retrieval replicas {out['Retrieval']['after_mib']} MiB, Ranking {out['Ranking']['after_mib']} MiB)")
     return out
-
-
-def config_users(config: dict) -> int:
-    deployment = config["applications"][0]["deployments"][0]
-    return int(deployment["user_config"]["rayfeed"]["data"]["synthetic"]["n_users"])
 
 
 # ----------------------------------------------------------------------------- main

@@ -40,14 +40,15 @@ def prepare_artifacts(root: Path, target: Path, log) -> str:
     return version.version
 
 
-def app_config(artifact_root: Path, version: str, port: int, rayfeed: dict | None = None) -> dict:
-    """serve_config.yaml at one replica per deployment over `artifact_root`, with `rayfeed`
-    merged into every deployment's configuration."""
+def app_config(artifact_root: Path, version: str, port: int, rayfeed: dict | None = None,
+               replicas: dict[str, int] | None = None) -> dict:
+    """serve_config.yaml at one replica per deployment (or `replicas[name]`) over `artifact_root`,
+    with `rayfeed` merged into every deployment's configuration."""
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
     for deployment in config["applications"][0]["deployments"]:
         deployment.pop("autoscaling_config", None)
-        deployment["num_replicas"] = 1
+        deployment["num_replicas"] = (replicas or {}).get(deployment["name"], 1)
         settings = copy.deepcopy(deployment["user_config"])
         settings["rayfeed"]["artifacts"] = {"root": str(artifact_root), "version": version}
         settings["rayfeed"]["data"] = {"cache_dir": str(REPO / "data_cache")}

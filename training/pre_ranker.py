@@ -148,7 +148,7 @@ def distill_pre_ranker(
     net = PreRankerNet.for_dcn(dcn, config.cascade.hidden)
     names = dcn.schema.categorical_names
     item_codes = categorical[:, names.index("item_id")] if "item_id" in names else np.zeros(len(dense), np.int64)
-    item_weight = net._item_embedding[0].weight.detach().cpu().numpy() if net._item_embedding else None
+    item_weight = None if net.item_embedding is None else net.item_embedding.weight.detach().cpu().numpy()
     if use_ray:
         from training.ranker import fit_with_ray_train
 

@@ -37,7 +37,7 @@ class PreRankerNet(nn.Module):
         self.register_buffer("dense_mean", torch.zeros(n_dense))
         self.register_buffer("dense_std", torch.ones(n_dense))
         # A tuple: not a submodule, so neither trained here nor saved with this net's state.
-        self._item_embedding = (item_embedding,) if item_embedding is not None else ()
+        self._shared = (item_embedding,) if item_embedding is not None else ()
         width = n_dense + (item_embedding.embedding_dim if item_embedding is not None else 0)
         layers: list[nn.Module] = []
         for h in self.hidden:
@@ -45,6 +45,11 @@ class PreRankerNet(nn.Module):
             width = h
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
+
+    @property
+    def item_embedding(self) -> nn.Embedding | None:
+        """The DCN's item-id embedding this net reads (None: dense features only)."""
+        return self._shared[0] if self._shared else None
 
     @classmethod
     def for_dcn(cls, dcn: nn.Module, hidden: tuple[int, ...]) -> PreRankerNet:
@@ -60,9 +65,9 @@ class PreRankerNet(nn.Module):
 
     def forward(self, dense: torch.Tensor, item_codes: torch.Tensor | None = None) -> torch.Tensor:
         x = (dense - self.dense_mean) / self.dense_std
-        if self._item_embedding:
+        if self.item_embedding is not None:
             with torch.no_grad():
-                x = torch.cat([x, self._item_embedding[0](item_codes)], dim=1)
+                x = torch.cat([x, self.item_embedding(item_codes)], dim=1)
         return self.mlp(x).squeeze(-1)
 
 
@@ -81,7 +86,7 @@ class PreRanker:
         self.net = net.eval()
         self.assembler = assembler
         names = assembler.schema.categorical_names
-        self.item_column = names.index("item_id") if net._item_embedding else None
+        self.item_column = names.index("item_id") if net.item_embedding is not None else None
 
     def score_batch(self, requests: list[tuple[FeedQuery, Candidates]]) -> list[dict[str, np.ndarray]]:
         batch = self.assembler.batch_for_requests(requests)
