@@ -72,11 +72,11 @@ def train(config, no_ray: bool) -> int:
 
 def _ensure_artifacts(config, no_ray: bool) -> int:
     """Train when there is no artifact, or when the newest was trained on another dataset."""
-    from app.artifacts import ArtifactNotFound, ArtifactStore
+    from app.artifacts import ArtifactNotFound, artifact_store
     from app.data import DatasetMismatch, check_trained_on
 
     try:
-        check_trained_on(config.data, ArtifactStore(config.artifacts.root).latest().path)
+        check_trained_on(config.data, artifact_store(config.artifacts).latest().path)
         return 0
     except ArtifactNotFound:
         print(f"no artifacts under {config.artifacts.root}: training first (a few minutes on 2 cores)", flush=True)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 
 def _configs(args: argparse.Namespace):
-    from app.artifacts import ArtifactNotFound, ArtifactStore
+    from app.artifacts import ArtifactNotFound, artifact_store
     from config import load_config
     from tuning.runs import sim_config_from_args
 
     config = load_config(args.config)
     try:
-        ArtifactStore(config.artifacts.root).latest()
+        artifact_store(config.artifacts).latest_name()
     except ArtifactNotFound:
         print(f"no artifacts under {config.artifacts.root}: run `rayfeed train` first", file=sys.stderr)
         return None, None

@@ -92,7 +92,7 @@ def serving_clock(version: ArtifactVersion) -> ReplayClock:
     time elapsed since the version was published (its manifest's mtime)."""
     manifest = version.manifest()
     clock = ReplayClock(anchor=float(manifest["as_of"]))
-    clock.started = (version.path / "manifest.json").stat().st_mtime
+    clock.started = version.published_at()
     return clock
 
 
@@ -186,6 +186,7 @@ class ReloadableDeployment(Generic[State]):
         self._rebuild_lock: asyncio.Lock | None = None
         self._poller: asyncio.Task | None = None
         self.config: RayfeedConfig | None = None
+        self.last_reload_error: str | None = None  # why the last reconfigure kept the old state
 
     # -- to implement ----------------------------------------------------------------------------
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings, previous: State | None) -> State:
@@ -237,8 +238,22 @@ class ReloadableDeployment(Generic[State]):
 
     # -- Serve hooks ---------------------------------------------------------------------------
     async def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Start-up: a failure raises (Serve reports it and the deployment does not start).
+        Serving: a new state that cannot be built (an unreachable artifact URI, a version missing
+        from it, a bad value) leaves the old one serving, logs the error once, and keeps it for
+        `reload_error` until a later reconfigure succeeds."""
+        previous = self._settings
         self._settings = DeploymentSettings.model_validate(user_config or {})
-        await self._rebuild()
+        try:
+            await self._rebuild()
+            self.last_reload_error = None
+        except Exception as exc:
+            if self._state is None:
+                raise
+            self._settings = previous
+            self.last_reload_error = f"{type(exc).__name__}: {exc}"
+            log.error("%s: reconfigure failed, still serving %s: %s", self.stage_name,
+                      getattr(self._state, "version", "the previous state"), self.last_reload_error)
         if self.follows_items and not self.published.caught_up:
             await self._catch_up_items()  # Serve routes to a replica only once this returns
         self._start_poller()
@@ -247,6 +262,10 @@ class ReloadableDeployment(Generic[State]):
         if self._state is None:  # deployed without a user_config
             await self.reconfigure({})
         return self._state  # type: ignore[return-value]
+
+    async def reload_error(self) -> str | None:
+        """Why the last reconfigure left the old state serving; None when it succeeded."""
+        return self.last_reload_error
 
     async def loaded_version(self) -> str:
         """The artifact version this replica serves (readiness checks, tests); raises while the

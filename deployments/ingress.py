@@ -40,7 +40,7 @@ from app.api.schemas import (
     EventBatch, EventsAck, FeedResponse, NoBody, PublishAck, PublishRequest, ReadyResponse, ReloadRequest, TakedownKind,
     TakedownRequest, WeightsRequest,
 )
-from app.artifacts import ArtifactNotFound, ArtifactStore
+from app.artifacts import ArtifactNotFound, artifact_store
 from app.catalog import Catalog
 from app.collator.collator import Collator
 from app.data import load_dataset_for
@@ -318,7 +318,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         state, body = await self._admin(request, ReloadRequest)
         if body.version is not None:
             try:
-                ArtifactStore(state.config.artifacts.root.resolve()).get(body.version)
+                artifact_store(state.config.artifacts).check(body.version)
             except (ArtifactNotFound, ValueError) as exc:
                 raise ApiError(404, "version", str(exc)) from None
         return await admin.write_overrides(self.redis, self._settings.rayfeed, {"artifacts": {"version": body.version}},

@@ -62,7 +62,7 @@ class Monitor(ReloadableDeployment[MonitorState]):
         version = resolve_version(config)
         baseline = load_once(previous.baseline if previous else None, (str(version.root), version.version),
                              lambda: load_baseline(version))
-        return MonitorState(config, version.version, baseline, (version.path / "manifest.json").stat().st_mtime)
+        return MonitorState(config, version.version, baseline, version.published_at())
 
     def after_swap(self, state: MonitorState, settings: DeploymentSettings) -> None:
         config = state.config

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.artifacts import ArtifactStore, ArtifactVersion
+from app.artifacts import ArtifactStore, ArtifactVersion, artifact_store
 from config import RayfeedConfig
 from app.data import load_dataset
 from app.data.tables import Dataset
@@ -218,7 +218,7 @@ def fine_tune(config: RayfeedConfig, new_interactions: pd.DataFrame, *, reason: 
     (`event_log` of the same events, impressions included); `dataset` defaults to `config.data`'s."""
     started = time.perf_counter()
     ft = config.training.fine_tune
-    store = ArtifactStore(Path(config.artifacts.root).resolve())
+    store = artifact_store(config.artifacts)
     parent = store.get(config.artifacts.version) if config.artifacts.version else store.latest()
     dataset = dataset if dataset is not None else load_dataset(config.data)
     current = OrganicModels.load(parent.path / "organic", dataset, config)

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from app.artifacts import ArtifactStore, ArtifactVersion
+from app.artifacts import ArtifactVersion, artifact_store
 from config import RayfeedConfig
+from app.data import SNAPSHOT_DIR
 from app.data.labels import impression_labels
+from app.data.snapshot import write_snapshot
 from app.data.tables import Dataset
 from app.organic import OrganicModels, retrieval_pipeline
 from app.pipeline import Candidates
@@ -119,7 +121,7 @@ def production_split(interactions: pd.DataFrame, label_fraction: float) -> tuple
 
 def train_and_publish(dataset: Dataset, config: RayfeedConfig, *, use_ray: bool = True, log: Log = print) -> ArtifactVersion:
     """Production training on the whole dataset; publishes organic + ads artifacts atomically."""
-    store = ArtifactStore(config.artifacts.root)
+    store = artifact_store(config.artifacts)
     version, staging = store.new_version()
     try:
         history, labels = production_split(dataset.interactions, config.training.label_fraction)
@@ -127,6 +129,7 @@ def train_and_publish(dataset: Dataset, config: RayfeedConfig, *, use_ray: bool 
         models.save(staging / "organic")
         if dataset.ids is not None:  # the user's ids: every replica and the next training map them so
             dataset.ids.save(staging / "ids")
+        write_snapshot(dataset, staging / SNAPSHOT_DIR)  # replicas need only the artifact, on any node
         log(f"monitor baseline: {save_monitor_baseline(models, config, staging / 'organic').name}")
         bundle, ads_figures = train_ads(dataset, dataset.interactions, config.ads, now=models.engagements.last_timestamp)
         bundle.save(staging / "ads")

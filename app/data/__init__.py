@@ -53,12 +53,20 @@ def check_trained_on(config: DataConfig, artifact: Path) -> None:
             f"(data.dataset / data.tables.name): train on it (rayfeed train) or pin a version trained on it")
 
 
+SNAPSHOT_DIR = "dataset"  # inside an artifact version: the dataset it was trained on (app/data/snapshot.py)
+
+
 def load_dataset_for(config: DataConfig, artifact: Path) -> Dataset:
-    """The dataset an artifact version was trained on, its ids mapped as they were then."""
+    """The dataset an artifact version was trained on, its ids mapped as they were then: the
+    snapshot the artifact carries, else (an artifact without one) the configured dataset."""
     from app.data.ids import IdMaps
+    from app.data.snapshot import has_snapshot, read_snapshot
 
     check_trained_on(config, artifact)
-    return load_dataset(config, IdMaps.load(Path(artifact) / "ids"))
+    ids = IdMaps.load(Path(artifact) / "ids")
+    if has_snapshot(Path(artifact) / SNAPSHOT_DIR):
+        return read_snapshot(Path(artifact) / SNAPSHOT_DIR, ids)
+    return load_dataset(config, ids)
 
 
-__all__ = ["DataConfig", "DataFormatError", "Dataset", "labels_from_ratings", "load_dataset", "load_dataset_for", "DatasetMismatch", "check_trained_on"]
+__all__ = ["SNAPSHOT_DIR", "DataConfig", "DataFormatError", "Dataset", "labels_from_ratings", "load_dataset", "load_dataset_for", "DatasetMismatch", "check_trained_on"]

@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ import pandas as pd
 
 from app.data.config import DataConfig
 from app.data.social import generate_friend_graph
+from app.data.snapshot import has_snapshot, read_snapshot, write_snapshot
 from app.data.tables import Dataset
 
 OCCUPATIONS = (
@@ -170,7 +169,6 @@ def _interactions(
     return frame.sort_values(["timestamp", "user_id"]).reset_index(drop=True)
 
 
-_TABLES = ("users", "items", "creators", "interactions", "social_edges")
 _CACHE_FORMAT = 1  # bump when the cached layout or the generator's output changes
 
 
@@ -196,7 +194,7 @@ def load_synthetic(config: DataConfig) -> Dataset:
     if not config.synthetic.cache:
         return generate_world(spec, config)
     directory = Path(config.cache_dir) / cache_key(spec, config)
-    if (directory / "meta.json").exists():
+    if has_snapshot(directory):
         return _read_world(directory, spec)
     world = generate_world(spec, config)
     _write_world(world, directory)
@@ -204,32 +202,8 @@ def load_synthetic(config: DataConfig) -> Dataset:
 
 
 def _write_world(world: Dataset, directory: Path) -> None:
-    """Written beside the final directory and renamed into place: a concurrent reader (another
-    replica) sees the whole world or none, and a concurrent writer's rename simply loses."""
-    staging = directory.with_name(f".{directory.name}.{os.getpid()}.{time.monotonic_ns()}")
-    staging.mkdir(parents=True)
-    try:
-        for name in _TABLES:
-            table = getattr(world, name)
-            if name == "items":
-                table = table.assign(topics=[list(t) for t in table["topics"]])
-            table.to_parquet(staging / f"{name}.parquet", index=False)
-        meta = {"name": world.name, "topics": list(world.topics),
-                "generated_seconds": world.meta.get("generated_seconds")}
-        (staging / "meta.json").write_text(json.dumps(meta))
-        staging.rename(directory)
-    except OSError:
-        if not (directory / "meta.json").exists():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_snapshot(world, directory, {"generated_seconds": world.meta.get("generated_seconds")})
 
 
 def _read_world(directory: Path, spec: SyntheticWorldSpec) -> Dataset:
-    meta = json.loads((directory / "meta.json").read_text())
-    tables = {name: pd.read_parquet(directory / f"{name}.parquet") for name in _TABLES}
-    tables["items"]["topics"] = [tuple(t) for t in tables["items"]["topics"]]
-    return Dataset(
-        name=meta["name"], topics=tuple(meta["topics"]), **tables,
-        meta={"spec": spec, "generated_seconds": meta.get("generated_seconds"), "cache": str(directory)},
-    )
+    return read_snapshot(directory, extra_meta={"spec": spec, "cache": str(directory)})

@@ -44,3 +44,14 @@ def test_non_mapping_file_is_an_error(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(path)
+
+
+def test_a_node_environment_sets_the_artifact_cache_beneath_the_deployed_config(monkeypatch, tmp_path):
+    """Each node's replicas inherit its environment: the cache directory is per node while the
+    user_config (one for the whole cluster) names the root."""
+    from config import config_from_mapping
+
+    monkeypatch.setenv("RAYFEED_ARTIFACTS__CACHE_DIR", str(tmp_path / "node-a"))
+    config = config_from_mapping({"artifacts": {"root": "s3://models/rayfeed", "version": None}})
+    assert config.artifacts.root == "s3://models/rayfeed"
+    assert config.artifacts.cache_dir == tmp_path / "node-a"

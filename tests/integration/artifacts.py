@@ -8,7 +8,8 @@ from pathlib import Path
 
 from app.artifacts import ArtifactStore, ArtifactVersion
 from config import RayfeedConfig, load_config
-from app.data import load_dataset
+from app.data import SNAPSHOT_DIR, load_dataset
+from app.data.snapshot import write_snapshot
 from training.ads import train_ads
 from training.monitor_baseline import save_monitor_baseline
 from training.organic import fit_organic, production_split
@@ -40,6 +41,7 @@ def train_two_versions(root: Path, log=lambda m: None) -> tuple[ArtifactVersion,
     models = fit_organic(dataset, history, labels, config, use_ray=False, log=log)
     models.save(staging / "organic")
     save_monitor_baseline(models, config, staging / "organic")  # the live monitor's PSI reference
+    write_snapshot(dataset, staging / SNAPSHOT_DIR)  # replicas read the dataset from the artifact
     bundle, figures = train_ads(dataset, dataset.interactions, config.ads, now=models.engagements.last_timestamp)
     bundle.save(staging / "ads")
     manifest = {"dataset": dataset.name, "as_of": models.meta["as_of"], "train_seconds": time.perf_counter() - started}
