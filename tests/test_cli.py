@@ -13,7 +13,7 @@ def test_training_on_demand_uses_the_given_configuration(tmp_path, monkeypatch):
     trained_with = []
     monkeypatch.setattr(cli, "train", lambda config, no_ray: trained_with.append(config) or 0)
     cli._ensure_artifacts(load_config(path), no_ray=True)
-    assert [c.artifacts.root for c in trained_with] == [tmp_path / "my-artifacts"]
+    assert [c.artifacts.root for c in trained_with] == [str(tmp_path / "my-artifacts")]
 
 
 def test_the_main_commands_local_redis_keeps_acknowledged_writes_across_a_crash(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ def test_overrides_validate_and_name_the_reference_sizes(tmp_path):
     overrides = million_overrides(tmp_path, WORLD, Reduction())
     config = load_config(overrides=overrides)
     assert config.data.dataset == "synthetic" and config.data.synthetic.n_items == 1_000_000
-    assert config.data.cache_dir.is_absolute() and config.artifacts.root == (tmp_path / "artifacts").resolve()
+    assert config.data.cache_dir.is_absolute() and config.artifacts.root == str((tmp_path / "artifacts").resolve())
     assert config.retrieval.index.kind == "ivf"
     assert (config.retrieval.sources.total_candidates, config.ranking.output_size,
             config.reranking.output_size) == (5000, 500, 100)
