@@ -1,5 +1,6 @@
-"""Shared fixtures: one real redis-server per test session (or REDIS_URL when set), and a
-promtool binary (found, cached or extracted) for the alert-rule tests."""
+"""Shared fixtures: one real redis-server per test session (or REDIS_URL when set), a real
+3-master Redis Cluster on loopback ports (started on first use), and a promtool binary (found,
+cached or extracted) for the alert-rule tests."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.state.local_redis import LocalRedis
+from app.state.local_redis import LocalRedis, LocalRedisCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 GET_PROMTOOL = ROOT / "observability" / "alerts" / "get_promtool.sh"
@@ -39,6 +40,32 @@ def redis_client(redis_url: str) -> redis.Redis:
     client.flushdb()
     yield client
     client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """A real Redis Cluster for the whole session: REDIS_CLUSTER_URL if given
+    (redis+cluster://host:port,...), else 3 private masters (`redis-server --cluster-enabled yes`
+    ×3, then `redis-cli --cluster create`), stopped at the end."""
+    url = os.environ.get("REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    cluster = LocalRedisCluster.start(masters=3)
+    yield cluster.url
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_client(redis_cluster_url: str):
+    """A cluster client on flushed masters: every test starts from empty state."""
+    from app.state._redis import fail_fast_client
+
+    client = fail_fast_client(redis_cluster_url, 2.0)
+    client.flushdb(target_nodes="primaries")
+    yield client
+    client.flushdb(target_nodes="primaries")
     client.close()
 
 

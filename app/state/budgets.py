@@ -20,7 +20,7 @@ from typing import Protocol
 import redis
 
 from app.state import keys
-from app.state._redis import MICROS, as_str, to_micros_down, to_micros_up, unavailable_on_redis_error
+from app.state._redis import MICROS, as_str, is_cluster, to_micros_down, to_micros_up, unavailable_on_redis_error
 from app.state.clock import day_index, seconds_to_day_end
 
 # Reclaiming stale reservations is bounded per call so one reserve never does unbounded work.
@@ -156,8 +156,9 @@ class InMemoryBudgetStore:
 # Each step is a Lua function of (KEYS, ARGV): the store's scripts call one once, and
 # app/state/reservations.py calls them for every ad of a page in one script.
 
-# KEYS: budget hash, ledger hash, pending zset, owner string
-# ARGV: reservation id, amount, budget, now, expires at, key ttl, owner value, reclaim batch
+# KEYS: budget hash, ledger hash, pending zset (one campaign: one slot), and the owner string when
+# it is written in the same step (one server; on a Redis Cluster it hashes elsewhere and is
+# written just before, SET NX). ARGV: reservation id, amount, budget, now, expires at, key ttl, owner value, reclaim batch
 RESERVE_LUA = """
 local function budget_reserve(KEYS, ARGV)
   local rid, amount, budget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -183,7 +184,7 @@ local function budget_reserve(KEYS, ARGV)
   redis.call('EXPIRE', KEYS[2], ARGV[6])
   redis.call('ZADD', KEYS[3], ARGV[5], rid)
   redis.call('EXPIRE', KEYS[3], ARGV[6])
-  redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[6])
+  if KEYS[4] then redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[6]) end
   return 'R'
 end
 """
@@ -244,14 +245,17 @@ class RedisBudgetStore:
     """Budgets in Redis: each step is one Lua script; keys get their TTL in that same script.
 
     Keys of a campaign's day expire `key_grace_s` after the day ends. Pending reservations are
-    scored by the injected clock, so tests move time without sleeping. Every Redis failure
-    raises `StoreUnavailable`.
+    scored by the injected clock, so tests move time without sleeping. A reservation is found
+    by id through its owner string ('campaign:day'): written by the reserve script on one server,
+    by a SET NX just before it on a Redis Cluster (another slot). Every Redis failure raises
+    `StoreUnavailable`.
     """
 
     def __init__(self, client: redis.Redis, reservation_ttl_s: float, key_grace_s: int) -> None:
         self._client = client
         self._ttl = reservation_ttl_s
         self._key_grace_s = key_grace_s
+        self.split_owner = is_cluster(client)  # the owner string is its own step
         self._reserve = client.register_script(_RESERVE)
         self._commit = client.register_script(_COMMIT)
         self._release = client.register_script(_RELEASE)
@@ -273,11 +277,15 @@ class RedisBudgetStore:
             rows = pipe.execute() if names else []
         return states_from(rows, daily_budgets)
 
-    def reserve_call(self, reservation_id: str, campaign_id: int, amount: float, daily_budget: float, now: float
-                     ) -> tuple[list[str], list[object]]:
-        """KEYS and ARGV of `budget_reserve` for one reservation."""
+    def _key_ttl(self, now: float) -> int:
+        return int(seconds_to_day_end(now)) + 1 + self._key_grace_s
+
+    def reserve_call(self, reservation_id: str, campaign_id: int, amount: float, daily_budget: float, now: float,
+                     with_owner: bool = True) -> tuple[list[str], list[object]]:
+        """KEYS and ARGV of `budget_reserve` for one reservation; `with_owner=False` leaves the
+        owner string to `write_owner` (a Redis Cluster)."""
         day = day_index(now)
-        key_ttl = int(seconds_to_day_end(now)) + 1 + self._key_grace_s
+        key_ttl = self._key_ttl(now)
         args: list[object] = [
             reservation_id,
             to_micros_up(amount),
@@ -288,11 +296,20 @@ class RedisBudgetStore:
             f"{campaign_id}:{day}",
             _RECLAIM_BATCH,
         ]
-        return [*self.campaign_keys(campaign_id, day), keys.budget_reservation_owner(reservation_id)], args
+        owner = [keys.budget_reservation_owner(reservation_id)] if with_owner else []
+        return [*self.campaign_keys(campaign_id, day), *owner], args
+
+    def write_owner(self, pipe, reservation_id: str, campaign_id: int, now: float) -> None:
+        """Queue the owner string's SET NX on `pipe` (first writer wins: it never moves)."""
+        pipe.set(keys.budget_reservation_owner(reservation_id), f"{campaign_id}:{day_index(now)}", nx=True,
+                 ex=self._key_ttl(now))
 
     def reserve(self, reservation_id, campaign_id, amount, daily_budget, now) -> BudgetStatus:
-        script_keys, args = self.reserve_call(reservation_id, campaign_id, amount, daily_budget, now)
+        script_keys, args = self.reserve_call(reservation_id, campaign_id, amount, daily_budget, now,
+                                              with_owner=not self.split_owner)
         with unavailable_on_redis_error("reserving budget"):
+            if self.split_owner:
+                self.write_owner(self._client, reservation_id, campaign_id, now)
             return BudgetStatus(as_str(self._reserve(keys=script_keys, args=args)))
 
     @staticmethod

@@ -20,7 +20,7 @@ from typing import Protocol
 import redis
 
 from app.state import keys
-from app.state._redis import as_str, unavailable_on_redis_error
+from app.state._redis import as_str, is_cluster, unavailable_on_redis_error
 from app.state.clock import day_index, seconds_to_day_end
 
 
@@ -146,10 +146,13 @@ class InMemoryCapStore:
 
 
 # Each step is a Lua function of (KEYS, ARGV): the store's scripts call one once, and
-# app/state/reservations.py calls them for every ad of a page in one script.
+# app/state/reservations.py calls them for every ad of a page in one script. Every key of a
+# step but the owner pointer shares the user's hash slot (app/state/keys.py).
 
-# KEYS: ad counter, advertiser counter, category counter, ledger
-# ARGV: ad limit, advertiser limit, category limit (-1 = none), day ttl, session ttl, ledger ttl
+# KEYS: ad counter, advertiser counter, category counter, ledger, and the owner pointer when it is
+# written in the same step (one server; on a Redis Cluster it hashes elsewhere and is written
+# just before). ARGV: ad limit, advertiser limit, category limit (-1 = none), day ttl, session
+# ttl, ledger ttl, user id.
 RESERVE_LUA = """
 local function cap_reserve(KEYS, ARGV)
   local state = redis.call('HGET', KEYS[4], 'state')
@@ -165,6 +168,7 @@ local function cap_reserve(KEYS, ARGV)
   end
   redis.call('HSET', KEYS[4], 'state', 'R', 'k1', KEYS[1], 'k2', KEYS[2], 'k3', KEYS[3])
   redis.call('EXPIRE', KEYS[4], ARGV[6])
+  if KEYS[5] then redis.call('SET', KEYS[5], ARGV[7], 'NX', 'EX', ARGV[6]) end
   return 'R'
 end
 """
@@ -231,13 +235,16 @@ class RedisCapStore:
 
     Day counters expire `key_grace_s` after their day ends; session counters `session_ttl_s`
     after their last increment; a reservation's ledger lives as long as its day counters.
-    Every Redis failure raises `StoreUnavailable`.
+    A reservation is found by id through its owner pointer (the user id): on one server the
+    reserve script writes it, on a Redis Cluster (another slot) a SET NX just before does, so a
+    hold is never unreachable. Every Redis failure raises `StoreUnavailable`.
     """
 
     def __init__(self, client: redis.Redis, session_ttl_s: int, key_grace_s: int) -> None:
         self._client = client
         self._session_ttl_s = session_ttl_s
         self._key_grace_s = key_grace_s
+        self.split_owner = is_cluster(client)  # the owner pointer is its own step
         self._reserve = client.register_script(_RESERVE)
         self._commit = client.register_script(_COMMIT)
         self._release = client.register_script(_RELEASE)
@@ -255,41 +262,64 @@ class RedisCapStore:
         if not names:
             return CapCounts({}, {}, {})
         with unavailable_on_redis_error("reading frequency caps"):
-            values = self._client.mget(names)
+            values = self._client.mget(names)  # one user's counters: one slot
         return counts_from(values, ad_ids, advertiser_ids, categories)
 
-    def reserve_call(self, reservation_id: str, claim: CapClaim, now: float) -> tuple[list[str], list[object]]:
-        """KEYS and ARGV of `cap_reserve` for one claim."""
+    def reserve_call(self, reservation_id: str, claim: CapClaim, now: float, with_owner: bool = True
+                     ) -> tuple[list[str], list[object]]:
+        """KEYS and ARGV of `cap_reserve` for one claim; `with_owner=False` leaves the owner
+        pointer to `write_owner` (a Redis Cluster)."""
         day = day_index(now)
         cap_keys = [
             keys.ad_user_day(day, claim.user_id, claim.ad_id),
             keys.advertiser_user_day(day, claim.user_id, claim.advertiser_id),
             keys.session_category(claim.user_id, claim.session_id, claim.category),
-            keys.cap_ledger(reservation_id),
+            keys.cap_ledger(claim.user_id, reservation_id),
         ]
-        day_ttl = self._day_ttl(now)
+        if with_owner:
+            cap_keys.append(keys.cap_owner(reservation_id))
         args: list[object] = [
             _limit_arg(claim.ad_limit),
             _limit_arg(claim.advertiser_limit),
             _limit_arg(claim.category_limit),
-            day_ttl,
+            self._day_ttl(now),
             self._session_ttl_s,
-            max(day_ttl, self._session_ttl_s),
+            self.ledger_ttl(now),
+            claim.user_id,
         ]
         return cap_keys, args
 
+    def ledger_ttl(self, now: float) -> int:
+        return max(self._day_ttl(now), self._session_ttl_s)
+
+    def write_owner(self, pipe, reservation_id: str, claim: CapClaim, now: float) -> None:
+        """Queue the owner pointer's SET NX on `pipe` (first writer wins: it never moves)."""
+        pipe.set(keys.cap_owner(reservation_id), claim.user_id, nx=True, ex=self.ledger_ttl(now))
+
     def reserve(self, reservation_id: str, claim: CapClaim, now: float) -> CapStatus:
-        cap_keys, args = self.reserve_call(reservation_id, claim, now)
+        cap_keys, args = self.reserve_call(reservation_id, claim, now, with_owner=not self.split_owner)
         with unavailable_on_redis_error("reserving frequency caps"):
+            if self.split_owner:
+                self.write_owner(self._client, reservation_id, claim, now)
             return CapStatus(as_str(self._reserve(keys=cap_keys, args=args)))
+
+    def ledger_of(self, reservation_id: str) -> str | None:
+        """The ledger key of a reservation (None: no owner recorded, so none was held)."""
+        user = as_str(self._client.get(keys.cap_owner(reservation_id)))
+        return None if user is None else keys.cap_ledger(int(user), reservation_id)
 
     def commit(self, reservation_id: str, now: float) -> CapStatus:
         with unavailable_on_redis_error("committing frequency caps"):
-            return CapStatus(as_str(self._commit(keys=[keys.cap_ledger(reservation_id)])))
+            ledger = self.ledger_of(reservation_id)
+            if ledger is None:
+                return CapStatus.UNKNOWN
+            return CapStatus(as_str(self._commit(keys=[ledger])))
 
     def release(self, reservation_id: str, now: float) -> CapStatus:
-        ledger = keys.cap_ledger(reservation_id)
         with unavailable_on_redis_error("releasing frequency caps"):
+            ledger = self.ledger_of(reservation_id)
+            if ledger is None:
+                return CapStatus.UNKNOWN
             counters = self._client.hmget(ledger, list(LEDGER_FIELDS))
             if any(c is None for c in counters):
                 return CapStatus.UNKNOWN

@@ -1,4 +1,5 @@
-"""Many threads against the real redis-server: no cap is exceeded, no budget overspent, exactly.
+"""Many threads against the real redis-server and the real 3-master Redis Cluster: no cap is
+exceeded, no budget overspent, exactly.
 
 Budgets and caps are small and contended so that they are actually exhausted: the assertions
 check both that the limits hold and that they were reached.
@@ -10,27 +11,38 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import redis
+import pytest
 
+from app.state._redis import fail_fast_client
 from app.state.budgets import BudgetStatus, RedisBudgetStore
 from app.state.caps import CapClaim, CapStatus, RedisCapStore
 from app.state.clock import day_index
 from app.state.reservations import AdReservation, RedisReservations
-from tests.app.state.conftest import DAY_START
+from tests.app.state.conftest import DAY_START, REDIS_KINDS, flushed_client, redis_url_of
 
 THREADS = 24
 OPS_PER_THREAD = 250
 NOW = DAY_START + 10 * 3600
 
 
-def _client(redis_url: str) -> redis.Redis:
-    pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=THREADS + 4)
-    return redis.Redis(connection_pool=pool)
+@pytest.fixture(params=REDIS_KINDS)
+def redis_kind(request) -> str:
+    """One redis-server or the Redis Cluster; the state is flushed first."""
+    flushed_client(request, request.param)
+    return request.param
 
 
-def test_concurrent_budget_reservations_never_overspend(redis_url, redis_client) -> None:
+@pytest.fixture
+def client(request, redis_kind):
+    """A client with a connection per thread (per node on the cluster), as the serving path makes them."""
+    made = fail_fast_client(redis_url_of(request, redis_kind), 5.0, max_connections=THREADS + 4)
+    yield made
+    made.close()
+
+
+def test_concurrent_budget_reservations_never_overspend(client) -> None:
     budgets = {1: 7.5, 2: 12.0, 3: 30.0}
-    store = RedisBudgetStore(_client(redis_url), reservation_ttl_s=300, key_grace_s=60)
+    store = RedisBudgetStore(client, reservation_ttl_s=300, key_grace_s=60)
     committed: Counter[int] = Counter()  # micro-units charged, per campaign, as the clients saw it
     lock = threading.Lock()
 
@@ -63,8 +75,8 @@ def test_concurrent_budget_reservations_never_overspend(redis_url, redis_client)
         assert states[campaign].remaining < 0.4  # and actually exhausted: no price fits any more
 
 
-def test_concurrent_cap_reservations_never_exceed_caps(redis_url, redis_client) -> None:
-    store = RedisCapStore(_client(redis_url), session_ttl_s=600, key_grace_s=60)
+def test_concurrent_cap_reservations_never_exceed_caps(client) -> None:
+    store = RedisCapStore(client, session_ttl_s=600, key_grace_s=60)
     users, ads = range(4), range(3)
     ad_cap, advertiser_cap, political_cap = 3, 5, 1
     granted: Counter[tuple[int, int]] = Counter()
@@ -105,8 +117,7 @@ def test_concurrent_cap_reservations_never_exceed_caps(redis_url, redis_client) 
     assert political_shown >= 1  # the category cap was exercised, not vacuously true
 
 
-def test_same_request_reserved_concurrently_counts_once(redis_url, redis_client) -> None:
-    client = _client(redis_url)
+def test_same_request_reserved_concurrently_counts_once(client) -> None:
     budgets = RedisBudgetStore(client, reservation_ttl_s=300, key_grace_s=60)
     caps = RedisCapStore(client, session_ttl_s=600, key_grace_s=60)
     claim = CapClaim(1, 1, 1, "retail", "s", 3, 3, None)
@@ -124,9 +135,9 @@ def test_same_request_reserved_concurrently_counts_once(redis_url, redis_client)
     assert day_index(NOW) == day_index(DAY_START)
 
 
-def test_concurrent_batched_reservations_never_exceed_caps_or_budgets(redis_url, redis_client) -> None:
-    """Pages of winners held in one script each, released or committed per ad, from many threads."""
-    client = _client(redis_url)
+def test_concurrent_batched_reservations_never_exceed_caps_or_budgets(client) -> None:
+    """Pages of winners held in one script each (single-slot steps on the cluster), released or
+    committed per ad, from many threads."""
     reservations = RedisReservations(
         RedisCapStore(client, session_ttl_s=600, key_grace_s=60), RedisBudgetStore(client, reservation_ttl_s=300, key_grace_s=60)
     )

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from app.state.budgets import BudgetStatus, InMemoryBudgetStore, RedisBudgetStore
 from app.state.caps import CapClaim, CapStatus, InMemoryCapStore, RedisCapStore
 from app.state.reservations import AdReservation, RedisReservations, ReservationOutcome, StoreReservations
-from tests.app.state.conftest import GRACE_S, RESERVATION_TTL_S, SESSION_TTL_S
+from tests.app.state.conftest import GRACE_S, RESERVATION_TTL_S, SESSION_TTL_S, flushed_client
 
 USER = 7
 
@@ -26,12 +26,13 @@ def _redis_stores(client):
             RedisBudgetStore(client, reservation_ttl_s=RESERVATION_TTL_S, key_grace_s=GRACE_S))
 
 
-@pytest.fixture(params=["memory", "redis_stores", "redis_batched"])
+@pytest.fixture(params=["memory", "redis_stores", "redis_batched", "cluster_stores", "cluster_batched"])
 def reservations(request):
     if request.param == "memory":
         return StoreReservations(InMemoryCapStore(), InMemoryBudgetStore(RESERVATION_TTL_S))
-    caps, budgets = _redis_stores(request.getfixturevalue("redis_client"))
-    return StoreReservations(caps, budgets) if request.param == "redis_stores" else RedisReservations(caps, budgets)
+    kind, how = request.param.split("_")
+    caps, budgets = _redis_stores(flushed_client(request, kind))
+    return StoreReservations(caps, budgets) if how == "stores" else RedisReservations(caps, budgets)
 
 
 def _snapshot(reservations, now, ad_ids=(1, 2, 3), advertiser_ids=(10, 11), categories=("retail", "political"),
@@ -147,12 +148,21 @@ _STEP = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.fixture(params=["one_script", "steps", "cluster_steps"])
+def batched_client(request):
+    """(client, one_script): the page in one script on one server; in single-slot steps on one
+    server and on the Redis Cluster."""
+    kind = "cluster" if request.param.startswith("cluster") else "redis"
+    return flushed_client(request, kind), request.param == "one_script"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(_STEP, min_size=1, max_size=12))
-def test_batched_scripts_answer_what_the_reference_answers(redis_client, clock, steps) -> None:
-    redis_client.flushdb()
+def test_batched_scripts_answer_what_the_reference_answers(batched_client, clock, steps) -> None:
+    client, one_script = batched_client
+    client.flushdb()
     reference = StoreReservations(InMemoryCapStore(), InMemoryBudgetStore(RESERVATION_TTL_S))
-    batched = RedisReservations(*_redis_stores(redis_client))
+    batched = RedisReservations(*_redis_stores(client), one_script=one_script)
     now = clock()
     for kind, arg in steps:
         if kind == "advance":
@@ -176,3 +186,8 @@ def test_batched_reservations_need_one_client(redis_client, redis_url) -> None:
     _, budgets = _redis_stores(redis.Redis.from_url(redis_url))
     with pytest.raises(ValueError, match="one Redis client"):
         RedisReservations(caps, budgets)
+
+
+def test_one_script_per_page_is_refused_on_a_cluster(redis_cluster_client) -> None:
+    with pytest.raises(ValueError, match="Redis Cluster"):
+        RedisReservations(*_redis_stores(redis_cluster_client), one_script=True)

@@ -168,15 +168,30 @@ def test_budget_lowered_midday_takes_effect(budget_store, clock) -> None:
 # ---------------------------------------------------------------- Redis specifics
 
 
-def test_redis_keys_get_ttls_in_the_same_step(redis_client, clock) -> None:
-    caps = RedisCapStore(redis_client, session_ttl_s=SESSION_TTL_S, key_grace_s=GRACE_S)
-    budgets = RedisBudgetStore(redis_client, reservation_ttl_s=RESERVATION_TTL_S, key_grace_s=GRACE_S)
+def test_redis_keys_get_ttls_in_the_same_step(any_redis, clock) -> None:
+    kind, client = any_redis
+    caps = RedisCapStore(client, session_ttl_s=SESSION_TTL_S, key_grace_s=GRACE_S)
+    budgets = RedisBudgetStore(client, reservation_ttl_s=RESERVATION_TTL_S, key_grace_s=GRACE_S)
     caps.reserve("r1", claim(), clock())
     budgets.reserve("r1", 1, 1.0, 10.0, clock())
     to_midnight = 15 * 3600
-    names = [k.decode() for k in redis_client.keys(f"{keys.PREFIX}:*")]
-    assert len(names) == 8
+    on_every_master = {"target_nodes": "primaries"} if kind == "cluster" else {}
+    names = [k.decode() for k in client.keys(f"{keys.PREFIX}:*", **on_every_master)]
+    assert len(names) == 9  # 3 counters, cap ledger and owner; budget, ledger, pending and owner
     for name in names:
-        ttl = redis_client.ttl(name)
+        ttl = client.ttl(name)
         expected = SESSION_TTL_S if ":cap:cat:" in name else to_midnight + GRACE_S
         assert expected - 2 <= ttl <= expected + 2, (name, ttl)
+
+
+def test_each_script_touches_one_hash_slot(clock) -> None:
+    """A user's caps and cap ledger share one slot, a campaign's budget keys another: what lets
+    every script run on a Redis Cluster (the owner pointers are written in their own step)."""
+    from redis.crc import key_slot
+
+    caps = RedisCapStore.__new__(RedisCapStore)
+    caps._session_ttl_s, caps._key_grace_s = SESSION_TTL_S, GRACE_S
+    cap_keys, _ = caps.reserve_call("r1", claim(), clock(), with_owner=False)
+    assert len({key_slot(k.encode()) for k in cap_keys}) == 1
+    budget_keys = RedisBudgetStore.campaign_keys(3, 19_000)
+    assert len({key_slot(k.encode()) for k in budget_keys}) == 1
