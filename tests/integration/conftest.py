@@ -132,12 +132,18 @@ def otlp_receiver():
 
 
 @pytest.fixture(scope="session")
-def served_app(redis_url, tmp_path_factory, otlp_receiver) -> ServedApp:
+def trained_versions(tmp_path_factory) -> tuple[Path, ArtifactVersion, ArtifactVersion]:
+    """The session's artifact root and its two versions (trained once)."""
+    root = tmp_path_factory.mktemp("artifacts")
+    return (root, *train_two_versions(root))
+
+
+@pytest.fixture(scope="session")
+def served_app(redis_url, trained_versions, otlp_receiver) -> ServedApp:
     import ray
     from ray import serve
 
-    root = tmp_path_factory.mktemp("artifacts")
-    first, second = train_two_versions(root)
+    root, first, second = trained_versions
     # A database of its own: the unit tests' redis_client fixture flushes db 0.
     url = redis_url.rsplit("/", 1)[0] + "/5"
     # Replicas inherit the driver's environment (ray.init starts the local cluster).
