@@ -265,7 +265,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         now = state.clock()
         refs = [g.user_id if ids.ids is not None else None for g in given]  # new users' own ids
         stream_events = [stream_event(e, now, ref) for e, ref in zip(events, refs)]
-        stream = EventStream(store.client, config.api.event_stream_maxlen, config.api.event_dedup_ttl_s)
+        stream = EventStream(store.client, config.api.event_stream_maxlen, config.api.event_dedup_ttl_s,
+                             partitions=config.api.event_stream_partitions)
         try:  # BEFORE the ack: an acknowledged event is never lost
             flags = await self.redis.guarded(
                 "events_append", lambda: stream.append(stream_events, state.counters.ops_for(stream_events)))

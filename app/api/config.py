@@ -25,6 +25,10 @@ class ApiConfig(Section):
     event_stream_maxlen: int = Field(
         1_000_000, ge=1000, le=100_000_000, description="approximate length bound of the Redis event stream (XADD MAXLEN ~)"
     )
+    event_stream_partitions: int = Field(
+        1, ge=1, le=1024, description="keys the event stream is split into by user (hash-tagged: spread over a Redis "
+        "Cluster's masters); every writer and reader must agree (app/state/events.py)"
+    )
     event_dedup_ttl_s: float = Field(
         86_400.0, gt=0, le=30 * 86_400, description="an event id seen within this window counts as a duplicate"
     )
