@@ -15,7 +15,8 @@ run is a few minutes):
   kill-<Deployment>   ray.kill on one replica actor of each deployment in turn
   kill-controller     ray.kill on the Serve controller (Ray restarts it)
   redis-stop          SIGTERM redis-server, keep it down 4 s, start it again (same port, same AOF)
-  redis-pause         SIGSTOP redis-server for 4 s, then SIGCONT (a hung Redis)
+  redis-pause         SIGSTOP redis-server for 4 s, then SIGCONT (a hung Redis); with --redis-cluster,
+                      one of 3 masters (the event stream's) for 10 s
   redis-crash         SIGKILL redis-server, start it again at once
   overload            open loop at 6× the steady rate for 8 s: shed with 503 + Retry-After
   deadline            feeds with `X-Request-Timeout-Ms: 5`: answered 504, promptly
@@ -67,6 +68,8 @@ RATE_LIMIT_PROBE = {"rate_limit_per_s": 2.0, "rate_limit_burst": 4.0}  # the `ra
 class ChaosRedis:
     """A redis-server on loopback with an append-only file fsynced on every write."""
 
+    pause_s = 4.0
+
     def __init__(self) -> None:
         from app.state.local_redis import free_port
 
@@ -113,6 +116,50 @@ class ChaosRedis:
             self.process.send_signal(signal.SIGCONT)
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+class ChaosRedisCluster:
+    """A 3-master Redis Cluster on loopback (`--redis-cluster`); its faults hit one master, the
+    one serving the event stream's slot, and `redis-pause` freezes it for 10 s (less than the
+    cluster's node timeout: the others keep serving their slots)."""
+
+    pause_s = 10.0
+
+    def __init__(self) -> None:
+        self.cluster = None
+        self.dir = Path(tempfile.mkdtemp(prefix="rayfeed-chaos-redis-cluster-"))
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+    def start(self) -> None:
+        from app.state.local_redis import LocalRedisCluster
+
+        if self.cluster is None:
+            self.cluster = LocalRedisCluster.start(masters=3, directory=self.dir)
+
+    @property
+    def victim(self):
+        from app.state.events import EventPartitions
+
+        return self.cluster.master_of(EventPartitions(1, tagged=True).key(0))
+
+    def signal(self, sig: int) -> None:
+        if sig not in (signal.SIGSTOP, signal.SIGCONT):
+            raise ValueError("--redis-cluster runs redis-pause only (a frozen master)")
+        self.victim.process.send_signal(sig)
+
+    def client(self):
+        from app.state._redis import fail_fast_client
+
+        return fail_fast_client(self.url, 5.0)
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            for node in self.cluster.nodes:
+                node.process.send_signal(signal.SIGCONT)
+            self.cluster.stop()
 
 
 # -- load ---------------------------------------------------------------------------------------
@@ -346,7 +393,7 @@ class Chaos:
             self.redis.start()
         elif name == "redis-pause":
             self.redis.signal(signal.SIGSTOP)
-            time.sleep(4.0)
+            time.sleep(self.redis.pause_s)
             self.redis.signal(signal.SIGCONT)
         elif name == "redis-crash":
             self.redis.signal(signal.SIGKILL)
@@ -436,7 +483,7 @@ class Chaos:
         batch once: acknowledged ones must come back all duplicates)."""
         import httpx
 
-        from app.state.events import STREAM_KEY
+        from app.state.events import EventPartitions
 
         with httpx.Client(base_url=self.url, timeout=10) as client:
             for batch in load.batches:  # a client retrying everything (it cannot know what was lost)
@@ -452,8 +499,10 @@ class Chaos:
                         break
                     time.sleep(0.25)
         counts: Counter[str] = Counter()
-        for _, fields in self.redis.client().xrange(STREAM_KEY):
-            counts[fields[b"event_id"].decode()] += 1
+        store = self.redis.client()
+        for key in EventPartitions.of(store, 1).keys():
+            for _, fields in store.xrange(key):
+                counts[fields[b"event_id"].decode()] += 1
         acked = [i for b in load.batches if b.acked for i in b.ids]
         lost = sum(1 for i in acked if counts[i] == 0)
         doubled = sum(b.recounted for b in load.batches)
@@ -466,8 +515,9 @@ def check_budgets(redis_client) -> str:
     from app.state import keys
 
     checked, bad = 0, []
-    for key in redis_client.scan_iter(f"{keys.PREFIX}:budget:*"):
-        campaign, day = key.decode().rsplit(":", 2)[-2:]
+    for key in redis_client.scan_iter(f"{keys.PREFIX}:*:budget:*"):  # rf:ads:{c:<campaign>}:budget:<day>
+        tag, _, day = key.decode().rsplit(":", 2)
+        campaign = tag.rsplit(":", 1)[-1].rstrip("}")
         h = {k.decode(): int(v) for k, v in redis_client.hgetall(key).items()}
         ledger = redis_client.hgetall(keys.budget_ledger(int(campaign), int(day)))
         committed = sum(int(v.split(b"|")[1]) for v in ledger.values() if v.startswith(b"C|"))
@@ -499,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=2, help="replicas per deployment (1..3)")
     parser.add_argument("--only", default="", help="comma-separated scenarios (default: all): " + ",".join(SCENARIOS))
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="run against a 3-master Redis Cluster it starts (redis-pause freezes one master for 10 s)")
     args = parser.parse_args(argv)
     if not 0 < args.scenario_seconds <= 30 or not 1 <= args.replicas <= 3 or not 0 < args.rate <= 50:
         parser.error("--scenario-seconds in (0, 30], --replicas in 1..3, --rate in (0, 50]")
@@ -517,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # `timeout`/kill sends SIGTERM: exit through the finally below (Ray, Serve and Redis stopped).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    redis = ChaosRedis()
+    redis = ChaosRedisCluster() if args.redis_cluster else ChaosRedis()
     redis.start()
     os.environ["REDIS_URL"] = redis.url  # replicas inherit the driver's environment
     os.environ.setdefault(ADMIN_TOKEN_ENV, uuid.uuid4().hex)
@@ -542,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         if wait_until(lambda: ready(url) and chaos.settled(), 300, 1.0) is None:
             raise TimeoutError("the app did not become ready within 300 s")
         print(f"app ready at {url} with {args.replicas} replicas per deployment in {time.monotonic() - started:.0f} s; "
-              f"redis {redis.url} (AOF, appendfsync always)", flush=True)
+              f"redis {redis.url}" + ("" if args.redis_cluster else " (AOF, appendfsync always)"), flush=True)
         rows.append(_baseline(chaos))
         print_table(rows[-1:])
         for name in chosen:

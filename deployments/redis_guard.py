@@ -24,6 +24,7 @@ from app.pipeline import StageHook
 from app.state._redis import async_fail_fast_client
 from app.state.breaker import BreakerState, CircuitBreaker
 from app.state.counters import user_topics
+from app.state.events import EventPartitions
 from app.state.errors import StoreUnavailable
 from app.state.overrides import AdminOverrides
 from app.state.sessions import FeedStateStore, StreamAppend
@@ -125,7 +126,7 @@ class GuardedRedis:
         if self.client is None:
             return "no Redis"
         try:
-            return await user_topics(self.client, user_id)
+            return await user_topics(self.client, user_id, EventPartitions.of(self.client, self.api.event_stream_partitions))
         except StoreUnavailable as exc:
             return f"unavailable: {exc}"
 

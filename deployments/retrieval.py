@@ -95,10 +95,11 @@ class Retrieval(ReloadableDeployment[RetrievalState]):
             try:
                 if client is None:
                     client = async_fail_fast_client(url, dynamic.read_block_ms / 1000 + 2.0, max_connections=1)
-                stream = EventStream(client, state.config.api.event_stream_maxlen, state.config.api.event_dedup_ttl_s)
+                stream = EventStream(client, state.config.api.event_stream_maxlen, state.config.api.event_dedup_ttl_s,
+                                     partitions=state.config.api.event_stream_partitions)
                 batch = await stream.follow(self._stream_position, dynamic.read_count, dynamic.read_block_ms)
                 if batch and live is self._live:
-                    self._stream_position = batch[-1][0]
+                    self._stream_position = stream.position_after(self._stream_position, batch)
                     live.observe([event for _, event in batch])
             except asyncio.CancelledError:
                 raise

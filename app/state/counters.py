@@ -10,7 +10,9 @@ only if the event went on the stream: a retried or duplicated event counts once,
 cannot leave the stream and the counters disagreeing. Day keys expire after `retention_days`.
 
 Readers: `trending(client, now, days, k)` (time-decayed sum over day keys), `user_topics(client,
-user)` (the feed's explain mode shows it), `top_creators(client, now, days, k)`.
+user)` (the feed's explain mode shows it), `top_creators(client, now, days, k)`. With a
+partitioned stream (app/state/events.py) each partition keeps its own counters in its slot (the
+names above plus the partition's hash tag): readers pass the stream's `EventPartitions` and sum.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import redis
 
 from app.state.errors import StoreUnavailable
-from app.state.events import StreamEvent
+from app.state.events import EventPartitions, StreamEvent
 
 DAY = 86_400
 ITEMS = "rf:cnt:items:"
@@ -85,29 +87,35 @@ class EngagementCounters:
         return [self.ops(e) for e in events]
 
 
-async def _decayed_top(client, prefix: str, now: float, days: int, half_life_days: float, k: int) -> list[tuple[int, float]]:
+async def _decayed_top(client, prefix: str, now: float, days: int, half_life_days: float, k: int,
+                       partitions: EventPartitions) -> list[tuple[int, float]]:
     today = day_of(now)
-    weights = {f"{prefix}{today - d}": math.pow(0.5, d / half_life_days) for d in range(days)}
-    try:
-        rows = await client.zunion(weights, aggregate="SUM", withscores=True)
-    except redis.RedisError as exc:
-        raise StoreUnavailable(f"counters {prefix}: {type(exc).__name__}: {exc}") from exc
-    rows = sorted(rows, key=lambda r: -float(r[1]))[:k]
-    return [(int(member), float(score)) for member, score in rows]
+    totals: dict[int, float] = {}
+    for p in range(partitions.count):  # ZUNION within a partition (one slot), the sum across them here
+        weights = {partitions.local(f"{prefix}{today - d}", p): math.pow(0.5, d / half_life_days) for d in range(days)}
+        try:
+            rows = await client.zunion(weights, aggregate="SUM", withscores=True)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"counters {prefix}: {type(exc).__name__}: {exc}") from exc
+        for member, score in rows:
+            totals[int(member)] = totals.get(int(member), 0.0) + float(score)
+    return sorted(totals.items(), key=lambda r: -r[1])[:k]
 
 
-async def trending(client, now: float, days: int = 7, half_life_days: float = 1.0, k: int = 100) -> list[tuple[int, float]]:
+async def trending(client, now: float, days: int = 7, half_life_days: float = 1.0, k: int = 100,
+                   partitions: EventPartitions = EventPartitions()) -> list[tuple[int, float]]:
     """Items by engagements over the last `days`, each day's count halved every `half_life_days`."""
-    return await _decayed_top(client, ITEMS, now, days, half_life_days, k)
+    return await _decayed_top(client, ITEMS, now, days, half_life_days, k, partitions)
 
 
-async def top_creators(client, now: float, days: int = 7, half_life_days: float = 1.0, k: int = 100) -> list[tuple[int, float]]:
-    return await _decayed_top(client, CREATORS, now, days, half_life_days, k)
+async def top_creators(client, now: float, days: int = 7, half_life_days: float = 1.0, k: int = 100,
+                       partitions: EventPartitions = EventPartitions()) -> list[tuple[int, float]]:
+    return await _decayed_top(client, CREATORS, now, days, half_life_days, k, partitions)
 
 
-async def user_topics(client, user_id: int) -> dict[str, float]:
+async def user_topics(client, user_id: int, partitions: EventPartitions = EventPartitions()) -> dict[str, float]:
     try:
-        raw = await client.hgetall(f"{USER_TOPICS}{user_id}")
+        raw = await client.hgetall(partitions.local(f"{USER_TOPICS}{user_id}", partitions.of_user(user_id)))
     except redis.RedisError as exc:
         raise StoreUnavailable(f"counters user topics: {type(exc).__name__}: {exc}") from exc
     return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}

@@ -1,10 +1,12 @@
 """Takedowns: items and creators removed from serving, durable in Redis, applied by every replica.
 
-    rf:takedowns:items      HASH item index    -> {"reason", "at", "external_id"} (JSON)
-    rf:takedowns:creators   HASH creator index -> the same
-    rf:takedowns:version    INCR on every change, in the same transaction
+    rf:{takedowns}:items      HASH item index    -> {"reason", "at", "external_id"} (JSON)
+    rf:{takedowns}:creators   HASH creator index -> the same
+    rf:{takedowns}:version    INCR on every change, in the same transaction
 
-A takedown is acknowledged only once Redis has it (MULTI/EXEC), so it is never accepted and
+(one hash tag: the transaction's keys share one slot on a Redis Cluster)
+
+A takedown is acknowledged only once Redis has it (one script, atomic), so it is never accepted and
 lost; with Redis unreachable the admin call fails (503) and nothing changes. Replicas poll the
 version (one GET) every `api.takedown_poll_s` and reload both hashes when it moved, so a takedown
 reaches every replica within a poll; between polls, and while Redis is unreachable, a replica
@@ -25,8 +27,15 @@ import redis
 from app.state.errors import StoreUnavailable
 
 Kind = Literal["item", "creator"]
-KEYS: dict[str, str] = {"item": "rf:takedowns:items", "creator": "rf:takedowns:creators"}
-VERSION_KEY = "rf:takedowns:version"
+KEYS: dict[str, str] = {"item": "rf:{takedowns}:items", "creator": "rf:{takedowns}:creators"}
+VERSION_KEY = "rf:{takedowns}:version"
+
+# KEYS: the kind's hash, the version; ARGV: index, record. Answers {added, version}.
+_TAKE_DOWN = "return {redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]), redis.call('INCR', KEYS[2])}"
+# KEYS: the kind's hash, the version; ARGV: index. Answers {removed, version}.
+_RESTORE = "return {redis.call('HDEL', KEYS[1], ARGV[1]), redis.call('INCR', KEYS[2])}"
+# KEYS: the version, the items' hash, the creators' hash.
+_LOAD = "return {redis.call('GET', KEYS[1]), redis.call('HKEYS', KEYS[2]), redis.call('HKEYS', KEYS[3])}"
 
 
 @dataclass(frozen=True)
@@ -63,26 +72,22 @@ class TakedownStore:
     def __init__(self, client) -> None:
         self.client = client
 
-    async def _write(self, what: str, pipe) -> list:
+    async def _run(self, what: str, script: str, script_keys: list[str], *args) -> list:
+        """One script: atomic like MULTI, and on one slot (the keys share a hash tag)."""
         try:
-            return await pipe.execute()
+            return await self.client.eval(script, len(script_keys), *script_keys, *args)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
     async def take_down(self, kind: Kind, index: int, reason: str, now: float, external_id: object = None) -> int:
         """Record the takedown (idempotent: a second one keeps the first's time); the new version."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hsetnx(KEYS[kind], str(index), json.dumps({"reason": reason, "at": now, "external_id": external_id}))
-        pipe.incr(VERSION_KEY)
-        _, version = await self._write(f"take down {kind} {index}", pipe)
+        record = json.dumps({"reason": reason, "at": now, "external_id": external_id})
+        _, version = await self._run(f"take down {kind} {index}", _TAKE_DOWN, [KEYS[kind], VERSION_KEY], str(index), record)
         return int(version)
 
     async def restore(self, kind: Kind, index: int) -> tuple[bool, int]:
         """Undo a takedown: (whether there was one, the new version)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(KEYS[kind], str(index))
-        pipe.incr(VERSION_KEY)
-        removed, version = await self._write(f"restore {kind} {index}", pipe)
+        removed, version = await self._run(f"restore {kind} {index}", _RESTORE, [KEYS[kind], VERSION_KEY], str(index))
         return bool(removed), int(version)
 
     async def version(self) -> int:
@@ -93,12 +98,8 @@ class TakedownStore:
         return int(raw) if raw is not None else 0
 
     async def load(self) -> TakedownSet:
-        """Everything taken down, read at one version (MULTI: the version and both hashes together)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.get(VERSION_KEY)
-        pipe.hkeys(KEYS["item"])
-        pipe.hkeys(KEYS["creator"])
-        version, items, creators = await self._write("takedowns load", pipe)
+        """Everything taken down, read at one version (one script: the version and both hashes together)."""
+        version, items, creators = await self._run("takedowns load", _LOAD, [VERSION_KEY, KEYS["item"], KEYS["creator"]])
         return TakedownSet(int(version) if version is not None else 0,
                            frozenset(int(i) for i in items), frozenset(int(c) for c in creators))
 

@@ -67,3 +67,10 @@ def run_async_store(url: str, store_class, work):
             await client.aclose()
 
     return asyncio.run(go())
+
+
+@pytest.fixture(params=REDIS_KINDS)
+def state_url(request) -> str:
+    """The URL of each Redis kind, its state flushed: the async stores run on both."""
+    flushed_client(request, request.param)
+    return redis_url_of(request, request.param)

@@ -1,12 +1,24 @@
-"""The event stream and the feed's session state against the real Redis."""
+"""The event stream and the feed's session state against the real Redis: the stream on one
+redis-server and on the 3-master Redis Cluster, in one partition and in three."""
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
 
-from app.state.events import EventStream, StreamEvent
+from app.state._redis import async_fail_fast_client
+from app.state.events import EventPartitions, EventStream, StreamEvent
 from app.state.sessions import FeedStateStore
+from tests.app.state.conftest import flushed_client, redis_url_of
+
+
+@pytest.fixture(params=[("redis", 1), ("redis", 3), ("cluster", 1), ("cluster", 3)], ids=lambda p: f"{p[0]}-P{p[1]}")
+def layout(request):
+    """(url, flushed sync client, partitions, their names as the stream's client sees them)."""
+    kind, partitions = request.param
+    client = flushed_client(request, kind)
+    return redis_url_of(request, kind), client, partitions, EventPartitions.of(client, partitions)
 
 
 def run(coro):
@@ -18,10 +30,12 @@ def _event(i: int, **kw) -> StreamEvent:
     return StreamEvent(**fields)
 
 
-def test_append_deduplicates_and_reads_back(redis_client, redis_url):
+def test_append_deduplicates_and_reads_back(layout):
+    url, sync, partitions, names = layout
+
     async def scenario():
-        client = aioredis.Redis.from_url(redis_url)
-        stream = EventStream(client, maxlen=1000, dedup_ttl_s=60)
+        client = async_fail_fast_client(url, 2.0)
+        stream = EventStream(client, maxlen=1000, dedup_ttl_s=60, partitions=partitions)
         first = await stream.append([_event(1), _event(2), _event(1)])
         again = await stream.append([_event(2), _event(3)])
         entries = await stream.read()
@@ -34,13 +48,15 @@ def test_append_deduplicates_and_reads_back(redis_client, redis_url):
     assert length == 3
     assert [e.event_id for _, e in entries] == ["e1", "e2", "e3"]
     assert entries[0][1] == _event(1)
-    assert redis_client.ttl("rf:events:seen:e1") > 0
+    assert sync.ttl(f"{names.dedup_prefix(names.of_user(7))}e1") > 0
 
 
-def test_stream_is_bounded(redis_client, redis_url):
+def test_stream_is_bounded(layout):
+    url, _, partitions, _ = layout
+
     async def scenario():
-        client = aioredis.Redis.from_url(redis_url)
-        stream = EventStream(client, maxlen=100, dedup_ttl_s=60)
+        client = async_fail_fast_client(url, 2.0)
+        stream = EventStream(client, maxlen=100, dedup_ttl_s=60, partitions=partitions)
         for chunk in range(10):
             await stream.append([_event(chunk * 100 + i) for i in range(100)])
         n = await stream.length()
@@ -89,16 +105,19 @@ def test_feed_state_round_trip(redis_client, redis_url):
     assert 0 < redis_client.pttl("rf:feed:served:s1") <= 60_000
 
 
-def test_follow_wakes_on_a_new_event_and_groups_hand_each_entry_out_once(redis_client, redis_url):
+def test_follow_wakes_on_a_new_event_and_groups_hand_each_entry_out_once(layout):
+    url, _, partitions, _ = layout
+
     async def scenario():
-        client = aioredis.Redis.from_url(redis_url)
-        stream = EventStream(client, maxlen=1000, dedup_ttl_s=60)
+        client = async_fail_fast_client(url, 7.0)
+        stream = EventStream(client, maxlen=1000, dedup_ttl_s=60, partitions=partitions)
         await stream.append([_event(1)])
         start = await stream.last_id()
         waiter = asyncio.create_task(stream.follow(start, count=10, block_ms=5000))
         await asyncio.sleep(0.05)
-        await stream.append([_event(2)])
+        await stream.append([_event(2, user_id=8)])  # another partition when P > 1
         followed = await asyncio.wait_for(waiter, timeout=2)  # woken by the append, not the 5 s timeout
+        assert await stream.follow(stream.position_after(start, followed), count=10, block_ms=10) == []
         await stream.ensure_group("trainer")
         await stream.ensure_group("trainer")  # idempotent
         first = await stream.read_group("trainer", "a", count=1)
@@ -111,11 +130,12 @@ def test_follow_wakes_on_a_new_event_and_groups_hand_each_entry_out_once(redis_c
 
     followed, first, second, pending_a, acked, pending_after = run(scenario())
     assert [e.event_id for _, e in followed] == ["e2"]
-    assert [e.event_id for _, e in first] == ["e1"] and [e.event_id for _, e in second] == ["e2"]
-    assert [e.event_id for _, e in pending_a] == ["e1"] and acked == 1 and pending_after == []
+    ids = lambda entries: [e.event_id for _, e in entries]  # noqa: E731
+    assert ids(first)[0] == "e1" and sorted(ids(first) + ids(second)) == ["e1", "e2"]  # each handed out once
+    assert ids(pending_a) == ids(first) and acked == len(first) and pending_after == []
 
 
-def test_counters_move_with_the_append_and_a_duplicate_counts_once(redis_client, redis_url):
+def test_counters_move_with_the_append_and_a_duplicate_counts_once(layout):
     from app.state.counters import EngagementCounters, top_creators, trending, user_topics
 
     topics = {1: ("Crime", "Drama"), 2: ("Comedy",), 3: ()}
@@ -129,13 +149,16 @@ def test_counters_move_with_the_append_and_a_duplicate_counts_once(redis_client,
         StreamEvent("c5", 7, "like", day + 40, item_id=3),          # no topics, no creator
     ]
 
+    url, sync, partitions, names = layout
+
     async def scenario():
-        client = aioredis.Redis.from_url(redis_url)
-        stream = EventStream(client, maxlen=1000, dedup_ttl_s=60)
+        client = async_fail_fast_client(url, 2.0)
+        stream = EventStream(client, maxlen=1000, dedup_ttl_s=60, partitions=partitions)
         first = await stream.append(events, counters.ops_for(events))
         again = await stream.append(events[:2], counters.ops_for(events[:2]))  # a retried batch
-        result = (first, again, await trending(client, day + 100, days=3, half_life_days=1.0, k=10),
-                  await user_topics(client, 7), await top_creators(client, day + 100, days=3, k=10))
+        parts = stream.partitions
+        result = (first, again, await trending(client, day + 100, days=3, half_life_days=1.0, k=10, partitions=parts),
+                  await user_topics(client, 7, parts), await top_creators(client, day + 100, days=3, k=10, partitions=parts))
         await client.aclose()
         return result
 
@@ -144,4 +167,4 @@ def test_counters_move_with_the_append_and_a_duplicate_counts_once(redis_client,
     assert top == [(1, 2.0), (3, 1.0), (2, 0.5)]  # yesterday's like counts half
     assert topics_7 == {"Crime": 2.0, "Drama": 2.0}
     assert creators == [(10, 2.0), (20, 0.5)]
-    assert 0 < redis_client.pttl(f"rf:cnt:items:{int(day // 86_400)}") <= 3 * 86_400 * 1000
+    assert 0 < sync.pttl(names.local(f"rf:cnt:items:{int(day // 86_400)}", names.of_user(7))) <= 3 * 86_400 * 1000

@@ -18,24 +18,24 @@ def item(item_id, creator="c1", title="a post", **extra) -> dict:
             "content_rating": "PG", "min_age": 0, "title": title, **extra}
 
 
-def test_publish_is_idempotent_and_an_update_keeps_the_seq(redis_client, redis_url):
-    assert run(redis_url, lambda s: s.publish([item("p1"), item("p2", creator="c2")])) == ["published", "published"]
+def test_publish_is_idempotent_and_an_update_keeps_the_seq(state_url):
+    assert run(state_url, lambda s: s.publish([item("p1"), item("p2", creator="c2")])) == ["published", "published"]
     retried = item("p1", published_at=9.0)  # the server's receipt time differs on a retry: still the same content
-    assert run(redis_url, lambda s: s.publish([retried])) == ["unchanged"]  # a retried batch adds nothing
-    assert run(redis_url, lambda s: s.publish([item("p2", creator="c2", title="edited"), item("p3")])) == [
+    assert run(state_url, lambda s: s.publish([retried])) == ["unchanged"]  # a retried batch adds nothing
+    assert run(state_url, lambda s: s.publish([item("p2", creator="c2", title="edited"), item("p3")])) == [
         "updated", "published"]
-    entries = run(redis_url, lambda s: s.read_after("0-0", 100, None))
+    entries = run(state_url, lambda s: s.read_after("0-0", 100, None))
     assert [(e.item["item_id"], e.seq, e.creator_seq) for e in entries] == [
         ("p1", 0, 0), ("p2", 1, 1), ("p2", 1, 1), ("p3", 2, 0)]  # creators keep their seq too
     assert entries[2].item["title"] == "edited"
-    later = run(redis_url, lambda s: s.read_after(entries[1].entry_id, 100, None))
+    later = run(state_url, lambda s: s.read_after(entries[1].entry_id, 100, None))
     assert [e.item["item_id"] for e in later] == ["p2", "p3"]
-    assert run(redis_url, lambda s: s.length()) == 4
+    assert run(state_url, lambda s: s.length()) == 4
 
 
-def test_integer_and_string_ids_stay_apart(redis_client, redis_url):
-    assert run(redis_url, lambda s: s.publish([item(7), item("7")])) == ["published", "published"]
-    assert [e.seq for e in run(redis_url, lambda s: s.read_after("0-0", 10, None))] == [0, 1]
+def test_integer_and_string_ids_stay_apart(state_url):
+    assert run(state_url, lambda s: s.publish([item(7), item("7")])) == ["published", "published"]
+    assert [e.seq for e in run(state_url, lambda s: s.read_after("0-0", 10, None))] == [0, 1]
 
 
 def test_an_unreachable_redis_is_store_unavailable():
