@@ -136,14 +136,12 @@ class ChaosRedisCluster:
     def start(self) -> None:
         from app.state.local_redis import LocalRedisCluster
 
-        if self.cluster is None:
-            self.cluster = LocalRedisCluster.start(masters=3, directory=self.dir)
-
-    @property
-    def victim(self):
         from app.state.events import EventPartitions
 
-        return self.cluster.master_of(EventPartitions(1, tagged=True).key(0))
+        if self.cluster is None:
+            self.cluster = LocalRedisCluster.start(masters=3, directory=self.dir)
+            # found once, while every node answers: a frozen master cannot say which slots it has
+            self.victim = self.cluster.master_of(EventPartitions(1, tagged=True).key(0))
 
     def signal(self, sig: int) -> None:
         if sig not in (signal.SIGSTOP, signal.SIGCONT):
