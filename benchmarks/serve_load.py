@@ -3,7 +3,10 @@
 Loopback only, bounded in requests and seconds. Two modes:
   open loop    requests start on a fixed schedule (rate r: one every 1/r s) whether or not
                earlier ones finished, so queueing shows up as latency, 503s or errors;
-  closed loop  c clients, each sends its next request when the last one returned.
+  closed loop  c clients, each sends its next request when the last one returned; after a
+               429/503 (`--retry`) it waits the Retry-After (honour), asks again at once
+               (immediate: the retry storm of pull-to-refresh apps and proxies), or backs off
+               exponentially with full jitter (backoff).
 
 Prints per step: throughput, P50/P95/P99 end-to-end, error and 503 rates, and per-stage
 P50/P99 from the server's `timings_ms` (retrieval, ranking, reranking, ads, collate, ...).
@@ -18,6 +21,7 @@ host's speed than latency does (on a shared VM, run-to-run latency varies by ±3
 figure counts every process on the box, so run it on an otherwise idle machine.
 
     rayfeed bench serve --closed 1,4 --open 20,40,60,120 --seconds 20 --max-requests 3000
+    rayfeed bench serve --closed 4,8,16,32 --retry immediate,backoff       # the storm
 """
 from __future__ import annotations
 
@@ -61,6 +65,7 @@ class StepResult:
         other = sum(n for s, n in self.statuses.items() if s not in (200, 503))
         return {
             "step": self.label, "sent": self.sent, "ok": self.statuses.get(200, 0),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "throughput_rps": self.statuses.get(200, 0) / self.seconds,
             "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
             "rate_503": self.statuses.get(503, 0) / sent, "error_rate": (self.errors + other) / sent,
@@ -189,25 +194,48 @@ async def open_loop(base: str, rate: float, seconds: float, max_requests: int, u
     return result
 
 
+RETRY_POLICIES = ("honour", "immediate", "backoff")
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.05, 2.0  # the "backoff" client: capped exponential, full jitter
+
+
+def retry_wait(policy: str, retry_after: float, failures: int, rng: random.Random) -> float:
+    """How long a client of `policy` waits after its `failures`-th refusal in a row (429/503):
+    `honour` the server's Retry-After; `immediate` not at all (a mobile app's pull-to-refresh, a
+    proxy retrying on 503); `backoff` capped exponential with full jitter (AWS's recommendation),
+    ignoring Retry-After."""
+    if policy == "honour":
+        return retry_after
+    if policy == "immediate":
+        return 0.0
+    if policy == "backoff":
+        return rng.uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (failures - 1)))
+    raise ValueError(f"retry policy must be one of {RETRY_POLICIES}, got {policy!r}")
+
+
 async def closed_loop(base: str, concurrency: int, seconds: float, max_requests: int, users: int, limit: int,
-                      timeout: float) -> StepResult:
+                      timeout: float, retry: str = "honour") -> StepResult:
     import httpx
 
-    result = StepResult(f"closed c={concurrency}", seconds)
+    label = f"closed c={concurrency}" + ("" if retry == "honour" else f" {retry}")
+    result = StepResult(label, seconds)
     rng = random.Random(0)
     budget = [max_requests]
     deadline = time.perf_counter() + seconds
 
     async def worker(client) -> None:
-        # A well-behaved client: after a 429/503 it waits the Retry-After before its next request
-        # (re-sending at once would turn every shed into more load on the proxy and the ingress).
+        failures = 0
         while time.perf_counter() < deadline and budget[0] > 0:
             budget[0] -= 1
+            before = result.statuses[429] + result.statuses[503]
             retry_after = await _one(client, f"{base}/v1/feed", users, limit, result, rng)
-            if retry_after:
-                await asyncio.sleep(min(retry_after, max(0.0, deadline - time.perf_counter())))
+            refused = result.statuses[429] + result.statuses[503] > before
+            failures = failures + 1 if refused else 0
+            wait = retry_wait(retry, retry_after, failures, rng) if refused else 0.0
+            if wait:
+                await asyncio.sleep(min(wait, max(0.0, deadline - time.perf_counter())))
 
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    limits = httpx.Limits(max_connections=max(100, 2 * concurrency), max_keepalive_connections=max(20, concurrency))
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         result.seconds = time.perf_counter() - start
@@ -268,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the app (loopback only)")
     parser.add_argument("--closed", default="1", help="closed-loop concurrencies, comma-separated ('' for none)")
+    parser.add_argument("--retry", default="honour",
+                        help="closed-loop clients after a 429/503, comma-separated, each run at every --closed: "
+                             "honour (wait Retry-After), immediate (retry at once), backoff (capped exponential)")
     parser.add_argument("--open", dest="open_rates", default="", help="open-loop rates in req/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each step (max 300)")
     parser.add_argument("--max-requests", type=int, default=3000, help="requests per step at most (max 20000)")
@@ -292,10 +323,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"idle app: {idle:.2f} cores busy with no requests (controller, health checks, pollers); "
               f"included in each step's server CPU")
     asyncio.run(closed_loop(args.url, 1, 60, args.warmup, args.users, args.limit, args.timeout))
-    for c in [int(x) for x in args.closed.split(",") if x.strip()]:
-        step = measured(closed_loop(args.url, c, args.seconds, args.max_requests, args.users, args.limit, args.timeout)).summary()
-        figures["steps"].append(step)
-        _print_step(step)
+    policies = [p.strip() for p in args.retry.split(",") if p.strip()]
+    if any(p not in RETRY_POLICIES for p in policies):
+        parser.error(f"--retry: each of {', '.join(RETRY_POLICIES)}")
+    for policy in policies:
+        for c in [int(x) for x in args.closed.split(",") if x.strip()]:
+            step = measured(closed_loop(args.url, c, args.seconds, args.max_requests, args.users, args.limit,
+                                        args.timeout, policy)).summary()
+            figures["steps"].append(step)
+            _print_step(step)
     for r in [float(x) for x in args.open_rates.split(",") if x.strip()]:
         step = measured(open_loop(args.url, r, args.seconds, args.max_requests, args.users, args.limit, args.timeout)).summary()
         figures["steps"].append(step)

@@ -37,6 +37,7 @@ BENCHMARKS = {
     "million": "benchmarks/million_items.py",
     "live-apply": "benchmarks/live_apply.py",
     "floor": "benchmarks/serve_floor.py",
+    "overload": "benchmarks/overload.py",
 }
 
 

@@ -6,8 +6,11 @@ its adaptive in-flight bound (admission).
   limit with its local token buckets (app/api/ratelimit.py); on Redis trouble the last count
   stands (the limit errs towards the share it had). 429 + Retry-After past it.
 - Admission: past this replica's in-flight bound (adaptive, app/api/admission.py) answer 503 +
-  Retry-After at once instead of queueing: the proxy's own queue-full 503 carries no
-  Retry-After, and a queued request only grows everyone's latency.
+  Retry-After instead of queueing: the proxy's own queue-full 503 carries no Retry-After, and a
+  queued request only grows everyone's latency. The refusal comes first in the handler (before
+  the state, a span, Redis or a handle call) and is held asleep for a delay that grows with the
+  refusals already waiting (`RefusalPacer`), so clients that retry at once cannot spin the proxy
+  and the ingress on refusals.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from app.api.admission import AdaptiveConcurrencyLimit
+from app.api.admission import AdaptiveConcurrencyLimit, RefusalPacer
 from app.api.config import ApiConfig
 from app.api.errors import ApiError
 from app.api.ratelimit import TokenBucketLimiter
@@ -90,20 +93,47 @@ class Admission:
     """This replica's in-flight bound, rebuilt only when a new config changes its settings (a
     reload keeps what it has learned)."""
 
-    def __init__(self, on_limit: Callable[[int], None], on_refused: Callable[[], None]) -> None:
+    def __init__(self, on_limit: Callable[[int], None], on_refused: Callable[[], None],
+                 on_answered: Callable[[float], None] = lambda held_s: None) -> None:
         self._limit: AdaptiveConcurrencyLimit | None = None
-        self._on_limit, self._on_refused = on_limit, on_refused
+        self._pacer = RefusalPacer(0.0, 0.0)
+        self._waiting = 0  # refusals held before their 503
+        self._on_limit, self._on_refused, self._on_answered = on_limit, on_refused, on_answered
 
     def configure(self, api: ApiConfig) -> None:
         wanted = AdaptiveConcurrencyLimit.from_api(api)
         if wanted is None or self._limit is None or wanted.settings != self._limit.settings:
             self._limit = wanted
+        if RefusalPacer.from_api(api).settings != self._pacer.settings:
+            self._pacer = RefusalPacer.from_api(api)
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    async def refuse_when_full(self) -> None:
+        """Raise the 503 (after the pacer's delay) when this replica has no room for a feed; the
+        caller does this before any other work."""
+        limit = self._limit
+        if limit is None or limit.inflight < limit.limit:
+            return
+        self._on_refused()
+        delay = self._pacer.delay(self._waiting, limit.limit)
+        if delay > 0:
+            self._waiting += 1
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._waiting -= 1
+        self._on_answered(delay)  # the handler's own request metric never sees this refusal
+        raise ApiError(503, None, f"overloaded: {limit.limit} feeds in progress on this replica",
+                       {"Retry-After": RefusalPacer.retry_after(delay)})
 
     async def run(self, work: Coroutine[Any, Any, T]) -> T:
         limit = self._limit
         if limit is None:
             return await work
-        if not limit.try_acquire():
+        if not limit.try_acquire():  # the room `refuse_when_full` saw was taken meanwhile
             work.close()
             self._on_refused()
             raise ApiError(503, None, f"overloaded: {limit.limit} feeds in progress on this replica",

@@ -4,14 +4,12 @@
 beside it, the auction (stage_client.py), assemble the page with the same code the in-process
 service runs (`app.page.assemble_page`), then record its items and sign the next cursor.
 
-Elsewhere: HTTP errors, bodies, deadlines, OpenAPI (http.py); the guarded Redis (redis_guard.py);
-stage calls (stage_client.py); rate limit, admission (guards.py); events and the dataset's ids
-(app/api/events.py, app/api/ids.py); admin overrides (app/state/overrides.py).
+Elsewhere: HTTP errors, bodies, deadlines, OpenAPI (http.py); the guarded Redis (redis_guard.py); stage calls
+(stage_client.py); rate limit, admission (guards.py); events, ids (app/api/); admin overrides (app/state/overrides.py).
 
-Failure behaviour: Redis unreachable → the organic feed is still served, ads are withheld, no
-cursor is issued, an error metric and a log line say so, /readyz reports `redis` down. Bad input
-is a 4xx naming the field. A feed has a deadline (`api.request_timeout_s`, lowered by an
-`X-Request-Timeout-Ms` header), carried to every stage: past it the ingress answers 504.
+Failure behaviour: Redis unreachable → organic feed served, ads withheld, no cursor, an error metric
+and a log line, /readyz reports `redis` down. Bad input is a 4xx naming the field. A feed's deadline
+(`api.request_timeout_s`, or `X-Request-Timeout-Ms`) goes to every stage: past it, a 504.
 """
 # No `from __future__ import annotations` here: FastAPI must see real annotations on the
 # methods Serve wraps (with strings, `request: Request` became a required query parameter).
@@ -122,7 +120,8 @@ class FeedIngress(ReloadableDeployment[IngressState]):
                                   settings.chain_max_in_flight, settings.chain_max_batch_size)
         self.rate_limit = RateLimitShare()
         self.admission = Admission(lambda n: observability(self.config).set_admission_limit(n),
-                                   lambda: observability(self.config).record_shed("feed", "overloaded"))
+                                   lambda: observability(self.config).record_shed("feed", "overloaded"),
+                                   lambda held_s: observability(self.config).record_request(503, held_s))
         self.takedowns, self._takedown_task = TakedownFollower(), None  # checked again at page assembly
 
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings,
@@ -173,6 +172,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         explain: bool = Query(False, description="add per-item provenance and removal counts"),
     ) -> JSONResponse:
         started = time.perf_counter()
+        await self.admission.refuse_when_full()  # first: a refused feed costs no state, span or Redis
         state = await self.state()
         config, metrics = state.config, observability(state.config)
         request_id, ids = uuid.uuid4().hex, state.items[1]

@@ -14,8 +14,19 @@ ingress answers 503 + Retry-After at once, so the feeds it does take keep their 
     try: ... finally: limit.release(seconds_the_feed_took)
 
 `target_s = 0` keeps the limit at `max_limit` (a fixed bound).
+
+A refusal is cheap but not free (the HTTP proxy and the ingress spend CPU on each), and a client
+that retries at once turns a fast refusal into a spin: the faster the server refuses, the more
+refusals it must serve, until they crowd out the feeds (the collapse in the SRE book's "Handling
+Overload"). `RefusalPacer` holds each refusal before its 503 — asleep, no CPU — for a delay that
+grows with the number of refusals already waiting: with `w` waiting and a bound of `L` feeds in
+flight, each waits ≈ `base_s × w / L`, so a storm of any size is refused at most ≈ `L / base_s`
+times a second, and a calm moment (w ≈ 0) refuses at once.
 """
 from __future__ import annotations
+
+import math
+import random
 
 from app.api.config import ApiConfig
 
@@ -69,3 +80,36 @@ class AdaptiveConcurrencyLimit:
                 self._since_decrease = 0
         else:
             self._limit = min(float(self.max_limit), self._limit + 1.0 / self._limit)
+
+
+class RefusalPacer:
+    """How long to hold a refusal, and the Retry-After to answer it with.
+
+    >>> pacer = RefusalPacer(base_s=0.1, max_s=2.0, rng=random.Random(0))
+    >>> delay = pacer.delay(waiting=16, limit=4)   # ≈ 0.1 × 17 / 4, jittered ×[0.5, 1.5)
+    """
+
+    def __init__(self, base_s: float, max_s: float, rng: random.Random | None = None) -> None:
+        if base_s < 0 or max_s < 0:
+            raise ValueError("need base_s >= 0 and max_s >= 0")
+        self.base_s, self.max_s, self.rng = base_s, max_s, rng or random.Random()
+
+    @classmethod
+    def from_api(cls, api: ApiConfig) -> "RefusalPacer":
+        return cls(api.shed_delay_s, api.shed_delay_max_s)
+
+    @property
+    def settings(self) -> tuple[float, float]:
+        return self.base_s, self.max_s
+
+    def delay(self, waiting: int, limit: int) -> float:
+        """Seconds to hold this refusal: `waiting` refusals held already, `limit` feeds in flight."""
+        if not self.base_s:
+            return 0.0
+        pressure = (waiting + 1) / max(1, limit)
+        return min(self.max_s, self.base_s * pressure * self.rng.uniform(0.5, 1.5))
+
+    @staticmethod
+    def retry_after(delay_s: float) -> str:
+        """Whole seconds (HTTP's Retry-After), at least 1: a polite client waits longer than it was held."""
+        return str(max(1, math.ceil(delay_s)))

@@ -71,8 +71,14 @@ class ApiConfig(Section):
     )
     max_inflight_feeds: int = Field(
         8, ge=0, le=10_000,
-        description="most feeds one ingress replica works on at once; more are answered 503 + Retry-After at once (0: no bound)",
+        description="most feeds one ingress replica works on at once; more are answered 503 + Retry-After (0: no bound)",
     )
+    shed_delay_s: float = Field(
+        0.1, ge=0, le=10,
+        description="a refused feed is answered after about this × (refusals waiting / in-flight bound), jittered, so "
+                    "clients retrying at once are refused at most ≈ bound / shed_delay_s times a second (0: at once)",
+    )
+    shed_delay_max_s: float = Field(2.0, ge=0, le=60, description="the longest a refusal is held before its 503")
     admission_target_s: float = Field(
         0.25, ge=0, le=60,
         description="feeds finishing slower than this shrink the replica's in-flight bound, faster ones grow it back "

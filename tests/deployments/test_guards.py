@@ -58,3 +58,53 @@ def test_the_rate_limit_share_is_one_nth_of_the_cluster_limit():
     share.configure(ApiConfig(rate_limit_per_s=0))
     for _ in range(100):
         share.check("10.0.0.1", lambda: refused.append(1))  # 0 turns the limit off
+
+
+def test_a_full_replica_holds_its_refusals_longer_the_more_are_waiting_and_then_answers_503():
+    """A storm of clients retrying at once: each refusal is held asleep (no work started), longer
+    as more wait, and ends in a 503 with a Retry-After no shorter than the hold."""
+    held, answered = [], []
+
+    async def slow_feed():
+        await asyncio.sleep(1.0)
+        return "page"
+
+    async def handler(admission):
+        started = asyncio.get_running_loop().time()
+        try:
+            await admission.refuse_when_full()
+        except ApiError as exc:
+            held.append(asyncio.get_running_loop().time() - started)
+            return exc
+        return await admission.run(slow_feed())
+
+    async def scenario():
+        admission = Admission(lambda n: None, lambda: None, answered.append)
+        admission.configure(ApiConfig(max_inflight_feeds=2, admission_target_s=0, shed_delay_s=0.05,
+                                      shed_delay_max_s=0.5))
+        admitted = [asyncio.create_task(handler(admission)) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        refusals = await asyncio.gather(*(handler(admission) for _ in range(12)))
+        assert all(isinstance(r, ApiError) and r.status == 503 for r in refusals)
+        assert all(int(r.headers["Retry-After"]) >= 1 for r in refusals)
+        assert admission.waiting == 0 and len(answered) == 12
+        # The k-th concurrent refusal waits ≈ 0.05 × k / 2 (×0.5..1.5): the last ones far longer than the first.
+        assert max(held) > 3 * min(held) and max(held) <= 0.5 + 0.05
+        assert await asyncio.gather(*admitted) == ["page", "page"]
+
+    asyncio.run(scenario())
+
+
+def test_with_room_a_feed_is_not_held_and_a_zero_delay_refuses_at_once():
+    async def scenario():
+        admission = Admission(lambda n: None, lambda: None)
+        admission.configure(ApiConfig(max_inflight_feeds=1, admission_target_s=0, shed_delay_s=0))
+        await admission.refuse_when_full()  # room: returns
+
+        async def feed():
+            await admission.refuse_when_full()  # full now (this one holds the slot): refused at once
+        with pytest.raises(ApiError) as refused:
+            await admission.run(feed())
+        assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "1"}
+
+    asyncio.run(scenario())

@@ -76,3 +76,29 @@ def test_a_zero_target_is_a_fixed_bound_and_no_bound_is_none():
     assert AdaptiveConcurrencyLimit.from_api(ApiConfig(max_inflight_feeds=0)) is None
     adaptive = AdaptiveConcurrencyLimit.from_api(ApiConfig(max_inflight_feeds=2, admission_min_inflight=5))
     assert adaptive is not None and adaptive.settings == (0.25, 2, 2, 0.5)  # floor clipped to the ceiling
+
+
+# -- holding refusals: a storm of immediate retries is refused at a bounded rate -----------------
+
+import random as _random
+
+from hypothesis import given, settings, strategies as st
+
+from app.api.admission import RefusalPacer
+
+
+@settings(max_examples=200, deadline=None)
+@given(waiting=st.integers(0, 10_000), limit=st.integers(1, 64), base=st.floats(0.01, 1.0), seed=st.integers(0, 99))
+def test_held_refusals_complete_at_most_twice_limit_over_base_per_second(waiting, limit, base, seed):
+    """With `waiting + 1` refusals held, each for at least 0.5 × base × (waiting + 1) / limit (until
+    the cap), they finish at a rate ≤ 2 × limit / base a second, however many clients storm."""
+    pacer = RefusalPacer(base, max_s=1e9, rng=_random.Random(seed))
+    delay = pacer.delay(waiting, limit)
+    assert delay >= 0.5 * base * (waiting + 1) / limit - 1e-12
+    assert (waiting + 1) / delay <= 2 * limit / base + 1e-9
+
+
+def test_the_hold_is_capped_and_zero_means_at_once():
+    assert RefusalPacer(0.1, 2.0).delay(waiting=10**6, limit=1) == 2.0
+    assert RefusalPacer(0.0, 2.0).delay(waiting=100, limit=1) == 0.0
+    assert RefusalPacer.retry_after(0.0) == "1" and RefusalPacer.retry_after(1.2) == "2"
