@@ -37,13 +37,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         import asyncio
         import time
 
-        import redis.asyncio as aioredis
-
+        from app.state._redis import async_fail_fast_client
         from observability.retrain_requests import RetrainRequestStream
         from training.retrain_runner import LAST_JOB_KEY
 
         async def request() -> None:
-            client = aioredis.Redis.from_url(config.redis_url)
+            client = async_fail_fast_client(config.redis_url, 5.0, max_connections=2)  # one server or a cluster
             reason = MonitorResult("manual", args.reason, 1.0, Severity.CRITICAL, 0.0, 0.0)
             await RetrainRequestStream(client).append(RetrainRequest(time.time(), (reason,)))
             await client.delete(LAST_JOB_KEY)  # an operator's request is not rate-limited

@@ -19,6 +19,7 @@ from ray import serve
 from app.artifacts import ArtifactVersion
 from config import RayfeedConfig
 from app.state._redis import async_fail_fast_client
+from app.state.events import EventPartitions
 from deployments.common import (
     DeploymentSettings, Loaded, ReloadableDeployment, load_once, observability, resolve_version,
 )
@@ -71,8 +72,9 @@ class Monitor(ReloadableDeployment[MonitorState]):
         if self._live is None:
             timeout_s = config.observability.live_monitor.redis_timeout_s
             client = async_fail_fast_client(config.redis_url, timeout_s, max_connections=2)
+            partitions = EventPartitions.of(client, config.api.event_stream_partitions)
             self._live = LiveMonitor(client, config.observability, observability(config), state.baseline.value,
-                                     consumer=CONSUMER, model_version=state.version,
+                                     consumer=CONSUMER, event_keys=partitions.keys(), model_version=state.version,
                                      tables_updated_at=state.tables_updated_at)
         else:
             self._live.reconfigure(config.observability, state.baseline.value, state.version, state.tables_updated_at)

@@ -259,16 +259,20 @@ class LiveMonitor:
         baseline: TrainingBaseline | None = None,
         *,
         consumer: str = "monitor-0",
+        event_keys: Sequence[str] = (EVENTS_KEY,),
         model_version: str = "",
         tables_updated_at: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client, self.metrics, self.consumer, self._clock = client, metrics, consumer, clock
+        # The event stream's partition keys (app.state.events.EventPartitions.keys()): each read
+        # on its own, so on a Redis Cluster every call stays in one slot.
+        self.event_keys = tuple(event_keys)
         self.retrain_stream = RetrainRequestStream(client)
         self._queue = RetrainQueue()
         self.stats = MonitorStats()
         self._started = False
-        self._pending_events = True
+        self._pending_events = dict.fromkeys(self.event_keys, True)
         self._poll_lock = asyncio.Lock()
         self._prediction_cursor: str | None = None
         self._last_publish = clock()
@@ -306,17 +310,18 @@ class LiveMonitor:
         import redis
 
         live = self.config.live_monitor
-        try:
-            await self.client.xgroup_create(EVENTS_KEY, live.consumer_group, id="$", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for key in self.event_keys:
+            try:
+                await self.client.xgroup_create(key, live.consumer_group, id="$", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
         since_ms = int((self._clock() - live.label_window_seconds) * 1000)
         self._prediction_cursor = f"{max(since_ms, 0)}-0"
         last = await self.retrain_stream.last_requested_at()
         if last is not None:
             self.trigger.resume(last)  # a restart must not reset the retrain rate limit
-        self._pending_events = True  # first read re-delivers what this consumer left unacknowledged
+        self._pending_events = dict.fromkeys(self.event_keys, True)  # first reads re-deliver the unacknowledged
         self._started = True
 
     async def poll(self) -> int:
@@ -364,14 +369,20 @@ class LiveMonitor:
             self.metrics.set_model_version("ranker", record.model_version)
 
     async def _read_events(self) -> int:
+        total = 0
+        for key in self.event_keys:
+            total += await self._read_partition(key)
+        return total
+
+    async def _read_partition(self, key: str) -> int:
         live, total = self.config.live_monitor, 0
         while True:
-            start_id = "0" if self._pending_events else ">"
-            reply = await self.client.xreadgroup(live.consumer_group, self.consumer, {EVENTS_KEY: start_id},
+            start_id = "0" if self._pending_events[key] else ">"
+            reply = await self.client.xreadgroup(live.consumer_group, self.consumer, {key: start_id},
                                                  count=live.read_count)
             rows = reply[0][1] if reply else []
-            if self._pending_events and not rows:
-                self._pending_events = False
+            if self._pending_events[key] and not rows:
+                self._pending_events[key] = False
                 continue
             if not rows:
                 return total
@@ -400,10 +411,10 @@ class LiveMonitor:
                     self.metrics.record_calibration(head, 0.0, observed)
             self.stats.impressions_read += sum(1 for *_, kind in joinable if kind == "impression")
             self.stats.positives_joined += sum(joined.observed.values())
-            await self.client.xack(EVENTS_KEY, live.consumer_group, *ids)
+            await self.client.xack(key, live.consumer_group, *ids)
             self.stats.events_read += len(rows)
             total += len(rows)
-            if len(rows) < live.read_count and not self._pending_events:
+            if len(rows) < live.read_count and not self._pending_events[key]:
                 return total
 
     # -- grading -----------------------------------------------------------------------------------

@@ -263,6 +263,37 @@ def test_consumer_group_resumes_after_a_restart(redis_client, redis_url):
     assert pending["pending"] == 0
 
 
+def test_every_partition_of_the_event_stream_is_read_on_a_redis_cluster(redis_cluster_client, redis_cluster_url):
+    """Events spread over three hash-tagged partitions (by user) on a real Redis Cluster: the
+    monitor's group reads and acknowledges each partition in its own slot."""
+    from app.state._redis import async_fail_fast_client
+    from app.state.events import EventPartitions
+
+    clock = Clock()
+
+    async def scenario():
+        client = async_fail_fast_client(redis_cluster_url, 2.0)
+        stream = EventStream(client, 10_000, 60, partitions=3)
+        keys = EventPartitions.of(client, 3).keys()
+        monitor = LiveMonitor(client, config(), InMemoryMetrics(), None, event_keys=keys, model_version="v1",
+                              clock=clock)
+        await monitor.start()
+        await client.xadd("rf:predictions", record("r1", "u", [1, 2, 3], [0.1, 0.2, 0.3], [30.0] * 3).to_fields())
+        events = [StreamEvent(event_id=f"e{u}", user_id=u, type="impression", ts=0.0, item_id=u, request_id="r1")
+                  for u in (1, 2, 3)]
+        await stream.append(events)
+        await monitor.poll()
+        pending = [(await client.xpending(key, "rayfeed-monitor"))["pending"] for key in keys]
+        lengths = [await client.xlen(key) for key in keys]
+        await client.aclose()
+        return monitor, pending, lengths
+
+    monitor, pending, lengths = run(scenario())
+    assert lengths == [1, 1, 1]  # one user per partition
+    assert monitor.stats.events_read == 3 and monitor.stats.impressions_read == 3
+    assert pending == [0, 0, 0]
+
+
 def test_redis_down_is_counted_and_the_loop_goes_on():
     clock, metrics = Clock(), InMemoryMetrics()
 
