@@ -1,6 +1,6 @@
 """The served app's event log as training data: `rayfeed data export events DIR`.
 
-Reads the whole retained event stream (`rf:events`: impressions with their positions and request
+Reads the whole retained event stream (`rf:events`, or each of its partitions: impressions with their positions and request
 ids, and the engagements on them, as clients posted them to /v1/events), maps every id back to the
 dataset's own (the serving artifact's maps; a new user by the id the client named), and writes it
 as the contract's `interactions` table beside the artifact's items, users and social edges. The
@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import redis
 
 from app.artifacts import resolve_version
 from app.data import load_dataset_for
 from app.data.export import catalogue_tables, export_events
 from app.data.storage import write_table
-from app.state.events import STREAM_KEY, decode_entries
+from app.state._redis import fail_fast_client
+from app.state.events import EventPartitions, decode_entries
 
 PAGE = 10_000
 
@@ -35,20 +35,27 @@ def served_redis_url(config, given: str | None) -> str:
                          "or start the app with `rayfeed serve`") from None
 
 
-def read_stream(client: redis.Redis) -> pd.DataFrame:
-    """Every retained item event of the stream, in stream order (ad events are the auction's)."""
-    rows, after = [], "-"
-    while True:
-        batch = client.xrange(STREAM_KEY, min=after, max="+", count=PAGE)
-        for entry_id, event in decode_entries(batch):
-            if event.item_id is not None:
-                rows.append({"user_id": event.user_id, "user_ref": event.user_ref, "item_id": event.item_id,
-                             "event": event.type, "timestamp": event.ts, "value": event.watch_seconds,
-                             "position": event.position, "request_id": event.request_id})
-        if len(batch) < PAGE:
-            break
-        last = batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else batch[-1][0]
-        after = "(" + last
+def read_stream(client, partitions: int = 1) -> pd.DataFrame:
+    """Every retained item event of the stream (each of its `partitions`, one slot at a time on a
+    Redis Cluster), in arrival order (stream ids: to the millisecond across partitions); ad events are
+    the auction's."""
+    rows = []
+    for key in EventPartitions.of(client, partitions).keys():
+        after = "-"
+        while True:
+            batch = client.xrange(key, min=after, max="+", count=PAGE)
+            for entry_id, event in decode_entries(batch):
+                if event.item_id is not None:
+                    ms, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
+                    rows.append({"user_id": event.user_id, "user_ref": event.user_ref, "item_id": event.item_id,
+                                 "event": event.type, "timestamp": event.ts, "value": event.watch_seconds,
+                                 "position": event.position, "request_id": event.request_id,
+                                 "_order": (int(ms), int(seq or 0))})
+            if len(batch) < PAGE:
+                break
+            last = batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else batch[-1][0]
+            after = "(" + last
+    rows.sort(key=lambda row: row.pop("_order"))
     return pd.DataFrame(rows, columns=["user_id", "user_ref", "item_id", "event", "timestamp", "value", "position",
                                        "request_id"])
 
@@ -56,7 +63,8 @@ def read_stream(client: redis.Redis) -> pd.DataFrame:
 def export_served_events(config, directory: str | Path, redis_url: str | None = None) -> dict[str, int]:
     version = resolve_version(config.artifacts)
     dataset = load_dataset_for(config.data, version.path)
-    events = read_stream(redis.Redis.from_url(served_redis_url(config, redis_url)))
+    client = fail_fast_client(served_redis_url(config, redis_url), 10.0, max_connections=2)
+    events = read_stream(client, config.api.event_stream_partitions)
     if dataset.ids is not None:
         known = dataset.ids.users.to_external(events["user_id"])
         events["user_id"] = [k if k is not None else ref for k, ref in zip(known, events["user_ref"])]

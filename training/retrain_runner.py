@@ -78,10 +78,10 @@ class RetrainRunner:
         return asyncio.run(self._step())
 
     async def _step(self) -> JobRecord | None:
-        import redis.asyncio as aioredis
+        from app.state._redis import async_fail_fast_client
 
         ft = self.config.training.fine_tune
-        client = aioredis.Redis.from_url(self.config.redis_url)
+        client = async_fail_fast_client(self.config.redis_url, 10.0, max_connections=4)  # one server or a cluster
         try:
             requests = RetrainRequestStream(client)
             cursor = (await client.get(CURSOR_KEY) or b"0-0").decode()
@@ -100,7 +100,8 @@ class RetrainRunner:
                     log.info("retrain suppressed: %s", record.detail)
                     await self._log(client, record)
                 return record
-            events = EventStream(client, self.config.api.event_stream_maxlen, self.config.api.event_dedup_ttl_s)
+            events = EventStream(client, self.config.api.event_stream_maxlen, self.config.api.event_dedup_ttl_s,
+                                 partitions=self.config.api.event_stream_partitions)
             await events.ensure_group(ft.consumer_group)
             entries = await events.read_group(ft.consumer_group, self.consumer, 100_000, pending=True)
             while True:
