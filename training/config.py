@@ -1,7 +1,6 @@
 """Ray Train jobs' tunables: the `training` section of the composed configuration."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -45,10 +44,30 @@ class FineTuneJobConfig(Section):
     consumer_group: str = Field("trainer", min_length=1, max_length=64, description="event-stream group of the job runner")
 
 
+class TrainJobConfig(Section):
+    """How one Ray Train job spreads: data-parallel workers (DistributedDataParallel, gloo on CPU,
+    NCCL on GPU), each reading its own block of the examples from the run's storage
+    (training/ray_job.py). The batch size a model's section declares is the global batch: each
+    worker takes batch_size / num_workers rows a step, so a step averages as many rows however
+    many workers share it. A model's `threads` are a node's, shared by its workers on that node."""
+
+    num_workers: int = Field(
+        1, ge=1, le=256, description="Ray Train workers: one process and one CPU each (and a GPU each with GPUs)"
+    )
+    use_gpu: bool | None = Field(
+        None, description="a GPU per worker; None: when the Ray cluster has one for every worker (True waits for them)"
+    )
+
+
 class TrainingConfig(Section):
-    num_workers: int = Field(1, ge=1, le=64, description="Ray Train workers per job")
-    use_gpu: bool | None = Field(None, description="None: use a GPU when torch sees one")
-    storage_dir: Path = Field(Path("runs/train"), description="Ray Train checkpoints and results")
+    two_tower: TrainJobConfig = Field(default_factory=TrainJobConfig, description="the two-tower's Ray Train job")
+    ranker: TrainJobConfig = Field(
+        default_factory=TrainJobConfig, description="the ranker's Ray Train job and the pre-ranker's distillation"
+    )
+    storage_dir: str = Field(
+        "runs/train", min_length=1,
+        description="Ray Train checkpoints and example shards: a local path or a URI (file://, s3://, gs://, hdfs://)",
+    )
     refit_retrieval: bool = Field(
         True,
         description=(

@@ -29,7 +29,6 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -150,7 +149,7 @@ def _train_two_tower(dataset: Dataset, window: pd.DataFrame, current: TwoTowerAr
     from training.two_tower import train_two_tower
 
     retrieval = config.retrieval.model_copy(update={"two_tower": tt_config})
-    return train_two_tower(dataset, window, retrieval, Path(config.training.storage_dir), **warm)
+    return train_two_tower(dataset, window, retrieval, config.training.storage_dir, job=config.training.two_tower, **warm)
 
 
 def start_version(store: ArtifactStore, parent: ArtifactVersion, start_from: str) -> ArtifactVersion:
@@ -205,7 +204,7 @@ def _fine_tune_ranker(dataset: Dataset, history: pd.DataFrame, window_start: flo
     candidates = retrieve_for_training(retrieval_state, impressions if impressions is not None else labels, config)
     return fit_ranker(
         before, labels, dataset.items, dataset.users, ranking, serving_history=history, candidates=candidates,
-        use_ray=use_ray, storage_path=Path(config.training.storage_dir).resolve(), log=log,
+        use_ray=use_ray, storage_path=config.training.storage_dir, job=config.training.ranker, log=log,
         init_state={k: v.detach().clone() for k, v in start.model.state_dict().items()}, impressions=impressions,
     )
 

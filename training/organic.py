@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pandas as pd
 
@@ -61,7 +60,8 @@ def _train_two_tower(
     from training.two_tower import train_two_tower
 
     log("two-tower: training with Ray Train")
-    return train_two_tower(dataset, interactions, config.retrieval, Path(config.training.storage_dir))
+    return train_two_tower(dataset, interactions, config.retrieval, config.training.storage_dir,
+                           job=config.training.two_tower)
 
 
 def fit_organic(
@@ -90,7 +90,7 @@ def fit_organic(
     ranker = fit_ranker(
         history, labels, dataset.items, dataset.users, config.ranking,
         serving_history=serving_history, candidates=candidates, use_ray=use_ray,
-        storage_path=Path(config.training.storage_dir).resolve(), log=log, impressions=impressions,
+        storage_path=config.training.storage_dir, log=log, impressions=impressions, job=config.training.ranker,
     )
     log(f"ranker: done ({time.perf_counter() - started:.0f}s)")
     if config.training.refit_retrieval:

@@ -5,7 +5,7 @@ highly, so the pre-ranker learns the DCN's final score (position-neutral, the co
 weights) on the ranker's own training examples, and it learns the order within each user (a soft
 pairwise loss), since the cut only ever compares the candidates of one request.
 
-    net, report = distill_pre_ranker(examples, dcn, config)           # Ray Train, one worker
+    net, report = distill_pre_ranker(examples, dcn, config, job=TrainJobConfig(num_workers=2))  # Ray Train
     net, report = distill_pre_ranker(examples, dcn, config, use_ray=False)
 """
 from __future__ import annotations
@@ -21,6 +21,11 @@ from app.ranking.config import HEAD_COLUMNS, HEADS, RankingConfig
 from app.ranking.dcn import MultiTaskDCN
 from app.ranking.prerank import PreRankerNet
 from app.ranking.scorer import combine_heads
+from training.config import TrainJobConfig
+from training.ray_job import (
+    DataParallel, ExampleArrays, RayTrainWorkers, checkpoint_state, run_job, shuffled_order, worker_block, worker_log,
+)
+from training.ray_runtime import local_ray
 
 PRE_RANKER_CHECKPOINT = "pre_ranker.pt"
 
@@ -50,51 +55,58 @@ def _partners(user_ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 def distill_loop(dense: np.ndarray, item_codes: np.ndarray, user_ids: np.ndarray, target: np.ndarray,
                  config: RankingConfig, item_weight: np.ndarray | None = None, device: torch.device | None = None,
                  report: Callable[[dict, PreRankerNet], None] | None = None, log: Callable[[str], None] = print,
-                 ) -> PreRankerNet:
+                 parallel: DataParallel = DataParallel()) -> PreRankerNet:
     """Fit a PreRankerNet to the teacher's order within each user: every row is paired with a
     random row of the same user, and the student's score difference learns the teacher's
     (a soft pairwise loss, temperature `cascade.temperature` of the teacher's standard deviation).
     Only the order within a request matters to the cut, so no capacity goes to users' levels.
-    `item_weight`: the DCN's item-id embedding table (frozen; None: dense features only)."""
+    `item_weight`: the DCN's item-id embedding table (frozen; None: dense features only).
+    Across Ray Train workers (`parallel`), the rows are this worker's block (whole users but the
+    block's edges), the normaliser and the temperature's scale come from every worker's rows, and
+    a step takes `cascade.batch_size` anchors in all."""
     cascade = config.cascade
     torch.manual_seed(config.training.seed)
-    torch.set_num_threads(config.training.threads)
-    device = device or torch.device("cpu")
+    torch.set_num_threads(parallel.threads(config.training.threads))
+    device = device or parallel.device
     embedding = None
     if item_weight is not None:
         embedding = torch.nn.Embedding.from_pretrained(torch.tensor(item_weight), freeze=True).to(device)
     net = PreRankerNet(dense.shape[1], cascade.hidden, embedding)
-    net.fit_normaliser(dense)
+    parallel.fit_normaliser(net, dense)
     net.to(device)
+    student = parallel.prepare(net)  # DistributedDataParallel across Ray Train workers
     x = torch.tensor(dense, device=device)  # copies: arrays from Ray's object store are read-only
     codes = torch.tensor(item_codes, device=device)
-    scale = float(target.std()) * cascade.temperature or 1.0
+    scale = float(parallel.moments(target)[1]) * cascade.temperature or 1.0
     y = torch.tensor(target / scale, dtype=torch.float32, device=device)
     order, groups = _partners(np.asarray(user_ids))
     order, groups = order.to(device), groups.to(device)
-    optimiser = torch.optim.Adam(net.parameters(), lr=cascade.lr)
-    gen = torch.Generator().manual_seed(config.training.seed)
+    optimiser = torch.optim.Adam(student.parameters(), lr=cascade.lr)
+    gen = torch.Generator().manual_seed(config.training.seed + parallel.rank)
     bce = torch.nn.BCEWithLogitsLoss()
+    batch_size = parallel.batch_size(cascade.batch_size)
     for epoch in range(1, cascade.epochs + 1):
         start = time.perf_counter()
-        net.train()
+        student.train()
         anchors = torch.randperm(len(x), generator=gen).to(device)
         total, batches = 0.0, 0
-        for lo in range(0, len(anchors), cascade.batch_size):
-            i = anchors[lo:lo + cascade.batch_size]
+        for lo in range(0, len(anchors), batch_size):
+            i = anchors[lo:lo + batch_size]
             first, count = groups[i, 0], groups[i, 1]
             offset = (torch.rand(len(i), generator=gen).to(device) * count).long()
             j = order[first + offset]
-            scores = net(torch.cat([x[i], x[j]]), torch.cat([codes[i], codes[j]]))
+            scores = student(torch.cat([x[i], x[j]]), torch.cat([codes[i], codes[j]]))
             loss = bce(scores[:len(i)] - scores[len(i):], torch.sigmoid(y[i] - y[j]))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             total += float(loss.detach())
             batches += 1
-        metrics = {"epoch": epoch, "distill_loss": total / max(batches, 1), "seconds": time.perf_counter() - start}
-        log("pre-ranker epoch {epoch}/{n}: distill_loss={distill_loss:.4f} ({seconds:.1f}s)".format(
-            n=cascade.epochs, **metrics))
+        metrics = {"epoch": epoch, "distill_loss": parallel.mean(total / max(batches, 1)),
+                   "seconds": time.perf_counter() - start}
+        if parallel.rank == 0:
+            log("pre-ranker epoch {epoch}/{n}: distill_loss={distill_loss:.4f} ({seconds:.1f}s)".format(
+                n=cascade.epochs, **metrics))
         if report is not None:
             report(metrics, net)
     net.eval()
@@ -127,35 +139,41 @@ def agreement(net: PreRankerNet, dense: np.ndarray, item_codes: np.ndarray, targ
 
 def _ray_distill_loop(loop_config: dict) -> None:
     import ray
-    import ray.train.torch
 
     from training.ranker import report_checkpoint
 
-    arrays = {k: ray.get(loop_config[k]) for k in ("dense", "item_codes", "user_ids", "target", "item_weight")}
+    block = worker_block(loop_config["examples"])
     config = RankingConfig.model_validate(loop_config["config"])
-    distill_loop(arrays["dense"], arrays["item_codes"], arrays["user_ids"], arrays["target"], config,
-                 arrays["item_weight"], device=ray.train.torch.get_device(),
+    distill_loop(block["dense"], block["item_codes"], block["user_ids"], block["target"], config,
+                 ray.get(loop_config["item_weight"]), parallel=RayTrainWorkers(), log=worker_log,
                  report=lambda metrics, net: report_checkpoint(metrics, net, PRE_RANKER_CHECKPOINT))
 
 
 def distill_pre_ranker(
     dense: np.ndarray, categorical: np.ndarray, user_ids: np.ndarray, dcn: MultiTaskDCN, config: RankingConfig,
     *, use_ray: bool = True, storage_path: str | Path = "artifacts/ray_train", log: Callable[[str], None] = print,
+    job: TrainJobConfig | None = None,
 ) -> tuple[PreRankerNet, dict[str, float]]:
-    """Teacher scores → distillation (Ray Train, one worker; or in-process) → the net, wired to
-    the DCN's item embedding, and how well it agrees with the teacher on the examples."""
+    """Teacher scores → distillation (Ray Train on `job`'s workers, default one; or in-process)
+    → the net, wired to the DCN's item embedding, and how well it agrees with the teacher on the
+    examples. Each worker's block holds whole users (rows shuffled by user), so a row's partners
+    come from the same user, as in one process."""
     target = teacher_scores(dcn, dense, categorical, config)
     net = PreRankerNet.for_dcn(dcn, config.cascade.hidden)
     names = dcn.schema.categorical_names
     item_codes = categorical[:, names.index("item_id")] if "item_id" in names else np.zeros(len(dense), np.int64)
     item_weight = None if net.item_embedding is None else net.item_embedding.weight.detach().cpu().numpy()
     if use_ray:
-        from training.ranker import fit_with_ray_train
+        import ray
 
-        state, _, _ = fit_with_ray_train(
-            _ray_distill_loop, {"dense": dense, "item_codes": item_codes, "user_ids": user_ids, "target": target,
-                                "item_weight": item_weight},
-            {"config": config.model_dump(mode="json")}, PRE_RANKER_CHECKPOINT, "pre_ranker", storage_path)
+        job = job or TrainJobConfig()
+        order = None if job.num_workers == 1 else shuffled_order(len(dense), config.training.seed, groups=user_ids)
+        examples = {"dense": dense, "item_codes": item_codes, "user_ids": user_ids, "target": target}
+        with local_ray(workers=job.num_workers):  # the item table travels through the object store
+            result = run_job(_ray_distill_loop, {"examples": ExampleArrays(examples, order)},
+                             {"config": config.model_dump(mode="json"), "item_weight": ray.put(item_weight)},
+                             job, storage_path, "pre_ranker", num_to_keep=2)
+        state = checkpoint_state(result, PRE_RANKER_CHECKPOINT)
     else:
         state = distill_loop(dense, item_codes, user_ids, target, config, item_weight, log=log).state_dict()
     net.load_state_dict(state)

@@ -17,7 +17,9 @@ Set-up (it mirrors "rank every unseen item for a user at time t"):
     examples from other times (more data, and robustness to drift).
 
 `fit_ranker` runs it end to end and writes the artifact directory; `train_ranker` is the Ray Train
-job (TorchTrainer, one worker, a checkpoint per epoch); `train_loop` is the same loop in-process.
+job (TorchTrainer, `training.ranker.num_workers` data-parallel workers each reading its block of
+the examples from the run's storage, a checkpoint per epoch); `train_loop` is the same loop
+(`fit_dcn`) in-process.
 With the cascade on, the trained DCN is then distilled into the pre-ranker (training/pre_ranker.py).
 """
 from __future__ import annotations
@@ -40,7 +42,12 @@ from app.ranking.config import HEADS, RankingConfig
 from app.ranking.dcn import MultiTaskDCN
 from app.pipeline.candidates import Candidates
 from app.ranking.features import FeatureSchema, FeatureStore, RankingFeatureAssembler
+from training.config import TrainJobConfig
 from training.pre_ranker import distill_pre_ranker
+from training.ray_job import (
+    DataParallel, ExampleArrays, RayTrainWorkers, checkpoint_state, run_job, shuffled_order, unwrapped, worker_block,
+    worker_log,
+)
 
 SORT_KEYS = ["user_id", "timestamp", "item_id"]  # the evaluation split's order (item id breaks ties)
 
@@ -312,70 +319,108 @@ def train_loop(
     log: Callable[[str], None] = print,
     init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> MultiTaskDCN:
-    """Train a MultiTaskDCN on `examples` (5% of users held out for the reported metrics).
+    """Train a MultiTaskDCN on `examples` in this process (5% of users held out for the
+    reported metrics): `fit_dcn` on one worker holding every row."""
+    held = holdout(examples, config.training.seed)
+    return fit_dcn(_columns(examples, ~held), _columns(examples, held), examples.schema, config,
+                   report=report, device=device, log=log, init_state=init_state)
+
+
+LOOP_COLUMNS = ("dense", "categorical", "position", "labels")  # what the training loop reads
+
+
+def _columns(examples: RankingExamples, rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: getattr(examples, name)[rows] for name in LOOP_COLUMNS}
+
+
+def fit_dcn(
+    train: Mapping[str, np.ndarray],
+    valid: Mapping[str, np.ndarray] | None,
+    schema: FeatureSchema,
+    config: RankingConfig,
+    *,
+    parallel: DataParallel = DataParallel(),
+    report: Callable[[dict, MultiTaskDCN], None] | None = None,
+    device: torch.device | None = None,
+    log: Callable[[str], None] = print,
+    init_state: Mapping[str, torch.Tensor] | None = None,
+) -> MultiTaskDCN:
+    """The loop shared by the in-process path and each Ray Train worker: `train` holds this
+    worker's rows (LOOP_COLUMNS), `valid` the held-out rows (None on the workers that do not
+    report them). A step takes `training.batch_size` rows in all, split over the workers, whose
+    gradients `parallel` averages; the feature normaliser is fitted on every worker's rows.
 
     `init_state` continues a trained model (fine-tuning): its weights AND its feature normaliser,
     so the continued model reads features exactly as the serving one does."""
     t = config.training
     torch.manual_seed(t.seed)
-    torch.set_num_threads(t.threads)
-    device = device or torch.device("cpu")
-    held = holdout(examples, t.seed)
-    train_idx, valid_idx = np.flatnonzero(~held), np.flatnonzero(held)
-
-    model = build_model(config, examples.schema)
+    torch.set_num_threads(parallel.threads(t.threads))
+    device = device or parallel.device
+    model = build_model(config, schema)
     if init_state is not None:
         model.load_state_dict({k: torch.as_tensor(v) for k, v in init_state.items()})
     else:
-        model.fit_normaliser(examples.dense[train_idx])
+        parallel.fit_normaliser(model, train["dense"])
     model.to(device)
+    net = parallel.prepare(model)  # DistributedDataParallel across Ray Train workers
     # Copies: arrays handed over by Ray's object store are read-only.
-    dense = torch.tensor(examples.dense, device=device)
-    categorical = torch.tensor(examples.categorical, device=device)
-    position = model.position_index(examples.position).to(device)
-    labels = torch.tensor(examples.labels, device=device)
+    dense = torch.tensor(train["dense"], device=device)
+    categorical = torch.tensor(train["categorical"], device=device)
+    position = model.position_index(train["position"]).to(device)
+    labels = torch.tensor(train["labels"], device=device)
     head_weights = torch.tensor([t.loss_weights[h] for h in HEADS], device=device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    optimiser = torch.optim.Adam(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     bce = nn.BCEWithLogitsLoss(reduction="none")
-    gen = torch.Generator().manual_seed(t.seed)
+    gen = torch.Generator().manual_seed(t.seed + parallel.rank)
+    batch_size = parallel.batch_size(t.batch_size)
+    has_valid = valid is not None and len(valid["labels"]) > 0
 
     for epoch in range(1, t.epochs + 1):
         start = time.perf_counter()
-        model.train()
-        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)].to(device)
+        net.train()
+        order = torch.randperm(len(labels), generator=gen).to(device)
         total, batches = 0.0, 0
-        for lo in range(0, len(order), t.batch_size):
-            idx = order[lo:lo + t.batch_size]
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo:lo + batch_size]
             pos = position[idx]
             if t.position_dropout > 0:
                 drop = torch.rand(len(idx), generator=gen).to(device) < t.position_dropout
                 pos = torch.where(drop, torch.zeros_like(pos), pos)
-            logits = model(dense[idx], categorical[idx], pos)
+            logits = net(dense[idx], categorical[idx], pos)
             loss = (bce(logits, labels[idx]).mean(dim=0) * head_weights).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             total += float(loss.detach())
             batches += 1
-        metrics = {"epoch": epoch, "train_loss": total / max(batches, 1), "seconds": time.perf_counter() - start}
-        if len(valid_idx):
-            model.eval()
-            with torch.no_grad():
-                vi = torch.from_numpy(valid_idx).to(device)
-                v_logits = model(dense[vi], categorical[vi])  # position-neutral, as served
-                v_loss = (bce(v_logits, labels[vi]).mean(dim=0) * head_weights).sum()
-            probs, y = torch.sigmoid(v_logits).cpu().numpy(), examples.labels[valid_idx]
-            metrics["valid_loss"] = float(v_loss)
-            for k, head in enumerate(HEADS[:4]):
-                metrics[f"valid_auc_{head}"] = _auc(y[:, k], probs[:, k])
-        log("ranker epoch {epoch}/{n}: train_loss={train_loss:.4f} valid_loss={v:.4f} "
-            "auc_click={a:.4f} ({seconds:.1f}s)".format(
-                n=t.epochs, v=metrics.get("valid_loss", float("nan")),
-                a=metrics.get("valid_auc_click", float("nan")), **metrics))
+        metrics = {"epoch": epoch, "train_loss": parallel.mean(total / max(batches, 1)),
+                   "seconds": time.perf_counter() - start}
+        if has_valid:
+            metrics.update(_validation_metrics(model, valid, head_weights, bce, device))
+        if parallel.rank == 0:
+            log("ranker epoch {epoch}/{n}: train_loss={train_loss:.4f} valid_loss={v:.4f} "
+                "auc_click={a:.4f} ({seconds:.1f}s)".format(
+                    n=t.epochs, v=metrics.get("valid_loss", float("nan")),
+                    a=metrics.get("valid_auc_click", float("nan")), **metrics))
         if report is not None:
             report(metrics, model)
     model.eval()
     return model.cpu()
+
+
+def _validation_metrics(model: MultiTaskDCN, valid: Mapping[str, np.ndarray], head_weights: torch.Tensor,
+                        bce: nn.Module, device: torch.device) -> dict[str, float]:
+    """Position-neutral (as served) loss and AUCs on the held-out rows, by the bare module (the
+    other workers take no part: no collective call under DistributedDataParallel)."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.tensor(valid["dense"], device=device), torch.tensor(valid["categorical"], device=device))
+        loss = (bce(logits, torch.tensor(valid["labels"], device=device)).mean(dim=0) * head_weights).sum()
+    probs, y = torch.sigmoid(logits).cpu().numpy(), valid["labels"]
+    out = {"valid_loss": float(loss)}
+    for k, head in enumerate(HEADS[:4]):
+        out[f"valid_auc_{head}"] = _auc(y[:, k], probs[:, k])
+    return out
 
 
 # -- Ray Train -------------------------------------------------------------------------------------
@@ -388,7 +433,7 @@ def report_checkpoint(metrics: dict, module: nn.Module, filename: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if ray.train.get_context().get_world_rank() == 0:
-            state = {k: v.detach().cpu() for k, v in getattr(module, "module", module).state_dict().items()}
+            state = {k: v.detach().cpu() for k, v in unwrapped(module).state_dict().items()}
             torch.save(state, Path(tmp) / filename)
             (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
@@ -396,18 +441,15 @@ def report_checkpoint(metrics: dict, module: nn.Module, filename: str) -> None:
 
 
 def _ray_train_loop(loop_config: dict) -> None:
-    import ray
-    import ray.train.torch
-
-    examples: RankingExamples = ray.get(loop_config["examples"])
+    """One Ray Train worker: its block of the training rows; rank 0 also reads the held-out rows
+    and reports the validation figures."""
+    parallel = RayTrainWorkers()
     config = RankingConfig.model_validate(loop_config["config"])
-
-    def report(metrics: dict, model: MultiTaskDCN) -> None:
-        report_checkpoint(metrics, model, MODEL_FILE)
-
+    valid = loop_config["valid"].read_all() if parallel.rank == 0 else None
     init = loop_config.get("init_state")
-    init_state = None if init is None else {k: torch.tensor(v) for k, v in init.items()}
-    train_loop(examples, config, report=report, device=ray.train.torch.get_device(), init_state=init_state)
+    fit_dcn(worker_block(loop_config["train"]), valid, loop_config["schema"], config, parallel=parallel,
+            report=lambda metrics, model: report_checkpoint(metrics, model, MODEL_FILE), log=worker_log,
+            init_state=None if init is None else {k: torch.tensor(v) for k, v in init.items()})
 
 
 @dataclass
@@ -417,57 +459,34 @@ class TrainResult:
     checkpoint_path: str | None
 
 
-def fit_with_ray_train(
-    loop: Callable[[dict], None], objects: Mapping[str, object], settings: Mapping[str, object],
-    checkpoint_file: str, name: str, storage_path: str | Path,
-) -> tuple[dict[str, torch.Tensor], dict, str]:
-    """Run `loop` as a Ray Train job (TorchTrainer, one worker, GPU when available) and return the
-    state_dict in its last checkpoint's `checkpoint_file`, its metrics and the checkpoint's path.
-    `objects` travel through the object store (the loop `ray.get`s them), `settings` as they are.
-    Uses the caller's Ray, or a small local one for the duration of the job."""
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from training.ray_runtime import local_ray
-
-    with local_ray():
-        trainer = TorchTrainer(
-            loop,
-            train_loop_config={**{k: ray.put(v) for k, v in objects.items()}, **settings},
-            scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=torch.cuda.is_available()),
-            run_config=ray.train.RunConfig(
-                name=name,
-                storage_path=str(Path(storage_path).resolve()),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-                logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            ),
-        )
-        result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"{name} training finished without a checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / checkpoint_file, map_location="cpu", weights_only=True)
-    return state, dict(result.metrics or {}), result.checkpoint.path
-
-
 def train_ranker(
     examples: RankingExamples,
     config: RankingConfig,
     storage_path: str | Path = "artifacts/ray_train",
     name: str = "ranker",
     init_state: Mapping[str, torch.Tensor] | None = None,
+    job: TrainJobConfig | None = None,
 ) -> TrainResult:
-    """Train with Ray Train (TorchTrainer, one worker, GPU when available); a checkpoint per epoch."""
-    state, metrics, path = fit_with_ray_train(
-        _ray_train_loop, {"examples": examples},
-        {"config": config.model_dump(mode="json"),
+    """Train with Ray Train (`job`: workers and GPUs, default one worker), a checkpoint per epoch
+    under `storage_path` (a local path or a URI). The held-out users' rows are written apart and
+    read by rank 0; the training rows are cut into one block per worker."""
+    job = job or TrainJobConfig()
+    held = holdout(examples, config.training.seed)
+    train_rows = np.flatnonzero(~held)
+    # One worker reads the rows as built (its loop shuffles them each epoch, as in-process);
+    # several read blocks of one shuffled order, so each block is a random sample.
+    order = None if job.num_workers == 1 else shuffled_order(len(train_rows), config.training.seed)
+    result = run_job(
+        _ray_train_loop,
+        {"train": ExampleArrays(_columns(examples, train_rows), order), "valid": ExampleArrays(_columns(examples, held))},
+        {"config": config.model_dump(mode="json"), "schema": examples.schema,
          "init_state": None if init_state is None else {k: v.cpu().numpy() for k, v in init_state.items()}},
-        MODEL_FILE, name, storage_path)
+        job, storage_path, name, num_to_keep=2,
+    )
     model = build_model(config, examples.schema)
-    model.load_state_dict(state)
+    model.load_state_dict(checkpoint_state(result, MODEL_FILE))
     model.eval()
-    return TrainResult(model, metrics, path)
+    return TrainResult(model, dict(result.metrics or {}), result.checkpoint.path)
 
 
 def fit_ranker(
@@ -485,10 +504,12 @@ def fit_ranker(
     log: Callable[[str], None] = print,
     init_state: Mapping[str, torch.Tensor] | None = None,
     impressions: pd.DataFrame | None = None,
+    job: TrainJobConfig | None = None,
 ) -> RankerArtifacts:
-    """Examples → training (Ray Train, or in-process with use_ray=False) → artifacts whose
-    feature tables come from `serving_history` (default: feature_history + labels). With labelled
-    `impressions` (an event log that has them) the examples are those impressions."""
+    """Examples → training (Ray Train on `job`'s workers, or in-process with use_ray=False) →
+    artifacts whose feature tables come from `serving_history` (default: feature_history +
+    labels). With labelled `impressions` (an event log that has them) the examples are those
+    impressions. The pre-ranker's distillation runs on the same `job`."""
     config = config or RankingConfig()
     start = time.perf_counter()
     main_store = None  # the main label window's tables, shared by the ranker's and the distillation's examples
@@ -501,7 +522,7 @@ def fit_ranker(
         f"{examples.dense.shape[1]} dense + {examples.categorical.shape[1]} categorical features "
         f"({time.perf_counter() - start:.1f}s)")
     if use_ray:
-        model = train_ranker(examples, config, storage_path=storage_path, init_state=init_state).model
+        model = train_ranker(examples, config, storage_path=storage_path, init_state=init_state, job=job).model
     else:
         model = train_loop(examples, config, log=log, init_state=init_state)
     log(format_head_report(head_report(model, examples, config.training.seed)))
@@ -511,7 +532,7 @@ def fit_ranker(
             feature_history, labels, items, users, config, candidates, main_store)
         log(f"pre-ranker distillation set: {len(teach)} rows")
         pre_ranker, _ = distill_pre_ranker(teach.dense, teach.categorical, teach.user_ids, model, config,
-                                           use_ray=use_ray, storage_path=storage_path, log=log)
+                                           use_ray=use_ray, storage_path=storage_path, log=log, job=job)
     if serving_history is None:
         serving_history = pd.concat([feature_history, labels], ignore_index=True)
     store = FeatureStore.build(serving_history, items, users, config.features)

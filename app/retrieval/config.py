@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from app._config_base import Section
 
 DAY = 86_400.0
+LEGACY_JOB_KEYS = frozenset({"num_workers", "use_gpu"})  # see TwoTowerConfig._drop_job_keys
 
 
 class TwoTowerConfig(Section):
@@ -59,9 +60,16 @@ class TwoTowerConfig(Section):
     )
     rating_weighted: bool = Field(False, description="weight each positive's loss by rating / mean rating")
     seed: int = Field(0, description="seeds initialisation and batch order")
-    num_workers: int = Field(1, ge=1, le=64, description="Ray Train workers (data parallel)")
     torch_threads: int = Field(1, ge=1, le=256, description="intra-op threads per training worker")
-    use_gpu: bool = Field(True, description="train on CUDA when torch sees a GPU")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_job_keys(cls, data: object) -> object:
+        """Workers and GPUs moved to `training.two_tower` (training/config.py); artifacts saved
+        before carry them in their meta.json and must still load."""
+        if isinstance(data, dict) and LEGACY_JOB_KEYS & data.keys():
+            return {k: v for k, v in data.items() if k not in LEGACY_JOB_KEYS}
+        return data
 
     @model_validator(mode="after")
     def _bounds_are_ordered(self) -> TwoTowerConfig:

@@ -45,6 +45,8 @@ from app.shared_arrays import load_arrays, load_state, save_arrays
 ARTIFACT_VERSION = 1
 EMBEDDINGS_DIR = "embeddings"  # one .npy per array, memory-mapped at load
 EpochCallback = Callable[[int, dict[str, float]], None]
+# (item_vectors, item_rows, log_q) of this batch -> the same for every column of the softmax
+ColumnGather = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -148,11 +150,13 @@ def in_batch_softmax_loss(
 
     logits[i, j] = <u_i, v_j> / temperature − log q(item_j)   (the logQ term only when given)
     A column holding the same item as row i's positive is masked: it is not a negative.
+    There may be more columns than rows (`item_vectors`, `item_rows`, `log_q` per column): the
+    batches of other data-parallel workers appended after this one's, as further negatives.
     """
     logits = user_vectors @ item_vectors.T / temperature
     if log_q is not None:
         logits = logits - log_q[None, :]
-    same_item = item_rows[None, :] == item_rows[:, None]
+    same_item = item_rows[None, :] == item_rows[:len(user_vectors), None]
     same_item.fill_diagonal_(False)
     logits = logits.masked_fill(same_item, float("-inf"))
     losses = F.cross_entropy(logits, torch.arange(len(logits), device=logits.device), reduction="none")
@@ -316,11 +320,15 @@ def fit(
     *,
     init_state: dict[str, torch.Tensor] | None = None,
     anchor_l2: float = 0.0,
+    columns: ColumnGather | None = None,
 ) -> list[dict[str, float]]:
     """The training loop shared by the in-process path and the Ray Train workers.
 
     `model` may be wrapped (DistributedDataParallel); batches must already be on its device.
     `on_epoch(epoch, metrics)` reports progress (and, under Ray Train, the checkpoint).
+    `columns(item_vectors, item_rows, log_q)`: the softmax's columns when they are more than this
+    batch (data-parallel workers: every worker's batch, this one's first, so that a row meets the
+    negatives of the whole global batch, as in one process).
 
     Fine-tuning (freshness): `init_state` warm-starts from a previous model's state_dict (same
     features and vocabulary as the base model: ids the base did not know use its OOV rows);
@@ -347,8 +355,11 @@ def fit(
         temperature = torch.tensor(float("nan"))
         for user_rows, hist, item_rows, log_q, weights in loader:
             user_vectors, item_vectors, temperature = model(user_rows, hist, item_rows)
+            column_rows = item_rows
+            if columns is not None:
+                item_vectors, column_rows, log_q = columns(item_vectors, item_rows, log_q)
             loss = in_batch_softmax_loss(
-                user_vectors, item_vectors, temperature, item_rows,
+                user_vectors, item_vectors, temperature, column_rows,
                 log_q if config.logq_correction else None,
                 weights if config.rating_weighted else None,
             )
