@@ -57,6 +57,9 @@ class TrainJobConfig(Section):
     use_gpu: bool | None = Field(
         None, description="a GPU per worker; None: when the Ray cluster has one for every worker (True waits for them)"
     )
+    cpus_per_worker: float = Field(
+        1.0, gt=0, le=256,
+        description="CPUs each worker reserves; below 1 lets the workers share a node with a served app (one machine)")
 
 
 class TrainingConfig(Section):

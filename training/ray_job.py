@@ -280,6 +280,15 @@ def use_gpu(job: TrainJobConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) >= job.num_workers
 
 
+def scaling(job: TrainJobConfig):
+    """The job's ScalingConfig: its workers, each reserving `cpus_per_worker` CPUs (and a GPU)."""
+    import ray.train
+
+    gpu = use_gpu(job)
+    resources = {"CPU": job.cpus_per_worker, **({"GPU": 1} if gpu else {})}
+    return ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=gpu, resources_per_worker=resources)
+
+
 def run_job(
     loop: Callable[[dict], None],
     shards: Mapping[str, ExampleArrays],
@@ -311,7 +320,7 @@ def run_job(
             trainer = TorchTrainer(
                 loop,
                 train_loop_config={**settings, **written},
-                scaling_config=ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=use_gpu(job)),
+                scaling_config=scaling(job),
                 run_config=ray.train.RunConfig(
                     name=name,
                     storage_path=where.root,

@@ -117,7 +117,8 @@ def _tiny_ranking(small_world):
     return history, config, build_training_set(history, labels, small_world.items, small_world.users, config)
 
 
-TWO = TrainJobConfig(num_workers=2, use_gpu=False)
+# A quarter CPU each: in the full suite the integration session's app holds part of the 2 CPUs.
+TWO = TrainJobConfig(num_workers=2, use_gpu=False, cpus_per_worker=0.25)
 
 
 @pytest.fixture(scope="module")
