@@ -10,16 +10,18 @@ its adaptive in-flight bound (admission).
   queued request only grows everyone's latency. The refusal comes first in the handler (before
   the state, a span, Redis or a handle call) and is held asleep for a delay that grows with the
   refusals already waiting (`RefusalPacer`), so clients that retry at once cannot spin the proxy
-  and the ingress on refusals.
+  and the ingress on refusals. A slot freed during the hold goes to the newest held request,
+  so the bound's room never idles while requests wait.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from app.api.admission import AdaptiveConcurrencyLimit, RefusalPacer
 from app.api.config import ApiConfig
@@ -29,8 +31,6 @@ from app.state.errors import StoreUnavailable
 from app.state.membership import ReplicaMembership
 
 MEMBERSHIP_KEY = "rf:members:ingress"  # live ingress replicas
-
-T = TypeVar("T")
 
 
 class RateLimitShare:
@@ -91,13 +91,20 @@ class RateLimitShare:
 
 class Admission:
     """This replica's in-flight bound, rebuilt only when a new config changes its settings (a
-    reload keeps what it has learned)."""
+    reload keeps what it has learned), and the refusals it holds.
+
+    A held refusal is also a short wait for room: a slot freed while refusals are held goes to
+    the newest of them (LIFO: it has waited least, so the admitted feed keeps its latency, as
+    in Facebook's "adaptive LIFO"), and only a hold that ends without a slot is answered 503.
+    Without the hand-over a freed slot stays idle until some held client's 503 and retry come
+    back, and the storm costs the goodput it was meant to protect.
+    """
 
     def __init__(self, on_limit: Callable[[int], None], on_refused: Callable[[], None],
                  on_answered: Callable[[float], None] = lambda held_s: None) -> None:
         self._limit: AdaptiveConcurrencyLimit | None = None
         self._pacer = RefusalPacer(0.0, 0.0)
-        self._waiting = 0  # refusals held before their 503
+        self._held: list[tuple[asyncio.Future[None], AdaptiveConcurrencyLimit]] = []  # oldest first
         self._on_limit, self._on_refused, self._on_answered = on_limit, on_refused, on_answered
 
     def configure(self, api: ApiConfig) -> None:
@@ -109,40 +116,59 @@ class Admission:
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        """Requests held for room (each answered 503 unless a slot frees first)."""
+        return len(self._held)
 
-    async def refuse_when_full(self) -> None:
-        """Raise the 503 (after the pacer's delay) when this replica has no room for a feed; the
-        caller does this before any other work."""
-        limit = self._limit
-        if limit is None or limit.inflight < limit.limit:
-            return
-        self._on_refused()
-        delay = self._pacer.delay(self._waiting, limit.limit)
-        if delay > 0:
-            self._waiting += 1
-            try:
-                await asyncio.sleep(delay)
-            finally:
-                self._waiting -= 1
-        self._on_answered(delay)  # the handler's own request metric never sees this refusal
-        raise ApiError(503, None, f"overloaded: {limit.limit} feeds in progress on this replica",
-                       {"Retry-After": RefusalPacer.retry_after(delay)})
-
-    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """Run the body in a slot of the bound; when there is none, hold the request (the
+        pacer's delay) and raise 503 + Retry-After unless a slot was handed to it meanwhile.
+        The caller enters this before any other work."""
         limit = self._limit
         if limit is None:
-            return await work
-        if not limit.try_acquire():  # the room `refuse_when_full` saw was taken meanwhile
-            work.close()
-            self._on_refused()
-            raise ApiError(503, None, f"overloaded: {limit.limit} feeds in progress on this replica",
-                           {"Retry-After": "1"})
+            yield
+            return
+        if not limit.try_acquire():
+            await self._hold(limit)  # returns holding a handed-over slot, or raises the 503
         started = time.perf_counter()
         try:
-            return await work
+            yield
         finally:
             before = limit.limit
             limit.release(time.perf_counter() - started)
             if limit.limit != before:
                 self._on_limit(limit.limit)
+            self._hand_over(limit)
+
+    async def _hold(self, limit: AdaptiveConcurrencyLimit) -> None:
+        delay = self._pacer.delay(len(self._held), limit.limit)
+        if delay > 0:
+            handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._held.append((handed, limit))
+            try:
+                await asyncio.wait([handed], timeout=delay)
+            except asyncio.CancelledError:  # the client went away while held
+                if handed.done():
+                    limit.give_back()
+                    self._hand_over(limit)
+                raise
+            finally:
+                if not handed.done():
+                    self._held.remove((handed, limit))
+                    handed.cancel()
+            if handed.done() and not handed.cancelled():
+                return
+        self._on_refused()
+        self._on_answered(delay)  # the handler's own request metric never sees this refusal
+        raise ApiError(503, None, f"overloaded: {limit.limit} feeds in progress on this replica",
+                       {"Retry-After": RefusalPacer.retry_after(delay)})
+
+    def _hand_over(self, limit: AdaptiveConcurrencyLimit) -> None:
+        """Give room under `limit` to the newest requests held for it."""
+        for entry in reversed(self._held[:]):
+            handed, owner = entry
+            if owner is limit and limit.try_acquire():
+                self._held.remove(entry)
+                handed.set_result(None)
+            elif owner is limit:
+                return

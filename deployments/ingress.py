@@ -172,33 +172,33 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         explain: bool = Query(False, description="add per-item provenance and removal counts"),
     ) -> JSONResponse:
         started = time.perf_counter()
-        await self.admission.refuse_when_full()  # first: a refused feed costs no state, span or Redis
-        state = await self.state()
-        config, metrics = state.config, observability(state.config)
-        request_id, ids = uuid.uuid4().hex, state.items[1]
-        try:
-            self._check_rate(request, state, "feed")
-            internal = ids.user(external := ids.parse_query(user_id, "user_id"))
-            deadline = http.request_deadline(request.headers, config.api.request_timeout_s, time.time())
-            limit = config.api.default_limit if limit is None else limit
-            if not config.api.min_limit <= limit <= config.api.max_limit:
-                raise ApiError(422, "limit", f"must be between {config.api.min_limit} and {config.api.max_limit}")
-            with request_span("GET /v1/feed", request.headers, user_id=external, request_id=request_id,
-                              salt=config.observability.user_id_hash_salt) as span:
-                body = await self.admission.run(
-                    self._feed(state, internal, external, limit, cursor, explain, request_id, started, deadline))
-                span.set_attribute(ATTR_MODEL_VERSION, body["model_version"])
-                span.set_attribute(ATTR_N_OUT, len(body["items"]))
-        except ApiError as exc:
-            metrics.record_request(exc.status, time.perf_counter() - started)
-            raise
-        except http.STAGE_FAILURES as exc:
-            error, shed_reason = http.stage_failure(exc)
-            metrics.record_request(error.status, time.perf_counter() - started)
-            metrics.record_shed("feed", shed_reason)
-            raise error from None
-        metrics.record_request(200, time.perf_counter() - started)
-        return JSONResponse(body)
+        async with self.admission.admitted():  # first: a refused feed costs no state, span or Redis
+            state = await self.state()
+            config, metrics = state.config, observability(state.config)
+            request_id, ids = uuid.uuid4().hex, state.items[1]
+            try:
+                self._check_rate(request, state, "feed")
+                internal = ids.user(external := ids.parse_query(user_id, "user_id"))
+                deadline = http.request_deadline(request.headers, config.api.request_timeout_s, time.time())
+                limit = config.api.default_limit if limit is None else limit
+                if not config.api.min_limit <= limit <= config.api.max_limit:
+                    raise ApiError(422, "limit", f"must be between {config.api.min_limit} and {config.api.max_limit}")
+                with request_span("GET /v1/feed", request.headers, user_id=external, request_id=request_id,
+                                  salt=config.observability.user_id_hash_salt) as span:
+                    body = await self._feed(state, internal, external, limit, cursor, explain, request_id, started,
+                                            deadline)
+                    span.set_attribute(ATTR_MODEL_VERSION, body["model_version"])
+                    span.set_attribute(ATTR_N_OUT, len(body["items"]))
+            except ApiError as exc:
+                metrics.record_request(exc.status, time.perf_counter() - started)
+                raise
+            except http.STAGE_FAILURES as exc:
+                error, shed_reason = http.stage_failure(exc)
+                metrics.record_request(error.status, time.perf_counter() - started)
+                metrics.record_shed("feed", shed_reason)
+                raise error from None
+            metrics.record_request(200, time.perf_counter() - started)
+            return JSONResponse(body)
 
     async def _feed(self, state: IngressState, user_id: int, external: object, limit: int, cursor_token: str | None,
                     explain: bool, request_id: str, started: float, deadline: float) -> dict[str, Any]:

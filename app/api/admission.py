@@ -10,7 +10,7 @@ one slow burst does not collapse it), always within [min_limit, max_limit]. Past
 ingress answers 503 + Retry-After at once, so the feeds it does take keep their latency.
 
     limit = AdaptiveConcurrencyLimit(target_s=0.2, min_limit=1, max_limit=8)   # or .from_api(config.api)
-    if not limit.try_acquire(): answer 503
+    if not limit.try_acquire(): hold, then answer 503
     try: ... finally: limit.release(seconds_the_feed_took)
 
 `target_s = 0` keeps the limit at `max_limit` (a fixed bound).
@@ -21,7 +21,8 @@ refusals it must serve, until they crowd out the feeds (the collapse in the SRE 
 Overload"). `RefusalPacer` holds each refusal before its 503 — asleep, no CPU — for a delay that
 grows with the number of refusals already waiting: with `w` waiting and a bound of `L` feeds in
 flight, each waits ≈ `base_s × w / L`, so a storm of any size is refused at most ≈ `L / base_s`
-times a second, and a calm moment (w ≈ 0) refuses at once.
+times a second, and a calm moment (w ≈ 0) refuses at once. A slot freed during a hold goes to
+the newest held request (deployments/guards.py `Admission`), so holding never idles the bound.
 """
 from __future__ import annotations
 
@@ -66,6 +67,10 @@ class AdaptiveConcurrencyLimit:
             return False
         self._inflight += 1
         return True
+
+    def give_back(self) -> None:
+        """Return a slot that did no work (its request went away before starting): nothing learned."""
+        self._inflight = max(0, self._inflight - 1)
 
     def release(self, seconds: float) -> None:
         """Give the slot back with the time the admitted work took (failures count too: a feed

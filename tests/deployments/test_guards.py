@@ -18,10 +18,14 @@ def test_admission_answers_503_with_retry_after_past_the_bound_and_does_no_work(
         await asyncio.sleep(0.05)
         return "page"
 
+    async def handler(admission):
+        async with admission.admitted():
+            return await feed()
+
     async def scenario():
         admission = Admission(lambda n: None, lambda: refused.append(1))
-        admission.configure(ApiConfig(max_inflight_feeds=2, admission_target_s=0))
-        results = await asyncio.gather(*(admission.run(feed()) for _ in range(3)), return_exceptions=True)
+        admission.configure(ApiConfig(max_inflight_feeds=2, admission_target_s=0, shed_delay_s=0))
+        results = await asyncio.gather(*(handler(admission) for _ in range(3)), return_exceptions=True)
         errors = [r for r in results if isinstance(r, ApiError)]
         assert results.count("page") == 2 and len(errors) == 1
         assert errors[0].status == 503 and errors[0].headers == {"Retry-After": "1"}
@@ -35,10 +39,12 @@ def test_an_unbounded_ingress_admits_everything():
         admission = Admission(lambda n: None, lambda: None)
         admission.configure(ApiConfig(max_inflight_feeds=0))
 
-        async def feed():
-            return 1
+        async def handler():
+            async with admission.admitted():
+                await asyncio.sleep(0)
+                return 1
 
-        assert sum(await asyncio.gather(*(admission.run(feed()) for _ in range(50)))) == 50
+        assert sum(await asyncio.gather(*(handler() for _ in range(50)))) == 50
 
     asyncio.run(scenario())
 
@@ -72,11 +78,11 @@ def test_a_full_replica_holds_its_refusals_longer_the_more_are_waiting_and_then_
     async def handler(admission):
         started = asyncio.get_running_loop().time()
         try:
-            await admission.refuse_when_full()
+            async with admission.admitted():
+                return await slow_feed()
         except ApiError as exc:
             held.append(asyncio.get_running_loop().time() - started)
             return exc
-        return await admission.run(slow_feed())
 
     async def scenario():
         admission = Admission(lambda n: None, lambda: None, answered.append)
@@ -99,12 +105,75 @@ def test_with_room_a_feed_is_not_held_and_a_zero_delay_refuses_at_once():
     async def scenario():
         admission = Admission(lambda n: None, lambda: None)
         admission.configure(ApiConfig(max_inflight_feeds=1, admission_target_s=0, shed_delay_s=0))
-        await admission.refuse_when_full()  # room: returns
-
-        async def feed():
-            await admission.refuse_when_full()  # full now (this one holds the slot): refused at once
-        with pytest.raises(ApiError) as refused:
-            await admission.run(feed())
+        async with admission.admitted():  # room: in at once
+            with pytest.raises(ApiError) as refused:
+                async with admission.admitted():  # full (the outer one holds the slot): refused at once
+                    raise AssertionError("admitted past the bound")
         assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "1"}
+        async with admission.admitted():  # the slot came back
+            pass
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_freed_during_a_hold_goes_to_the_newest_held_request():
+    """Work-conserving holds: when the running feed ends, the most recently held request is
+    admitted at once (not after its hold), and the older one is still answered 503."""
+    order: list[str] = []
+
+    async def handler(admission, name, seconds):
+        try:
+            async with admission.admitted():
+                order.append(f"{name} in")
+                await asyncio.sleep(seconds)
+            return "page"
+        except ApiError as exc:
+            order.append(f"{name} 503")
+            return exc
+
+    async def scenario():
+        admission = Admission(lambda n: None, lambda: None)
+        admission.configure(ApiConfig(max_inflight_feeds=1, admission_target_s=0, shed_delay_s=1.0,
+                                      shed_delay_max_s=1.0))
+        admission._pacer.delay = lambda waiting, limit: 0.6  # a fixed hold: this test is about the hand-over
+        loop = asyncio.get_running_loop()
+        running = asyncio.create_task(handler(admission, "first", 0.2))
+        await asyncio.sleep(0.01)
+        older = asyncio.create_task(handler(admission, "older", 0.0))
+        await asyncio.sleep(0.01)
+        started = loop.time()
+        newer = asyncio.create_task(handler(admission, "newer", 0.5))
+        await asyncio.sleep(0.01)
+        assert admission.waiting == 2
+        assert await running == "page"
+        await asyncio.sleep(0.05)
+        assert order == ["first in", "newer in"] and loop.time() - started < 0.5  # in when "first" ended
+        assert await newer == "page"
+        assert isinstance(refusal := await older, ApiError) and refusal.status == 503
+        assert order == ["first in", "newer in", "older 503"] and admission.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_held_request_that_goes_away_gives_its_slot_back():
+    async def scenario():
+        admission = Admission(lambda n: None, lambda: None)
+        admission.configure(ApiConfig(max_inflight_feeds=1, admission_target_s=0, shed_delay_s=1.0,
+                                      shed_delay_max_s=1.0))
+
+        async def held():
+            async with admission.admitted():
+                await asyncio.sleep(10)
+
+        async with admission.admitted():
+            waiter = asyncio.create_task(held())
+            await asyncio.sleep(0.01)
+            assert admission.waiting == 1
+        waiter.cancel()  # the slot was just handed to it; it disconnects before running
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert admission.waiting == 0 and admission._limit.inflight == 0
+        async with admission.admitted():  # the slot is free again
+            pass
 
     asyncio.run(scenario())

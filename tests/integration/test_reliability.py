@@ -281,7 +281,8 @@ def _closed_loop(app: ServedApp, clients: int, seconds: float, honour_retry_afte
                 out.append(response)
                 user += 1
                 if response.status_code == 503 and honour_retry_after:
-                    time.sleep(min(float(response.headers["retry-after"]), max(0.0, stop - time.monotonic())))
+                    wait = float(response.headers.get("retry-after", 1))
+                    time.sleep(min(wait, max(0.0, stop - time.monotonic())))
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -292,12 +293,13 @@ def _closed_loop(app: ServedApp, clients: int, seconds: float, honour_retry_afte
 
 
 def test_a_storm_of_immediate_retries_keeps_goodput(served_app: ServedApp):
-    """Twelve clients re-sending every 503 at once against room for two feeds: the feeds served
-    per second stay above half of what two polite clients got in the same test, every answer is
-    a 200 or a 503 with Retry-After, and the held refusals (`api.shed_delay_s`) keep the storm
-    to ≈ bound / shed_delay_s refusals a second instead of a spin."""
+    """Twelve clients re-sending every 503 at once against room for two feeds (a fixed bound: the
+    adaptive one is tested below): the feeds served per second stay above half of what two polite
+    clients got in the same test, every answer is a 200 or a 503 with Retry-After, and the held
+    refusals (`api.shed_delay_s`) keep the storm to ≈ bound / shed_delay_s refusals a second
+    instead of a spin, their room handed on as it frees."""
     seconds = 8.0
-    _set_overrides(served_app, {"api": {"max_inflight_feeds": 2}})
+    _set_overrides(served_app, {"api": {"max_inflight_feeds": 2, "admission_target_s": 0}})
     try:
         with served_app.client() as c:
             _wait(lambda: sum(r.status_code == 503 for r in concurrent_feeds(served_app, 6, 80)) > 0, 30,
@@ -314,7 +316,8 @@ def test_a_storm_of_immediate_retries_keeps_goodput(served_app: ServedApp):
     refusals = [r for r in storm if r.status_code == 503]
     print(f"storm: {storm_rate:.1f} feeds/s vs {unloaded_rate:.1f} unloaded, {len(refusals) / seconds:.1f} refusals/s")
     assert {r.status_code for r in storm} <= {200, 503}
-    assert refusals and all(int(r.headers["retry-after"]) >= 1 for r in refusals)
+    bare = [(dict(r.headers), r.text) for r in refusals if int(r.headers.get("retry-after", 0)) < 1]
+    assert refusals and not bare, bare[:3]
     assert storm_rate >= 0.5 * unloaded_rate, (storm_rate, unloaded_rate)
     # Held refusals finish at most ≈ 2 × bound / shed_delay_s = 40 a second (app/api/admission.py).
     assert len(refusals) / seconds <= 60, len(refusals)
@@ -322,11 +325,12 @@ def test_a_storm_of_immediate_retries_keeps_goodput(served_app: ServedApp):
 
 def test_the_in_flight_bound_adapts_to_latency(served_app: ServedApp):
     """Adaptive admission: with a target no feed can meet, the bound falls from 4 to 1 and a
-    burst is shed down to one feed at a time; without the override every feed is admitted."""
+    burst is shed down to one feed at a time (refusals answered at once: a hold would hand the
+    freed slot on); without the override every feed is admitted."""
     def burst(n: int) -> list[httpx.Response]:
         return concurrent_feeds(served_app, n, 60)
 
-    _set_overrides(served_app, {"api": {"admission_target_s": 0.001, "max_inflight_feeds": 4}})
+    _set_overrides(served_app, {"api": {"admission_target_s": 0.001, "max_inflight_feeds": 4, "shed_delay_s": 0}})
     try:
         with served_app.client() as c:  # sequential feeds, each slower than 1 ms: the bound shrinks
             _wait(lambda: c.get("/v1/feed", params={"user_id": 7, "limit": 5}).status_code == 200
