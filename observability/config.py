@@ -69,7 +69,10 @@ class LiveMonitorConfig(Section):
 
     enabled: bool = Field(True, description="log served predictions and run the Monitor loop")
     sample_rate: float = Field(
-        1.0, ge=0.0, le=1.0, description="fraction of feed requests logged (decided by request id, so every stage agrees)"
+        0.1, ge=0.0, le=1.0,
+        description="fraction of feed requests logged (decided by request id, so every stage agrees); a tenth keeps "
+                    "PSI and calibration well fed at serving rates for a tenth of the logging cost (Ranking's feature "
+                    "sample, the stream entry, the Monitor's join); 1.0 logs every feed",
     )
     stream_key: str = Field("rf:predictions", min_length=1, description="Redis stream of logged predictions")
     stream_maxlen: int = Field(
@@ -105,6 +108,10 @@ class ObservabilityConfig(Section):
     batch_span_mode: str = Field(
         "per_request", pattern="^(per_request|linked)$",
         description="@serve.batch spans: one per request under its own parent, or one span linking every parent",
+    )
+    metrics_flush_s: float = Field(
+        1.0, ge=0, le=60,
+        description="counters and histograms are aggregated in each process and handed to Ray this often (0: per record)",
     )
     max_score_observations: int = Field(
         64, ge=1, le=10_000, description="scores per head per request observed into the score histogram (even stride)"

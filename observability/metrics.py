@@ -13,9 +13,11 @@ blow up cardinality (event types, status codes) are normalised to closed sets.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -85,8 +87,11 @@ class FeedMetrics(ABC):
 
     def observe(self, spec: MetricSpec, values: float | Iterable[float], **tags: str) -> None:
         tags = self._check(spec, MetricType.HISTOGRAM, tags)
-        values = [float(values)] if np.isscalar(values) else [float(v) for v in values]  # type: ignore[arg-type]
-        self._observe(spec, [v for v in values if not np.isnan(v)], tags)
+        if isinstance(values, (int, float)) or np.isscalar(values):
+            values = [float(values)]  # type: ignore[arg-type]
+        else:
+            values = [float(v) for v in values]  # type: ignore[union-attr]
+        self._observe(spec, [v for v in values if v == v], tags)  # NaN != NaN: dropped
 
     # infrastructure ----------------------------------------------------------------------------
     def record_request(self, status: int | str, seconds: float, route: str = "feed") -> None:
@@ -285,17 +290,31 @@ class RayMetrics(FeedMetrics):
     Only works in a process connected to Ray (a Serve replica, a task/actor, or a driver after
     ray.init); importing this module needs neither. Ray exports them on each node's metrics port
     as ``ray_<name>``.
+
+    Counters and histograms are aggregated in the process and handed to Ray every `flush_s`
+    (a daemon thread; `flush()` on demand): a request's stage records become dictionary updates
+    instead of three Ray calls per stage (≈ 19 µs a stage on the 2-core box), counters reach Ray
+    once per series per flush, and Ray exports every few seconds anyway, so a 1 s buffer adds
+    no visible delay. Gauges are set at once. `flush_s = 0` hands every record over directly.
     """
 
-    def __init__(self, max_score_observations: int = 64, registry: Mapping[str, MetricSpec] = REGISTRY) -> None:
+    def __init__(self, max_score_observations: int = 64, registry: Mapping[str, MetricSpec] = REGISTRY,
+                 flush_s: float = 1.0) -> None:
         super().__init__(max_score_observations)
+        if flush_s < 0:
+            raise ValueError("flush_s must be >= 0")
         self._registry = registry
         self._objects: dict[str, object] = {}
         self._lock = threading.Lock()
+        self.flush_s = flush_s
+        self._counts: dict[tuple[MetricSpec, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+        self._observations: dict[tuple[MetricSpec, tuple[tuple[str, str], ...]], list[float]] = defaultdict(list)
+        self._buffer_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
 
     @classmethod
     def from_config(cls, config: ObservabilityConfig) -> "RayMetrics":
-        return cls(config.max_score_observations)
+        return cls(config.max_score_observations, flush_s=config.metrics_flush_s)
 
     def _metric(self, spec: MetricSpec):
         metric = self._objects.get(spec.name)
@@ -317,15 +336,71 @@ class RayMetrics(FeedMetrics):
         return ray_metrics.Histogram(spec.name, spec.help, boundaries=list(spec.buckets), tag_keys=spec.labels)
 
     def _inc(self, spec, value, tags) -> None:
-        self._metric(spec).inc(value, tags=dict(tags))
+        if not self.flush_s:
+            self._metric(spec).inc(value, tags=dict(tags))
+            return
+        with self._buffer_lock:
+            self._counts[(spec, tuple(tags.items()))] += value
+        self._start_flusher()
 
     def _set(self, spec, value, tags) -> None:
         self._metric(spec).set(value, tags=dict(tags))
 
+    def record_stage(self, record: StageRecord, pipeline: str) -> None:
+        """The hot path (every stage of every request): the labels are known good, so the three
+        series are added to directly, with no per-call label check."""
+        if not self.flush_s:
+            super().record_stage(record, pipeline)
+            return
+        stage = (("pipeline", pipeline), ("stage", record.name))
+        with self._buffer_lock:
+            if record.seconds == record.seconds:  # NaN != NaN: dropped, as observe() does
+                self._observations[(m.STAGE_LATENCY, (*stage, ("kind", record.kind)))].append(float(record.seconds))
+            self._counts[(m.STAGE_CANDIDATES_IN, stage)] += record.n_in
+            self._counts[(m.STAGE_CANDIDATES_OUT, stage)] += record.n_out
+            if record.error:
+                self._counts[(m.STAGE_ERRORS, (*stage, ("kind", record.kind)))] += 1.0
+        self._start_flusher()
+
     def _observe(self, spec, values, tags) -> None:
-        metric, tags = self._metric(spec), dict(tags)
-        for value in values:
-            metric.observe(value, tags=tags)
+        if not self.flush_s:
+            metric, tags = self._metric(spec), dict(tags)
+            for value in values:
+                metric.observe(value, tags=tags)
+            return
+        with self._buffer_lock:
+            self._observations[(spec, tuple(tags.items()))].extend(values)
+        self._start_flusher()
+
+    def flush(self) -> None:
+        """Hand what was aggregated since the last flush to Ray."""
+        with self._buffer_lock:
+            counts, self._counts = self._counts, defaultdict(float)
+            observations, self._observations = self._observations, defaultdict(list)
+        for (spec, tags), total in counts.items():
+            if total > 0:  # Ray rejects a zero increment
+                self._metric(spec).inc(total, tags=dict(tags))
+        for (spec, tags), values in observations.items():
+            metric, tag_dict = self._metric(spec), dict(tags)
+            for value in values:
+                metric.observe(value, tags=tag_dict)
+
+    def _start_flusher(self) -> None:
+        if self._flusher is not None:
+            return
+        with self._lock:
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_forever, name="rayfeed-metrics-flush", daemon=True)
+                self._flusher.start()
+                atexit.register(self.flush)
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(self.flush_s)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - metrics must never take the process down
+                log.exception("flushing metrics to Ray failed")
 
 
 class ObservabilityHook:

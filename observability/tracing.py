@@ -113,26 +113,27 @@ def build_tracer_provider(
     `processors` are added as given (tests pass a SimpleSpanProcessor over an InMemorySpanExporter);
     an OTLP/HTTP exporter (batching) is added only when OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
     OTEL_EXPORTER_OTLP_ENDPOINT (+ "/v1/traces", per the spec) is set in `env` (default os.environ)
-    and OTEL_TRACES_EXPORTER is not "none".
+    and OTEL_TRACES_EXPORTER is not "none". With neither, nothing is sampled (no span is recorded).
     """
     config = config or ObservabilityConfig()
     env = os.environ if env is None else env
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or config.service_name})
-    provider = TracerProvider(sampler=_sampler(config, env), resource=resource)
-    for processor in processors:
-        provider.add_span_processor(processor)
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return provider
+    consumers = list(processors)
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
         env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces" if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") else None
     )
     exporters = {e.strip() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")}
-    if endpoint and "none" not in exporters:
+    if env.get("OTEL_SDK_DISABLED", "").lower() != "true" and endpoint and "none" not in exporters:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         # Headers, timeout, compression and certificates come from the standard OTEL_* variables.
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        consumers.append(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         log.info("tracing: exporting spans over OTLP/HTTP to %s", endpoint)
+    # With nothing to receive them, recorded spans are CPU for nothing (every stage of every
+    # request): record none. Trace context still propagates (ids are made, unsampled).
+    provider = TracerProvider(sampler=_sampler(config, env) if consumers else sampling.ALWAYS_OFF, resource=resource)
+    for processor in consumers:
+        provider.add_span_processor(processor)
     return provider
 
 
@@ -329,7 +330,8 @@ class TracingStageHook:
     gets ERROR status and the exception; a stage that failed open (the runner reports the error
     only through `record`) gets ERROR status and an `exception` event too. To carry that, a span
     ends when its `record` arrives (end time taken when the stage returned), or at once if the
-    stage raised.
+    stage raised. Inside an unsampled request (a valid but non-recording parent) no stage span is
+    made at all: the sampler would only have dropped it, after its cost.
     """
 
     def __init__(
@@ -363,6 +365,10 @@ class TracingStageHook:
     @contextlib.contextmanager
     def span(self, name: str, kind: str) -> Iterator[dict[str, object]]:
         self._flush_pending()
+        parent = trace.get_current_span()
+        if parent.get_span_context().is_valid and not parent.is_recording():
+            yield {}  # an unsampled request: its stage spans would be dropped unrecorded anyway
+            return
         attrs = {ATTR_PIPELINE: self.pipeline, ATTR_STAGE: name, ATTR_KIND: kind, **self._attributes}
         span = self.tracer.start_span(f"{self.pipeline}.{name}", attributes=attrs)
         figures: dict[str, object] = {}

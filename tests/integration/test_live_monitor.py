@@ -25,7 +25,7 @@ from tests.integration.test_fault_alerts import _exported, _scrape_values, _serv
 pytestmark = pytest.mark.integration
 
 HEAD = "click"
-FAST = {"publish_seconds": 0.5, "poll_seconds": 0.2, "label_window_seconds": 15.0}
+FAST = {"publish_seconds": 0.5, "poll_seconds": 0.2, "label_window_seconds": 15.0, "sample_rate": 1.0}
 
 
 def _monitor_handle():

@@ -130,3 +130,54 @@ def test_ray_metrics_are_exported_with_registered_names():
     finally:
         if started:
             ray.shutdown()
+
+
+class _RecordingRayMetrics(RayMetrics):
+    """RayMetrics with the Ray objects replaced by recorders of the calls they get (no Ray)."""
+
+    calls: list[tuple[str, str, float, dict]]
+
+    def _create(self, spec):
+        calls = self.calls
+
+        class Recorder:
+            def inc(self, value, tags):
+                calls.append(("inc", spec.name, value, tags))
+
+            def observe(self, value, tags):
+                calls.append(("observe", spec.name, value, tags))
+
+            def set(self, value, tags):
+                calls.append(("set", spec.name, value, tags))
+        return Recorder()
+
+
+def test_ray_metrics_aggregate_in_process_and_reach_ray_once_per_series_per_flush():
+    metrics = _RecordingRayMetrics(flush_s=60.0)  # the thread would flush in a minute; flush() does now
+    metrics.calls = []
+    for seconds in (0.01, 0.02, float("nan")):
+        metrics.record_stage(StageRecord("mmr", "reranker", seconds, 100, 40), "organic")
+    metrics.record_stage(StageRecord("dedup", "filter", 0.001, 0, 0), "organic")  # zero counts: no increment
+    metrics.set_admission_limit(4)
+    assert metrics.calls == [("set", m.ADMISSION_LIMIT.name, 4.0, {})]  # gauges go at once
+    metrics.flush()
+    incs = {(name, tuple(sorted(tags.items()))): value for kind, name, value, tags in metrics.calls if kind == "inc"}
+    stage = (("pipeline", "organic"), ("stage", "mmr"))
+    assert incs == {(m.STAGE_CANDIDATES_IN.name, stage): 300.0, (m.STAGE_CANDIDATES_OUT.name, stage): 120.0}
+    observed = [(value, tags) for kind, name, value, tags in metrics.calls
+                if kind == "observe" and name == m.STAGE_LATENCY.name]
+    mmr = {"pipeline": "organic", "stage": "mmr", "kind": "reranker"}
+    assert observed == [(0.01, mmr), (0.02, mmr), (0.001, {"pipeline": "organic", "stage": "dedup", "kind": "filter"})]
+    metrics.calls.clear()
+    metrics.flush()
+    assert metrics.calls == []  # nothing twice
+    metrics.record_stage(StageRecord("mmr", "reranker", 0.01, 1, 1, error="boom"), "organic")
+    metrics.flush()
+    assert ("inc", m.STAGE_ERRORS.name, 1.0, mmr) in metrics.calls
+
+    direct = _RecordingRayMetrics(flush_s=0)
+    direct.calls = []
+    direct.record_request(200, 0.05)
+    assert [kind for kind, *_ in direct.calls] == ["inc", "observe"]  # flush_s = 0: handed over at once
+    with pytest.raises(ValueError):
+        RayMetrics(flush_s=-1)

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from app.pipeline.candidates import Candidates
-from app.pipeline.runner import PipelineRunner
+from app.pipeline.runner import PipelineRunner, StageRecord
 from observability.config import ObservabilityConfig
 from observability.tracing import (
     ATTR_BATCH_SIZE,
@@ -207,10 +207,12 @@ def test_no_exporter_without_endpoint_and_otlp_with_it():
 
 
 def test_sampling_ratio_from_config_unless_env_sets_sampler():
-    provider = build_tracer_provider(ObservabilityConfig(sampling_ratio=0.25), env={})
+    exporter = [SimpleSpanProcessor(InMemorySpanExporter())]
+    provider = build_tracer_provider(ObservabilityConfig(sampling_ratio=0.25), env={}, processors=exporter)
     assert "0.25" in provider.sampler.get_description()
     assert provider.resource.attributes["service.name"] == "rayfeed"
-    never = build_tracer_provider(ObservabilityConfig(sampling_ratio=1.0), env={"OTEL_TRACES_SAMPLER": "always_off"})
+    never = build_tracer_provider(ObservabilityConfig(sampling_ratio=1.0), env={"OTEL_TRACES_SAMPLER": "always_off"},
+                                  processors=exporter)
     assert never.sampler.get_description() == "AlwaysOffSampler"
     tracer = never.get_tracer("t")
     with tracer.start_as_current_span("x") as span:
@@ -251,3 +253,31 @@ def test_the_tracer_is_made_once_per_provider_and_records_to_that_provider():
     finally:
         first.shutdown()
         second.shutdown()
+
+
+def test_nothing_is_recorded_without_an_exporter_and_unsampled_requests_get_no_stage_spans():
+    """No exporter, no processor: spans would be built only to be dropped, so none is recorded
+    (ids still propagate). With an exporter, an unsampled request's stages make no span at all."""
+    quiet = build_tracer_provider(ObservabilityConfig(sampling_ratio=1.0), env={})
+    assert quiet.sampler.get_description() == "AlwaysOffSampler"
+    with quiet.get_tracer("t").start_as_current_span("request") as span:
+        assert not span.is_recording() and span.get_span_context().trace_id != 0
+        assert "traceparent" in inject_context()
+
+    exporter = InMemorySpanExporter()
+    provider = build_tracer_provider(ObservabilityConfig(sampling_ratio=1.0), env={},
+                                     processors=[SimpleSpanProcessor(exporter)])
+    tracer = provider.get_tracer("t")
+    hook = TracingStageHook("organic", tracer=tracer)
+    unsampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}
+    sampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01"}
+    for carrier in (unsampled, sampled):
+        with hook.part("retrieval", carrier):
+            for stage in ("ann", "merge"):
+                with hook.span(stage, "source") as figures:
+                    figures["n_out"] = 3
+                hook.record(StageRecord(stage, "source", 0.001, 0, 3))
+    names = sorted(s.name for s in exporter.get_finished_spans())
+    assert names == ["organic.ann", "organic.merge", "retrieval"]  # the sampled request's only
+    assert {s.context.trace_id for s in exporter.get_finished_spans()} == {0x0af7651916cd43dd8448eb211c80319d}
+    provider.shutdown()
