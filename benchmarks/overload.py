@@ -29,10 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import served_app
-from benchmarks.serve_load import closed_loop, measured, process_cpu_s
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script (`rayfeed bench overload`): the repo's packages first
+from benchmarks import served_app  # noqa: E402
+from benchmarks.serve_load import closed_loop, measured, process_cpu_s  # noqa: E402
 VARIANTS = {"held": 0.1, "at-once": 0.0}
 STEPS = {  # variant -> (retry policy, concurrency) in order
     "held": [("honour", 4), ("immediate", 4), ("immediate", 8), ("immediate", 16), ("immediate", 32),

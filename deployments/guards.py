@@ -95,7 +95,8 @@ class Admission:
 
     A held refusal is also a short wait for room: a slot freed while refusals are held goes to
     the newest of them (LIFO: it has waited least, so the admitted feed keeps its latency, as
-    in Facebook's "adaptive LIFO"), and only a hold that ends without a slot is answered 503.
+    in Facebook's "adaptive LIFO") if it has waited at most `api.shed_handover_max_wait_s`,
+    and a hold that ends without a slot is answered 503.
     Without the hand-over a freed slot stays idle until some held client's 503 and retry come
     back, and the storm costs the goodput it was meant to protect.
     """
@@ -104,7 +105,9 @@ class Admission:
                  on_answered: Callable[[float], None] = lambda held_s: None) -> None:
         self._limit: AdaptiveConcurrencyLimit | None = None
         self._pacer = RefusalPacer(0.0, 0.0)
-        self._held: list[tuple[asyncio.Future[None], AdaptiveConcurrencyLimit]] = []  # oldest first
+        # (future, limit, held since): oldest first
+        self._held: list[tuple[asyncio.Future[None], AdaptiveConcurrencyLimit, float]] = []
+        self._handover_max_wait_s = 0.0
         self._on_limit, self._on_refused, self._on_answered = on_limit, on_refused, on_answered
 
     def configure(self, api: ApiConfig) -> None:
@@ -113,6 +116,7 @@ class Admission:
             self._limit = wanted
         if RefusalPacer.from_api(api).settings != self._pacer.settings:
             self._pacer = RefusalPacer.from_api(api)
+        self._handover_max_wait_s = api.shed_handover_max_wait_s
 
     @property
     def waiting(self) -> int:
@@ -144,7 +148,8 @@ class Admission:
         delay = self._pacer.delay(len(self._held), limit.limit)
         if delay > 0:
             handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._held.append((handed, limit))
+            entry = (handed, limit, time.monotonic())
+            self._held.append(entry)
             try:
                 await asyncio.wait([handed], timeout=delay)
             except asyncio.CancelledError:  # the client went away while held
@@ -154,7 +159,7 @@ class Admission:
                 raise
             finally:
                 if not handed.done():
-                    self._held.remove((handed, limit))
+                    self._held.remove(entry)
                     handed.cancel()
             if handed.done() and not handed.cancelled():
                 return
@@ -164,11 +169,17 @@ class Admission:
                        {"Retry-After": RefusalPacer.retry_after(delay)})
 
     def _hand_over(self, limit: AdaptiveConcurrencyLimit) -> None:
-        """Give room under `limit` to the newest requests held for it."""
+        """Give room under `limit` to the newest requests held for it, if they have not waited
+        longer than `api.shed_handover_max_wait_s` (an older one would spend its feed's latency
+        budget waiting: it keeps its hold and gets its 503)."""
+        oldest_eligible = time.monotonic() - self._handover_max_wait_s
         for entry in reversed(self._held[:]):
-            handed, owner = entry
-            if owner is limit and limit.try_acquire():
-                self._held.remove(entry)
-                handed.set_result(None)
-            elif owner is limit:
+            handed, owner, since = entry
+            if owner is not limit:
+                continue
+            if since < oldest_eligible:
+                return  # this one and every older one waited too long
+            if not limit.try_acquire():
                 return
+            self._held.remove(entry)
+            handed.set_result(None)

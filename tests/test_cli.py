@@ -78,3 +78,23 @@ def test_the_installed_packages_import_from_any_directory(tmp_path):
     probe = "import app, cli.main, config, deployments.graph, observability, training, tuning; print('ok')"
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_every_benchmark_starts_through_the_rayfeed_script_from_any_directory(tmp_path):
+    """`rayfeed bench NAME --help` from outside the checkout: each script finds the repository's
+    packages by itself (`rayfeed bench overload` once could not import `benchmarks`)."""
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    rayfeed = os.path.join(os.path.dirname(sys.executable), "rayfeed")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def help_of(name: str) -> tuple[str, subprocess.CompletedProcess]:
+        return name, subprocess.run([rayfeed, "bench", name, "--help"], cwd=tmp_path, env=env,
+                                    capture_output=True, text=True, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        failed = {name: (r.stdout + r.stderr)[-800:] for name, r in pool.map(help_of, sorted(cli.BENCHMARKS))
+                  if r.returncode != 0 or "usage" not in r.stdout.lower()}
+    assert not failed, failed

@@ -134,7 +134,7 @@ def test_a_slot_freed_during_a_hold_goes_to_the_newest_held_request():
     async def scenario():
         admission = Admission(lambda n: None, lambda: None)
         admission.configure(ApiConfig(max_inflight_feeds=1, admission_target_s=0, shed_delay_s=1.0,
-                                      shed_delay_max_s=1.0))
+                                      shed_delay_max_s=1.0, shed_handover_max_wait_s=1.0))
         admission._pacer.delay = lambda waiting, limit: 0.6  # a fixed hold: this test is about the hand-over
         loop = asyncio.get_running_loop()
         running = asyncio.create_task(handler(admission, "first", 0.2))
@@ -159,7 +159,7 @@ def test_a_held_request_that_goes_away_gives_its_slot_back():
     async def scenario():
         admission = Admission(lambda n: None, lambda: None)
         admission.configure(ApiConfig(max_inflight_feeds=1, admission_target_s=0, shed_delay_s=1.0,
-                                      shed_delay_max_s=1.0))
+                                      shed_delay_max_s=1.0, shed_handover_max_wait_s=1.0))
 
         async def held():
             async with admission.admitted():
@@ -174,6 +174,31 @@ def test_a_held_request_that_goes_away_gives_its_slot_back():
             await waiter
         assert admission.waiting == 0 and admission._limit.inflight == 0
         async with admission.admitted():  # the slot is free again
+            pass
+
+    asyncio.run(scenario())
+
+
+def test_a_request_held_past_the_hand_over_wait_keeps_its_503():
+    """`shed_handover_max_wait_s`: a slot freeing after the only held request has waited longer
+    than that stays free for the next arrival; the held one is answered 503 at its hold's end."""
+    async def scenario():
+        admission = Admission(lambda n: None, lambda: None)
+        admission.configure(ApiConfig(max_inflight_feeds=1, admission_target_s=0, shed_delay_s=1.0,
+                                      shed_delay_max_s=1.0, shed_handover_max_wait_s=0.05))
+        admission._pacer.delay = lambda waiting, limit: 0.3
+
+        async def held():
+            async with admission.admitted():
+                return "page"
+
+        async with admission.admitted():
+            waiter = asyncio.create_task(held())
+            await asyncio.sleep(0.1)  # held for 0.1 s > 0.05 s when the slot frees
+        with pytest.raises(ApiError) as refused:
+            await waiter
+        assert refused.value.status == 503
+        async with admission.admitted():  # the slot was left for a new arrival
             pass
 
     asyncio.run(scenario())
