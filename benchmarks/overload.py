@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script (`rayfeed bench overload`): the repo's packages first
 from benchmarks import served_app  # noqa: E402
 from benchmarks.serve_load import closed_loop, measured, process_cpu_s  # noqa: E402
+from app.api.config import ApiConfig  # noqa: E402
 VARIANTS = {"held": 0.1, "at-once": 0.0}
 STEPS = {  # variant -> (retry policy, concurrency) in order
     "held": [("honour", 4), ("immediate", 4), ("immediate", 8), ("immediate", 16), ("immediate", 32),
@@ -84,11 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", default=str(REPO / "artifacts"), help="artifact root to copy the latest version from")
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
     parser.add_argument("--variants", default="held,at-once", help="comma-separated: held, at-once")
+    parser.add_argument("--api", action="append", default=[], metavar="KEY=VALUE",
+                        help="an api.* setting for every variant, e.g. admission_target_s=0.5 (repeatable)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if any(v not in VARIANTS for v in variants):
         parser.error(f"--variants: each of {', '.join(VARIANTS)}")
+    api_settings = {}
+    for item in args.api:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ApiConfig.model_fields:
+            parser.error(f"--api {item!r}: expected KEY=VALUE with KEY one of api.* ({', '.join(ApiConfig.model_fields)})")
+        api_settings[key] = float(value) if value.replace(".", "", 1).isdigit() else value
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from app.state.local_redis import LocalRedis
 
@@ -96,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="rayfeed-overload-"))
     server = LocalRedis.start()
     os.environ["REDIS_URL"] = server.url
-    figures: dict = {"machine": served_app.machine(), "seconds": args.seconds, "variants": {}}
+    figures: dict = {"machine": served_app.machine(), "seconds": args.seconds, "api": api_settings, "variants": {}}
     try:
         version = served_app.prepare_artifacts(Path(args.artifacts), work / "artifacts", log)
         url, port = served_app.start_serve("rayfeed-bench-overload")
         for variant in variants:
             started = time.perf_counter()
             config = served_app.app_config(work / "artifacts", version, port,
-                                           {"api": {"shed_delay_s": VARIANTS[variant]}})
+                                           {"api": {**api_settings, "shed_delay_s": VARIANTS[variant]}})
             served_app.deploy(config, url)
             asyncio.run(closed_loop(url, 2, 30, 40, 943, 20, 10.0))  # warm-up, not measured
             log(f"{variant}: deployed and warmed in {time.perf_counter() - started:.0f}s")

@@ -330,8 +330,9 @@ class TracingStageHook:
     gets ERROR status and the exception; a stage that failed open (the runner reports the error
     only through `record`) gets ERROR status and an `exception` event too. To carry that, a span
     ends when its `record` arrives (end time taken when the stage returned), or at once if the
-    stage raised. Inside an unsampled request (a valid but non-recording parent) no stage span is
-    made at all: the sampler would only have dropped it, after its cost.
+    stage raised. Inside an unsampled request (a valid parent without the sampled flag; a remote
+    parent from a carrier is non-recording but sampled, and does get stage spans) no stage span
+    is made at all: the sampler would only have dropped it, after its cost.
     """
 
     def __init__(
@@ -365,8 +366,8 @@ class TracingStageHook:
     @contextlib.contextmanager
     def span(self, name: str, kind: str) -> Iterator[dict[str, object]]:
         self._flush_pending()
-        parent = trace.get_current_span()
-        if parent.get_span_context().is_valid and not parent.is_recording():
+        parent = trace.get_current_span().get_span_context()
+        if parent.is_valid and not parent.trace_flags.sampled:
             yield {}  # an unsampled request: its stage spans would be dropped unrecorded anyway
             return
         attrs = {ATTR_PIPELINE: self.pipeline, ATTR_STAGE: name, ATTR_KIND: kind, **self._attributes}

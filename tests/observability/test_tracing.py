@@ -277,7 +277,12 @@ def test_nothing_is_recorded_without_an_exporter_and_unsampled_requests_get_no_s
                 with hook.span(stage, "source") as figures:
                     figures["n_out"] = 3
                 hook.record(StageRecord(stage, "source", 0.001, 0, 3))
+    for carrier in (unsampled, sampled):  # a batch's per-request stages run within the caller's context
+        with hook.within(carrier):
+            with hook.span("top_k", "selector"):
+                pass
+            hook.record(StageRecord("top_k", "selector", 0.001, 3, 2))
     names = sorted(s.name for s in exporter.get_finished_spans())
-    assert names == ["organic.ann", "organic.merge", "retrieval"]  # the sampled request's only
+    assert names == ["organic.ann", "organic.merge", "organic.top_k", "retrieval"]  # the sampled request's only
     assert {s.context.trace_id for s in exporter.get_finished_spans()} == {0x0af7651916cd43dd8448eb211c80319d}
     provider.shutdown()
