@@ -52,18 +52,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def train(config, no_ray: bool) -> int:
-    from app.data import load_dataset
+    from app.data import ids_to_extend, load_dataset
     from app.data.validation import InvalidDataset
+    from training.fold import fold_stream_items
     from training.organic import train_and_publish
 
+    previous = ids_to_extend(config.data, config.artifacts)  # indices never move between versions
     try:
-        dataset = load_dataset(config.data)
+        dataset = load_dataset(config.data, previous)
     except InvalidDataset as exc:  # the same report `rayfeed data validate` prints
         print(exc.report.render(), file=sys.stderr)
         print("training refused: fix the errors above (rayfeed data validate checks again)", file=sys.stderr)
         return exc.report.exit_code
     if dataset.meta.get("validation") and "OK" not in str(dataset.meta["validation"]).splitlines()[-1]:
         print(dataset.meta["validation"], flush=True)  # warnings: printed, training goes on
+    dataset = fold_stream_items(dataset, config, previous, log=lambda m: print(m, flush=True))
     print(f"training on {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, "
           f"{len(dataset.interactions)} interactions", flush=True)
     version = train_and_publish(dataset, config, use_ray=not no_ray, log=lambda m: print(m, flush=True))

@@ -23,16 +23,24 @@ from app.state.events import EventPartitions, decode_entries
 PAGE = 10_000
 
 
-def served_redis_url(config, given: str | None) -> str:
-    """The Redis to read: the one given, REDIS_URL (config), or the one `rayfeed serve` started."""
+def find_served_redis_url(config, given: str | None = None) -> str | None:
+    """The served app's Redis: the one given, REDIS_URL (config), or the one `rayfeed serve`
+    started (runs/serve/state.json); None when there is none."""
     if given or config.redis_url:
         return given or config.redis_url
     state = Path(__file__).resolve().parents[1] / "runs" / "serve" / "state.json"
     try:
         return json.loads(state.read_text())["redis_url"]
     except (OSError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def served_redis_url(config, given: str | None) -> str:
+    url = find_served_redis_url(config, given)
+    if url is None:
         raise SystemExit("no Redis to read the event stream from: pass --redis-url, set REDIS_URL, "
-                         "or start the app with `rayfeed serve`") from None
+                         "or start the app with `rayfeed serve`")
+    return url
 
 
 def read_stream(client, partitions: int = 1) -> pd.DataFrame:

@@ -525,6 +525,7 @@ def fit_ranker(
         model = train_ranker(examples, config, storage_path=storage_path, init_state=init_state, job=job).model
     else:
         model = train_loop(examples, config, log=log, init_state=init_state)
+    model.fill_unseen_rows(examples.categorical)
     log(format_head_report(head_report(model, examples, config.training.seed)))
     pre_ranker = None
     if config.cascade.enabled:

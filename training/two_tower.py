@@ -132,7 +132,8 @@ def train_two_tower(
     model = build_model(prepared.features, tt)
     model.load_state_dict(checkpoint_state(result, CHECKPOINT_FILE))
     metrics = _epoch_metrics(result)
-    artifacts = TwoTowerArtifacts.from_model(model, prepared.features, tt, prepared.histories, metrics)
+    artifacts = TwoTowerArtifacts.from_model(model, prepared.features, tt, prepared.histories, metrics,
+                                             trained_item_rows=prepared.examples.item_rows)
     print(
         f"two-tower trained: {len(prepared.examples)} positives, {len(artifacts.item_ids)} items, "
         f"{len(artifacts.user_ids)} users on {job.num_workers} worker(s) in {time.perf_counter() - start:.1f}s",

@@ -9,6 +9,7 @@ from app.data.errors import DataFormatError
 from app.data.tables import Dataset, labels_from_ratings
 
 if TYPE_CHECKING:
+    from app.artifacts import ArtifactsConfig
     from app.data.ids import IdMaps
 
 
@@ -53,6 +54,23 @@ def check_trained_on(config: DataConfig, artifact: Path) -> None:
             f"(data.dataset / data.tables.name): train on it (rayfeed train) or pin a version trained on it")
 
 
+def ids_to_extend(config: DataConfig, artifacts: ArtifactsConfig) -> IdMaps | None:
+    """The newest artifact's id maps, when it was trained on this dataset: the next training keeps
+    every index they give and appends new ids after them (state in Redis, cursors and hides are
+    keyed by indices, so an index must never move between versions)."""
+    from app.artifacts import ArtifactNotFound, artifact_store
+    from app.data.ids import IdMaps
+
+    expected = dataset_name(config)
+    if expected is None:
+        return None
+    try:
+        latest = artifact_store(artifacts).latest()
+    except ArtifactNotFound:
+        return None
+    return IdMaps.load(latest.path / "ids") if latest.manifest().get("dataset") == expected else None
+
+
 SNAPSHOT_DIR = "dataset"  # inside an artifact version: the dataset it was trained on (app/data/snapshot.py)
 
 
@@ -69,4 +87,5 @@ def load_dataset_for(config: DataConfig, artifact: Path) -> Dataset:
     return load_dataset(config, ids)
 
 
-__all__ = ["SNAPSHOT_DIR", "DataConfig", "DataFormatError", "Dataset", "labels_from_ratings", "load_dataset", "load_dataset_for", "DatasetMismatch", "check_trained_on"]
+__all__ = ["SNAPSHOT_DIR", "DataConfig", "DataFormatError", "Dataset", "labels_from_ratings", "load_dataset", "load_dataset_for", "DatasetMismatch", "check_trained_on",
+           "ids_to_extend"]

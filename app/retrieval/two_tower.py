@@ -401,6 +401,14 @@ def print_progress(epoch: int, metrics: dict[str, float]) -> None:
 # ----------------------------------------------------------------------------- artifacts
 
 
+def _mean_fill(weight: torch.Tensor, trained_rows: np.ndarray) -> None:
+    trained = np.unique(trained_rows[trained_rows != OOV])
+    untrained = np.setdiff1d(np.arange(1, weight.shape[0]), trained)
+    if len(trained) and len(untrained):
+        with torch.no_grad():
+            weight[torch.as_tensor(untrained)] = weight[torch.as_tensor(trained)].mean(0)
+
+
 @torch.no_grad()
 def _encode(fn: Callable[..., torch.Tensor], n: int, batch: int, *columns: torch.Tensor) -> np.ndarray:
     chunks = [fn(*(c[s:s + batch] for c in columns)) for s in range(0, n, batch)]
@@ -434,8 +442,14 @@ class TwoTowerArtifacts:
         histories: np.ndarray,
         metrics: list[dict[str, float]],
         batch: int = 4096,
+        trained_item_rows: np.ndarray | None = None,
     ) -> TwoTowerArtifacts:
+        """`trained_item_rows`: the item rows training saw; every other item (one without
+        interactions, such as a published item folded in: training/fold.py) gets the mean trained
+        id embedding, so it embeds as `content_item_tower` embeds it, not from an untrained row."""
         model = model.cpu().eval()
+        if trained_item_rows is not None:
+            _mean_fill(model.item_id.weight, trained_item_rows)
         user_rows = torch.arange(1, features.n_user_rows)
         item_rows = torch.arange(1, features.n_item_rows)
         hist = torch.as_tensor(histories[1:])
@@ -588,4 +602,5 @@ def train_two_tower_in_process(
     metrics = fit(
         model, make_loader(prepared.examples, config), config, on_epoch, init_state=init_state, anchor_l2=anchor_l2
     )
-    return TwoTowerArtifacts.from_model(model, prepared.features, config, prepared.histories, metrics)
+    return TwoTowerArtifacts.from_model(model, prepared.features, config, prepared.histories, metrics,
+                                        trained_item_rows=prepared.examples.item_rows)

@@ -91,6 +91,28 @@ def _text(raw) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+def decode_entry(entry_id, fields: dict) -> StreamedItem:
+    fields = {_text(k): v for k, v in fields.items()}
+    return StreamedItem(_text(entry_id), int(fields["seq"]), int(fields["creator_seq"]),
+                        json.loads(_text(fields["item"])))
+
+
+def read_whole_stream(client, page: int = 10_000) -> list[StreamedItem]:
+    """Every entry of the item stream, oldest first, over a sync client (`rayfeed train` folds
+    them into the next artifact: training/fold.py). Redis errors become StoreUnavailable."""
+    out: list[StreamedItem] = []
+    after = "-"
+    try:
+        while True:
+            batch = client.xrange(STREAM_KEY, min=after, max="+", count=page)
+            out += [decode_entry(entry_id, fields) for entry_id, fields in batch]
+            if len(batch) < page:
+                return out
+            after = "(" + _text(batch[-1][0])
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"item stream read: {type(exc).__name__}: {exc}") from exc
+
+
 class ItemStreamStore:
     """The item stream over a redis.asyncio client; Redis errors become StoreUnavailable."""
 
@@ -122,13 +144,7 @@ class ItemStreamStore:
             found = await self.client.xread({STREAM_KEY: position}, count=count, block=block_ms)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"item stream read: {type(exc).__name__}: {exc}") from exc
-        out: list[StreamedItem] = []
-        for _, entries in found or []:
-            for entry_id, fields in entries:
-                fields = {_text(k): v for k, v in fields.items()}
-                out.append(StreamedItem(_text(entry_id), int(fields["seq"]), int(fields["creator_seq"]),
-                                        json.loads(_text(fields["item"]))))
-        return out
+        return [decode_entry(entry_id, fields) for _, entries in found or [] for entry_id, fields in entries]
 
     async def length(self) -> int:
         try:

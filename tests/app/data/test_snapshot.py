@@ -27,3 +27,34 @@ def test_an_artifact_without_a_snapshot_reads_the_configured_dataset(tmp_path):
     (tmp_path / "v0").mkdir()
     served = load_dataset_for(config, tmp_path / "v0")
     assert served.n_items == 300 and (tmp_path / "cache").exists()
+
+
+def test_the_next_training_keeps_the_newest_artifacts_indices_and_its_folded_items(tmp_path):
+    from pathlib import Path
+
+    from app.artifacts import ArtifactsConfig, ArtifactStore
+    from app.data import ids_to_extend
+    from app.freshness.fold import fold_published
+    from app.freshness.published import PublishedItems
+    from app.state.items import StreamedItem
+
+    valid = Path(__file__).resolve().parents[2] / "data" / "valid"
+    config = DataConfig(dataset="tables", tables={"uri": str(valid), "name": "t"})
+    artifacts = ArtifactsConfig(root=str(tmp_path / "artifacts"))
+    assert ids_to_extend(config, artifacts) is None  # nothing trained yet
+    post = {"item_id": "p1", "creator_id": "c9", "created_at": 1.7e9, "published_at": 1.7e9, "topics": ["Horror"],
+            "content_rating": "R", "min_age": 17, "title": "a new post"}
+    folded, _ = fold_published(load_dataset(config), PublishedItems().apply([StreamedItem("1-0", 0, 0, post)], True))
+    store = ArtifactStore(tmp_path / "artifacts")
+    version, staging = store.new_version()
+    folded.ids.save(staging / "ids")
+    write_snapshot(folded, staging / SNAPSHOT_DIR)
+    store.publish(version, staging, {"dataset": "t"})
+
+    previous = ids_to_extend(config, artifacts)
+    assert previous == folded.ids
+    served = load_dataset_for(config, store.latest().path)  # what every replica of the version reads
+    index = served.ids.items.one("p1")
+    assert index == 4 and served.items.set_index("item_id").loc[index, "title"] == "a new post"
+    assert load_dataset(config, previous).ids.items.one("p1") == 4  # the tables lack it: its index stays taken
+    assert ids_to_extend(DataConfig(dataset="tables", tables={"uri": str(valid), "name": "other"}), artifacts) is None

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from app.state.errors import StoreUnavailable
-from app.state.items import ItemStreamStore
+from app.state._redis import fail_fast_client
+from app.state.items import ItemStreamStore, read_whole_stream
 from app.state.local_redis import free_port
 from tests.app.state.conftest import run_async_store
 
@@ -41,3 +42,22 @@ def test_integer_and_string_ids_stay_apart(state_url):
 def test_an_unreachable_redis_is_store_unavailable():
     with pytest.raises(StoreUnavailable, match="publish"):
         run(f"redis://127.0.0.1:{free_port()}/0", lambda s: s.publish([item("p1")]))
+
+
+def test_training_reads_the_whole_stream_page_by_page(state_url):
+    run(state_url, lambda s: s.publish([item(f"p{k}") for k in range(5)]))
+    run(state_url, lambda s: s.retract([item("p1")]))
+    client = fail_fast_client(state_url, 2.0, max_connections=2)
+    try:
+        entries = read_whole_stream(client, page=2)  # three pages
+    finally:
+        client.close()
+    assert [(e.item["item_id"], e.seq, bool(e.item.get("deleted"))) for e in entries] == [
+        ("p0", 0, False), ("p1", 1, False), ("p2", 2, False), ("p3", 3, False), ("p4", 4, False), ("p1", 1, True)]
+    assert entries == run(state_url, lambda s: s.read_after("0-0", 100, None))  # what a replica reads
+
+
+def test_an_unreachable_redis_stops_the_stream_read_by_name():
+    client = fail_fast_client(f"redis://127.0.0.1:{free_port()}/0", 0.5)
+    with pytest.raises(StoreUnavailable, match="item stream read"):
+        read_whole_stream(client)
