@@ -317,7 +317,10 @@ def test_a_storm_of_immediate_retries_keeps_goodput(served_app: ServedApp):
     print(f"storm: {storm_rate:.1f} feeds/s vs {unloaded_rate:.1f} unloaded, {len(refusals) / seconds:.1f} refusals/s")
     assert {r.status_code for r in storm} <= {200, 503}
     bare = [(dict(r.headers), r.text) for r in refusals if int(r.headers.get("retry-after", 0)) < 1]
-    assert refusals and not bare, bare[:3]
+    # Serve's proxy answers its own queue-full 503 without Retry-After (max_queued_requests; seen
+    # in CI, 2026-12-04): known and documented, allowed only as a small share; ours always carry it.
+    proxy = [b for b in bare if b[1].startswith("Request dropped due to backpressure")]
+    assert refusals and len(bare) == len(proxy) and len(proxy) <= 0.1 * len(refusals), (len(refusals), bare[:3])
     assert storm_rate >= 0.5 * unloaded_rate, (storm_rate, unloaded_rate)
     # Held refusals finish at most ≈ 2 × bound / shed_delay_s = 40 a second (app/api/admission.py).
     assert len(refusals) / seconds <= 60, len(refusals)
