@@ -69,7 +69,9 @@ def test_the_next_training_folds_published_items_and_keeps_every_index(tables_co
     assert index in models.index.item_ids  # in the main index now, not the fresh one
     vector = models.two_tower.item_embeddings[np.searchsorted(models.two_tower.item_ids, index)]
     assert index in models.index.search(vector[None, :], 5)[0][0].tolist()
-    stream = PublishedItems().apply(read_whole_stream(fail_fast_client(config.redis_url, 2.0)), caught_up=True)
+    client = fail_fast_client(config.redis_url, 2.0)
+    stream = PublishedItems().apply(read_whole_stream(client), caught_up=True)
+    client.close()
     assert len(stream.place(ItemBase.of(models.catalog.known, models.catalog.creator_id, ids))) == 0
 
     # Published after that training: the next one appends it and moves nothing.
