@@ -26,7 +26,7 @@ import pandas as pd
 
 from app.data.ids import IdMap, IdMaps
 from app.data.tables import Dataset
-from app.freshness.published import PublishedItems
+from app.freshness.published import PublishedItems, catalogue_fields
 from app.state.items import StreamedItem
 
 
@@ -87,17 +87,12 @@ def _base_maps(dataset: Dataset, previous: IdMaps | None) -> IdMaps:
 
 
 def _row(entry: StreamedItem, ids: IdMaps, columns: pd.Index) -> dict:
-    item = entry.item
-    created_at = float(item["created_at"] if item.get("created_at") is not None else item["published_at"])
+    fields = catalogue_fields(entry.item)
     row = {column: np.nan for column in columns}
-    row.update({
-        "item_id": ids.items.one(item["item_id"]), "title": item.get("title") or str(item["item_id"]),
-        "release_year": int(pd.Timestamp(created_at, unit="s", tz="UTC").year),
-        "topics": tuple(item.get("topics") or ()), "creator_id": ids.creators.one(item["creator_id"]),
-        "content_rating": item.get("content_rating") or "NR", "min_age": int(item["min_age"]),
-    })
+    row.update({key: fields[key] for key in ("title", "release_year", "topics", "content_rating", "min_age")})
+    row.update({"item_id": ids.items.one(entry.item["item_id"]), "creator_id": ids.creators.one(entry.item["creator_id"])})
     if "created_at" in columns:
-        row["created_at"] = created_at
+        row["created_at"] = fields["created_at"]
     if "embedding" in columns:
         row["embedding"] = None
     return row

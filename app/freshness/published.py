@@ -92,6 +92,18 @@ class ItemBase:
         return cls(len(known), creator_slots, ids.items.one, ids.creators.one)
 
 
+def catalogue_fields(item: dict) -> dict:
+    """A published item's catalogue columns as the artifact's items table derives them (a
+    missing created_at is its publication, the release year is created_at's, an untitled item
+    is named by its id, an unrated one is "NR"): replicas placing it and the fold into the next
+    version read it the same way."""
+    created_at = float(item["created_at"] if item.get("created_at") is not None else item["published_at"])
+    return {"created_at": created_at, "topics": tuple(item.get("topics") or ()),
+            "content_rating": item.get("content_rating") or "NR", "min_age": int(item["min_age"]),
+            "title": item.get("title") or str(item["item_id"]),
+            "release_year": int(pd.Timestamp(created_at, unit="s", tz="UTC").year)}
+
+
 @dataclass(frozen=True)
 class PlacedItems:
     """The published items laid out after the artifact's slots, as one table (`frame`, indexed
@@ -127,16 +139,9 @@ class PlacedItems:
             index = base.item_slots + seq
             index_of[item["item_id"]] = index
             creator_index_of[item["creator_id"]] = creator
-            created_at = float(item["created_at"] if item.get("created_at") is not None else item["published_at"])
-            created = pd.Timestamp(created_at, unit="s", tz="UTC")
-            rows.append({
-                "item_id": index, "external_id": item["item_id"], "creator_id": creator,
-                "creator_external": item["creator_id"], "created_at": created_at,
-                "published_at": float(item["published_at"]),
-                "topics": tuple(item.get("topics") or ()), "content_rating": item.get("content_rating") or "NR",
-                "min_age": int(item["min_age"]), "title": item.get("title") or str(item["item_id"]),
-                "release_year": int(created.year), "seq": seq,
-            })
+            rows.append({"item_id": index, "external_id": item["item_id"], "creator_id": creator,
+                         "creator_external": item["creator_id"], "published_at": float(item["published_at"]),
+                         **catalogue_fields(item), "seq": seq})
         columns = ["item_id", "external_id", "creator_id", "creator_external", "created_at", "published_at", "topics",
                    "content_rating", "min_age", "title", "release_year", "seq"]
         frame = pd.DataFrame(rows, columns=columns)
