@@ -60,6 +60,10 @@ class TrainJobConfig(Section):
     cpus_per_worker: float = Field(
         1.0, gt=0, le=256,
         description="CPUs each worker reserves; below 1 lets the workers share a node with a served app (one machine)")
+    max_failures: int = Field(
+        2, ge=-1, le=100,
+        description="worker failures (a process or node lost, an error in the loop) one run survives by restarting its "
+                    "workers; the restarted loop trains from its first epoch (-1: no limit, 0: the first failure ends it)")
 
 
 class TrainingConfig(Section):

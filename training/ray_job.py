@@ -305,13 +305,18 @@ def run_job(
     is written once under `<storage>/<name>/examples-<id>/<set>/` and reaches the loop as a
     `ShardedArrays` under its key (next to `settings`); checkpoints go to `<storage>/<name>`.
     Returns Ray Train's Result; the example files are removed after the run.
-    Uses the caller's Ray, or a small local one for the duration of the job."""
+    Uses the caller's Ray, or a small local one for the duration of the job.
+
+    Every call is a new run: what an earlier run left under `<storage>/<name>` is removed first
+    (Ray Train V2 would otherwise restore that run's checkpoint state into this one). Within the
+    run, Ray Train restarts the workers after a failure up to `job.max_failures` times."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from training.ray_runtime import local_ray
 
     where = JobStorage.of(storage, filesystem)
+    where.filesystem.delete_dir_contents(f"{where.root}/{name}", missing_dir_ok=True)
     examples_dir = f"{where.root}/{name}/examples-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     written = {key: write_arrays(examples, where.filesystem, f"{examples_dir}/{key}") for key, examples in shards.items()}
     try:
@@ -326,12 +331,14 @@ def run_job(
                     storage_path=where.root,
                     storage_filesystem=where.filesystem,
                     checkpoint_config=ray.train.CheckpointConfig(num_to_keep=num_to_keep),
+                    failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
                     logging_config=ray.train.LoggingConfig(log_level=log_level),
                 ),
             )
             result = trainer.fit()
     finally:
-        where.filesystem.delete_dir(examples_dir)
+        if written:
+            where.filesystem.delete_dir(examples_dir)
     if result.checkpoint is None:
         raise RuntimeError(f"{name} training finished without a checkpoint")
     return result

@@ -201,3 +201,39 @@ def test_gpus_when_configured_or_when_the_cluster_has_one_per_worker(ray_two_cpu
     assert use_gpu(TrainJobConfig(use_gpu=True)) and not use_gpu(TrainJobConfig(use_gpu=False))
     gpus = ray.cluster_resources().get("GPU", 0)
     assert use_gpu(TrainJobConfig(num_workers=2)) == (gpus >= 2)  # the local Ray of this module has none
+
+
+def test_a_failed_worker_is_restarted_and_each_call_is_a_new_run(ray_two_cpus, tmp_path) -> None:
+    """A loop that dies on its first attempt finishes on the second (`max_failures`); with no
+    failures allowed the error reaches the caller; and a second run under the same name starts
+    clean: Ray Train V2 would otherwise hand it the earlier run's checkpoint."""
+    from ray.train.v2.api.exceptions import TrainingFailedError
+
+    from training.ray_job import run_job
+
+    def loop(settings: dict) -> None:
+        import json as json_
+        import tempfile
+        from pathlib import Path
+
+        import ray.train
+
+        attempts = Path(settings["attempts"])
+        with attempts.open("a") as out:
+            out.write("x")
+        if settings["fail_first"] and attempts.read_text() == "x":
+            raise RuntimeError("worker lost on its first attempt")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "metrics.json").write_text(json_.dumps({"epoch": 1}))
+            ray.train.report({"epoch": 1, "inherited": ray.train.get_checkpoint() is not None},
+                             checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    job = TrainJobConfig(cpus_per_worker=0.5, max_failures=1)
+    run = lambda n, fail, j=job: run_job(loop, {}, {"attempts": str(tmp_path / f"attempts-{n}"), "fail_first": fail},  # noqa: E731
+                                          j, tmp_path / "storage", "flaky")
+    first = run(1, True)
+    assert (tmp_path / "attempts-1").read_text() == "xx" and first.checkpoint is not None
+    second = run(2, False)
+    assert (tmp_path / "attempts-2").read_text() == "x" and second.metrics["inherited"] is False
+    with pytest.raises(TrainingFailedError, match="worker lost on its first attempt"):
+        run(3, True, job.model_copy(update={"max_failures": 0}))
