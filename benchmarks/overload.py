@@ -10,8 +10,14 @@ with closed-loop clients of three kinds (benchmarks/serve_load.py `retry_wait`):
 
 under two ways of refusing, the same app reconfigured between them:
 
-  held     `api.shed_delay_s` 0.1 (the default): a refusal sleeps ≈ 0.1 s × waiting / bound before its 503
+  held     `api.shed_delay_s` as configured (default 0.4; `--api shed_delay_s=…` sets another): a refusal
+           sleeps ≈ shed_delay_s × waiting / bound before its 503
   at-once  `api.shed_delay_s` 0: the 503 is answered as soon as the bound is full
+
+and any named in `--variant NAME:KEY=VALUE,...` (api.* settings over the deployed ones). With
+`--interleave` the variants take turns step by step (switched through the admin overrides in Redis,
+each given a few unmeasured seconds of the step's load first), so a slow spell of a shared machine
+falls on all of them alike instead of on whichever ran then.
 
 Per step: goodput (200s per second), accepted P50/P99, statuses, the server side's CPU per
 request and per refusal, and the CPU each process role spent (proxy, ingress, the stages, Redis).
@@ -34,13 +40,48 @@ sys.path.insert(0, str(REPO))  # run as a script (`rayfeed bench overload`): the
 from benchmarks import served_app  # noqa: E402
 from benchmarks.serve_load import closed_loop, measured, process_cpu_s  # noqa: E402
 from app.api.config import ApiConfig  # noqa: E402
-VARIANTS = {"held": 0.1, "at-once": 0.0}
-STEPS = {  # variant -> (retry policy, concurrency) in order
-    "held": [("honour", 4), ("immediate", 4), ("immediate", 8), ("immediate", 16), ("immediate", 32),
-             ("backoff", 8), ("backoff", 16), ("backoff", 32)],
+VARIANTS = {"held": {}, "at-once": {"shed_delay_s": 0.0}}  # name -> api.* over the deployed settings
+ALL_STEPS = [("honour", 4), ("immediate", 4), ("immediate", 8), ("immediate", 16), ("immediate", 32),
+             ("backoff", 8), ("backoff", 16), ("backoff", 32)]
+STEPS = {  # (retry policy, concurrency) in order; the first is the variant's reference for refusal CPU
+    "held": ALL_STEPS,
     "at-once": [("honour", 4), ("immediate", 8), ("immediate", 16), ("immediate", 32)],
 }
 ROLES = ("ProxyActor", "Ingress", "Retrieval", "Ranking", "Reranking", "Auction", "redis-server")
+SETTLE_S = 3.0  # unmeasured load after an interleaved switch: the new bound learns the step's load
+
+
+def api_settings(items: list[str], parser: argparse.ArgumentParser, flag: str) -> dict:
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ApiConfig.model_fields:
+            parser.error(f"{flag} {item!r}: expected KEY=VALUE with KEY one of api.* ({', '.join(ApiConfig.model_fields)})")
+        settings[key] = int(value) if value.isdigit() else float(value) if value.replace(".", "", 1).isdigit() else value
+    return settings
+
+
+def named_variants(specs: list[str], parser: argparse.ArgumentParser) -> dict[str, dict]:
+    """The built-in variants and those of `--variant NAME:KEY=VALUE,...`."""
+    known = dict(VARIANTS)
+    for spec in specs:
+        name, sep, items = spec.partition(":")
+        if not sep or not name:
+            parser.error(f"--variant {spec!r}: expected NAME:KEY=VALUE,...")
+        known[name] = api_settings(items.split(","), parser, "--variant")
+    return known
+
+
+def switch_to(redis_url: str, api: dict, admin_poll_s: float) -> None:
+    """Every replica on `api` (over the deployed settings) through the admin overrides key."""
+    import redis
+
+    from app.state.overrides import OVERRIDES_KEY, Overrides
+
+    client = redis.Redis.from_url(redis_url)
+    current = Overrides.decode(client.get(OVERRIDES_KEY))
+    client.set(OVERRIDES_KEY, Overrides(current.generation + 1, {"api": api}).encode())
+    time.sleep(2 * admin_poll_s + 0.5)
 
 
 def run_step(url: str, policy: str, concurrency: int, seconds: float) -> dict:
@@ -84,20 +125,20 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", default=str(REPO / "artifacts"), help="artifact root to copy the latest version from")
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
-    parser.add_argument("--variants", default="held,at-once", help="comma-separated: held, at-once")
+    parser.add_argument("--variants", default="held,at-once", help="comma-separated: held, at-once, or a --variant name")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="a named variant of api.* settings, e.g. fixed3:admission_target_s=0,max_inflight_feeds=3")
+    parser.add_argument("--interleave", action="store_true",
+                        help="run each step under every variant in turn (all variants take every step)")
     parser.add_argument("--api", action="append", default=[], metavar="KEY=VALUE",
                         help="an api.* setting for every variant, e.g. admission_target_s=0.5 (repeatable)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    known = named_variants(args.variant, parser)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if any(v not in VARIANTS for v in variants):
-        parser.error(f"--variants: each of {', '.join(VARIANTS)}")
-    api_settings = {}
-    for item in args.api:
-        key, sep, value = item.partition("=")
-        if not sep or key not in ApiConfig.model_fields:
-            parser.error(f"--api {item!r}: expected KEY=VALUE with KEY one of api.* ({', '.join(ApiConfig.model_fields)})")
-        api_settings[key] = float(value) if value.replace(".", "", 1).isdigit() else value
+    if any(v not in known for v in variants):
+        parser.error(f"--variants: each of {', '.join(known)}")
+    shared = api_settings(args.api, parser, "--api")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from app.state.local_redis import LocalRedis
 
@@ -105,19 +146,34 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="rayfeed-overload-"))
     server = LocalRedis.start()
     os.environ["REDIS_URL"] = server.url
-    figures: dict = {"machine": served_app.machine(), "seconds": args.seconds, "api": api_settings, "variants": {}}
+    figures: dict = {"machine": served_app.machine(), "seconds": args.seconds, "api": shared,
+                     "interleaved": args.interleave, "variant_api": {v: known[v] for v in variants}, "variants": {}}
     try:
         version = served_app.prepare_artifacts(Path(args.artifacts), work / "artifacts", log)
         url, port = served_app.start_serve("rayfeed-bench-overload")
-        for variant in variants:
+        if args.interleave:
+            config = served_app.app_config(work / "artifacts", version, port, {"api": shared})
+            served_app.deploy(config, url)
+            admin_poll_s = config["applications"][0]["deployments"][0]["user_config"]["admin_poll_s"]
+            asyncio.run(closed_loop(url, 2, 30, 40, 943, 20, 10.0))  # warm-up, not measured
+            by_variant: dict[str, list[dict]] = {v: [] for v in variants}
+            for policy, concurrency in ALL_STEPS:
+                for variant in variants:
+                    switch_to(server.url, known[variant], admin_poll_s)
+                    asyncio.run(closed_loop(url, concurrency, SETTLE_S, 20_000, 943, 20, 10.0, policy))
+                    by_variant[variant].append(run_step(url, policy, concurrency, args.seconds))
+                    log(f"{variant} {by_variant[variant][-1]['step']}: {by_variant[variant][-1]['throughput_rps']:.1f}/s")
+            for variant, steps in by_variant.items():
+                with_refusal_cost(steps)
+                figures["variants"][variant] = steps
+        for variant in ([] if args.interleave else variants):
             started = time.perf_counter()
-            config = served_app.app_config(work / "artifacts", version, port,
-                                           {"api": {**api_settings, "shed_delay_s": VARIANTS[variant]}})
+            config = served_app.app_config(work / "artifacts", version, port, {"api": {**shared, **known[variant]}})
             served_app.deploy(config, url)
             asyncio.run(closed_loop(url, 2, 30, 40, 943, 20, 10.0))  # warm-up, not measured
             log(f"{variant}: deployed and warmed in {time.perf_counter() - started:.0f}s")
             steps = []
-            for policy, concurrency in STEPS[variant]:
+            for policy, concurrency in STEPS.get(variant, ALL_STEPS):
                 steps.append(run_step(url, policy, concurrency, args.seconds))
                 log(f"{variant} {steps[-1]['step']}: {steps[-1]['throughput_rps']:.1f}/s")
             with_refusal_cost(steps)

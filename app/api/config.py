@@ -74,11 +74,11 @@ class ApiConfig(Section):
         description="most feeds one ingress replica works on at once; more are answered 503 + Retry-After (0: no bound)",
     )
     shed_delay_s: float = Field(
-        0.1, ge=0, le=10,
+        0.4, ge=0, le=10,
         description="a refused feed is answered after about this × (refusals waiting / in-flight bound), jittered, so "
                     "clients retrying at once are refused at most ≈ bound / shed_delay_s times a second (0: at once)",
     )
-    shed_delay_max_s: float = Field(2.0, ge=0, le=60, description="the longest a refusal is held before its 503")
+    shed_delay_max_s: float = Field(4.0, ge=0, le=60, description="the longest a refusal is held before its 503")
     shed_handover_max_wait_s: float = Field(
         0.1, ge=0, le=60,
         description="a slot freed while refusals are held goes to the newest one held at most this long (0: none; "

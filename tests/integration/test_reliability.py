@@ -322,8 +322,9 @@ def test_a_storm_of_immediate_retries_keeps_goodput(served_app: ServedApp):
     proxy = [b for b in bare if b[1].startswith("Request dropped due to backpressure")]
     assert refusals and len(bare) == len(proxy) and len(proxy) <= 0.1 * len(refusals), (len(refusals), bare[:3])
     assert storm_rate >= 0.5 * unloaded_rate, (storm_rate, unloaded_rate)
-    # Held refusals finish at most ≈ 2 × bound / shed_delay_s = 40 a second (app/api/admission.py).
-    assert len(refusals) / seconds <= 60, len(refusals)
+    # Held refusals finish at most ≈ 2 × bound / shed_delay_s = 10 a second (app/api/admission.py;
+    # 0.4 s by default); at once they came back ≈ 100 a second on this box (docs/serving.md).
+    assert len(refusals) / seconds <= 20, len(refusals)
 
 
 def test_the_in_flight_bound_adapts_to_latency(served_app: ServedApp):
