@@ -63,7 +63,7 @@ class TrainJobConfig(Section):
     max_failures: int = Field(
         2, ge=-1, le=100,
         description="worker failures (a process or node lost, an error in the loop) one run survives by restarting its "
-                    "workers; the restarted loop trains from its first epoch (-1: no limit, 0: the first failure ends it)")
+                    "workers, which resume after the last checkpointed epoch (-1: no limit, 0: the first failure ends it)")
 
 
 class TrainingConfig(Section):

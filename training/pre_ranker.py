@@ -23,7 +23,8 @@ from app.ranking.prerank import PreRankerNet
 from app.ranking.scorer import combine_heads
 from training.config import TrainJobConfig
 from training.ray_job import (
-    DataParallel, ExampleArrays, RayTrainWorkers, checkpoint_state, run_job, shuffled_order, worker_block, worker_log,
+    DataParallel, ExampleArrays, RayTrainWorkers, Resumed, checkpoint_state, resume_point, run_job, shuffled_order,
+    worker_block, worker_log,
 )
 from training.ray_runtime import local_ray
 
@@ -55,7 +56,7 @@ def _partners(user_ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 def distill_loop(dense: np.ndarray, item_codes: np.ndarray, user_ids: np.ndarray, target: np.ndarray,
                  config: RankingConfig, item_weight: np.ndarray | None = None, device: torch.device | None = None,
                  report: Callable[[dict, PreRankerNet], None] | None = None, log: Callable[[str], None] = print,
-                 parallel: DataParallel = DataParallel()) -> PreRankerNet:
+                 parallel: DataParallel = DataParallel(), resumed: Resumed | None = None) -> PreRankerNet:
     """Fit a PreRankerNet to the teacher's order within each user: every row is paired with a
     random row of the same user, and the student's score difference learns the teacher's
     (a soft pairwise loss, temperature `cascade.temperature` of the teacher's standard deviation).
@@ -63,7 +64,8 @@ def distill_loop(dense: np.ndarray, item_codes: np.ndarray, user_ids: np.ndarray
     `item_weight`: the DCN's item-id embedding table (frozen; None: dense features only).
     Across Ray Train workers (`parallel`), the rows are this worker's block (whole users but the
     block's edges), the normaliser and the temperature's scale come from every worker's rows, and
-    a step takes `cascade.batch_size` anchors in all."""
+    a step takes `cascade.batch_size` anchors in all. `resumed`: a restarted run's last
+    checkpoint (weights and normaliser), continued from the epoch after it."""
     cascade = config.cascade
     torch.manual_seed(config.training.seed)
     torch.set_num_threads(parallel.threads(config.training.threads))
@@ -73,6 +75,8 @@ def distill_loop(dense: np.ndarray, item_codes: np.ndarray, user_ids: np.ndarray
         embedding = torch.nn.Embedding.from_pretrained(torch.tensor(item_weight), freeze=True).to(device)
     net = PreRankerNet(dense.shape[1], cascade.hidden, embedding)
     parallel.fit_normaliser(net, dense)
+    if resumed is not None:
+        net.load_state_dict(resumed.state)
     net.to(device)
     student = parallel.prepare(net)  # DistributedDataParallel across Ray Train workers
     x = torch.tensor(dense, device=device)  # copies: arrays from Ray's object store are read-only
@@ -85,7 +89,7 @@ def distill_loop(dense: np.ndarray, item_codes: np.ndarray, user_ids: np.ndarray
     gen = torch.Generator().manual_seed(config.training.seed + parallel.rank)
     bce = torch.nn.BCEWithLogitsLoss()
     batch_size = parallel.batch_size(cascade.batch_size)
-    for epoch in range(1, cascade.epochs + 1):
+    for epoch in range(resumed.epochs_done + 1 if resumed else 1, cascade.epochs + 1):
         start = time.perf_counter()
         student.train()
         anchors = torch.randperm(len(x), generator=gen).to(device)
@@ -146,7 +150,8 @@ def _ray_distill_loop(loop_config: dict) -> None:
     config = RankingConfig.model_validate(loop_config["config"])
     distill_loop(block["dense"], block["item_codes"], block["user_ids"], block["target"], config,
                  ray.get(loop_config["item_weight"]), parallel=RayTrainWorkers(), log=worker_log,
-                 report=lambda metrics, net: report_checkpoint(metrics, net, PRE_RANKER_CHECKPOINT))
+                 report=lambda metrics, net: report_checkpoint(metrics, net, PRE_RANKER_CHECKPOINT),
+                 resumed=resume_point(PRE_RANKER_CHECKPOINT))
 
 
 def distill_pre_ranker(

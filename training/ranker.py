@@ -45,8 +45,8 @@ from app.ranking.features import FeatureSchema, FeatureStore, RankingFeatureAsse
 from training.config import TrainJobConfig
 from training.pre_ranker import distill_pre_ranker
 from training.ray_job import (
-    DataParallel, ExampleArrays, RayTrainWorkers, checkpoint_state, run_job, shuffled_order, unwrapped, worker_block,
-    worker_log,
+    DataParallel, ExampleArrays, RayTrainWorkers, checkpoint_state, resume_point, run_job, shuffled_order, unwrapped,
+    worker_block, worker_log,
 )
 
 SORT_KEYS = ["user_id", "timestamp", "item_id"]  # the evaluation split's order (item id breaks ties)
@@ -344,6 +344,7 @@ def fit_dcn(
     device: torch.device | None = None,
     log: Callable[[str], None] = print,
     init_state: Mapping[str, torch.Tensor] | None = None,
+    start_epoch: int = 1,
 ) -> MultiTaskDCN:
     """The loop shared by the in-process path and each Ray Train worker: `train` holds this
     worker's rows (LOOP_COLUMNS), `valid` the held-out rows (None on the workers that do not
@@ -351,7 +352,9 @@ def fit_dcn(
     gradients `parallel` averages; the feature normaliser is fitted on every worker's rows.
 
     `init_state` continues a trained model (fine-tuning): its weights AND its feature normaliser,
-    so the continued model reads features exactly as the serving one does."""
+    so the continued model reads features exactly as the serving one does. A restarted run
+    passes its last checkpoint as `init_state` and the next epoch as `start_epoch` (the
+    optimiser's moments start afresh)."""
     t = config.training
     torch.manual_seed(t.seed)
     torch.set_num_threads(parallel.threads(t.threads))
@@ -375,7 +378,7 @@ def fit_dcn(
     batch_size = parallel.batch_size(t.batch_size)
     has_valid = valid is not None and len(valid["labels"]) > 0
 
-    for epoch in range(1, t.epochs + 1):
+    for epoch in range(start_epoch, t.epochs + 1):
         start = time.perf_counter()
         net.train()
         order = torch.randperm(len(labels), generator=gen).to(device)
@@ -447,9 +450,13 @@ def _ray_train_loop(loop_config: dict) -> None:
     config = RankingConfig.model_validate(loop_config["config"])
     valid = loop_config["valid"].read_all() if parallel.rank == 0 else None
     init = loop_config.get("init_state")
+    resumed = resume_point(MODEL_FILE)
+    if resumed is not None:
+        worker_log(f"ranker resumes after epoch {resumed.epochs_done} (its workers were restarted)")
     fit_dcn(worker_block(loop_config["train"]), valid, loop_config["schema"], config, parallel=parallel,
             report=lambda metrics, model: report_checkpoint(metrics, model, MODEL_FILE), log=worker_log,
-            init_state=None if init is None else {k: torch.tensor(v) for k, v in init.items()})
+            init_state=resumed.state if resumed else None if init is None else {k: torch.tensor(v) for k, v in init.items()},
+            start_epoch=resumed.epochs_done + 1 if resumed else 1)
 
 
 @dataclass

@@ -309,7 +309,8 @@ def run_job(
 
     Every call is a new run: what an earlier run left under `<storage>/<name>` is removed first
     (Ray Train V2 would otherwise restore that run's checkpoint state into this one). Within the
-    run, Ray Train restarts the workers after a failure up to `job.max_failures` times."""
+    run, Ray Train restarts the workers after a failure up to `job.max_failures` times; a loop
+    picks up from its last checkpoint through `resume_point`."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -351,6 +352,31 @@ def _warn_if_local_on_many_nodes(where: JobStorage) -> None:
     if isinstance(where.filesystem, pafs.LocalFileSystem) and nodes > 1:
         warnings.warn(f"Ray Train storage {where.root} is a local path on a {nodes}-node cluster: every node must "
                       "see it (a shared mount), or set training.storage_dir to a URI (s3://, gs://, ...)", stacklevel=3)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Where a restarted worker group picks its run up: the last checkpoint's weights and the
+    epochs it had finished."""
+    state: dict[str, torch.Tensor]
+    epochs_done: int
+
+
+def resume_point(filename: str) -> Resumed | None:
+    """This run's last checkpoint when Ray Train restarted the workers after a failure (None on a
+    run's first attempt: every run_job call starts clean). Checkpoints hold the state dict as
+    `filename` and the epoch's metrics, `epoch` among them, as metrics.json."""
+    import json
+
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / filename, map_location="cpu", weights_only=True)
+        epochs = int(json.loads((Path(directory) / "metrics.json").read_text())["epoch"])
+    return Resumed(state, epochs)
 
 
 def checkpoint_state(result, filename: str) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import uuid
@@ -49,7 +50,8 @@ from app.retrieval.two_tower import (
 )
 from training.config import TrainJobConfig
 from training.ray_job import (
-    ExampleArrays, RayTrainWorkers, checkpoint_state, run_job, shuffled_order, unwrapped, worker_block, worker_log,
+    ExampleArrays, RayTrainWorkers, checkpoint_state, resume_point, run_job, shuffled_order, unwrapped, worker_block,
+    worker_log,
 )
 
 CHECKPOINT_FILE = "model.pt"
@@ -79,12 +81,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             state = unwrapped(model).state_dict()
             torch.save({k: v.detach().cpu() for k, v in state.items()}, Path(tmp) / CHECKPOINT_FILE)
+            (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))  # its epoch: where a restart resumes
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
     init = loop_config.get("init_state")
     init_state = None if init is None else {k: torch.tensor(v) for k, v in init.items()}
+    resumed = resume_point(CHECKPOINT_FILE)
+    if resumed is not None:
+        worker_log(f"two-tower resumes after epoch {resumed.epochs_done} (its workers were restarted)")
     fit(model, loader, config, on_epoch=report, init_state=init_state, anchor_l2=float(loop_config.get("anchor_l2", 0.0)),
-        columns=parallel.gather_columns if parallel.world_size > 1 else None)
+        columns=parallel.gather_columns if parallel.world_size > 1 else None,
+        resume_state=resumed.state if resumed else None, start_epoch=resumed.epochs_done if resumed else 0)
 
 
 def train_two_tower(

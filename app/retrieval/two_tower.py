@@ -321,6 +321,8 @@ def fit(
     init_state: dict[str, torch.Tensor] | None = None,
     anchor_l2: float = 0.0,
     columns: ColumnGather | None = None,
+    resume_state: dict[str, torch.Tensor] | None = None,
+    start_epoch: int = 0,
 ) -> list[dict[str, float]]:
     """The training loop shared by the in-process path and the Ray Train workers.
 
@@ -335,6 +337,9 @@ def fit(
     `anchor_l2 > 0` adds anchor_l2 × Σ ||θ − θ_start||² to every step's loss, θ_start being the
     trainable weights when fit begins (the init_state when given), so the fine-tuned model stays
     near its base. The reported "loss" is the retrieval loss alone; "anchor" is the penalty term.
+
+    A restarted run continues from `resume_state` (its last checkpoint) at `start_epoch`
+    (0-based): the anchor stays the init_state's weights, the optimiser's moments start afresh.
     """
     if anchor_l2 < 0:
         raise ValueError(f"anchor_l2 must be >= 0, got {anchor_l2}")
@@ -343,11 +348,13 @@ def fit(
     anchor = {
         name: p.detach().clone() for name, p in _unwrapped(model).named_parameters() if p.requires_grad
     } if anchor_l2 > 0 else {}
+    if resume_state is not None:
+        _unwrapped(model).load_state_dict(resume_state)
     optimizer = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
     history: list[dict[str, float]] = []
-    for epoch in range(config.epochs):
+    for epoch in range(start_epoch, config.epochs):
         if set_epoch is not None:
             set_epoch(epoch)
         model.train()

@@ -203,10 +203,11 @@ def test_gpus_when_configured_or_when_the_cluster_has_one_per_worker(ray_two_cpu
     assert use_gpu(TrainJobConfig(num_workers=2)) == (gpus >= 2)  # the local Ray of this module has none
 
 
-def test_a_failed_worker_is_restarted_and_each_call_is_a_new_run(ray_two_cpus, tmp_path) -> None:
-    """A loop that dies on its first attempt finishes on the second (`max_failures`); with no
-    failures allowed the error reaches the caller; and a second run under the same name starts
-    clean: Ray Train V2 would otherwise hand it the earlier run's checkpoint."""
+def test_a_failed_worker_is_restarted_from_its_checkpoint_and_each_call_is_a_new_run(ray_two_cpus, tmp_path) -> None:
+    """A loop that dies after its first epoch's checkpoint is restarted (`max_failures`) and
+    resumes after that epoch (`resume_point`, as the ranker's, pre-ranker's and two-tower's loops
+    do); with no failures allowed the error reaches the caller; and a second run under the same
+    name starts clean: Ray Train V2 would otherwise hand it the earlier run's checkpoint."""
     from ray.train.v2.api.exceptions import TrainingFailedError
 
     from training.ray_job import run_job
@@ -217,23 +218,31 @@ def test_a_failed_worker_is_restarted_and_each_call_is_a_new_run(ray_two_cpus, t
         from pathlib import Path
 
         import ray.train
+        import torch as torch_
+
+        from training.ray_job import resume_point
 
         attempts = Path(settings["attempts"])
         with attempts.open("a") as out:
             out.write("x")
-        if settings["fail_first"] and attempts.read_text() == "x":
-            raise RuntimeError("worker lost on its first attempt")
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "metrics.json").write_text(json_.dumps({"epoch": 1}))
-            ray.train.report({"epoch": 1, "inherited": ray.train.get_checkpoint() is not None},
-                             checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        resumed = resume_point("state.pt")
+        for epoch in range(resumed.epochs_done + 1 if resumed else 1, 3):
+            with tempfile.TemporaryDirectory() as tmp:
+                torch_.save({"w": torch_.tensor([float(epoch)])}, Path(tmp) / "state.pt")
+                (Path(tmp) / "metrics.json").write_text(json_.dumps({"epoch": epoch}))
+                ray.train.report({"epoch": epoch, "resumed_after": resumed.epochs_done if resumed else 0,
+                                  "resumed_w": float(resumed.state["w"]) if resumed else -1.0},
+                                 checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            if settings["fail_first"] and attempts.read_text() == "x":
+                raise RuntimeError("worker lost on its first attempt")
 
     job = TrainJobConfig(cpus_per_worker=0.5, max_failures=1)
     run = lambda n, fail, j=job: run_job(loop, {}, {"attempts": str(tmp_path / f"attempts-{n}"), "fail_first": fail},  # noqa: E731
                                           j, tmp_path / "storage", "flaky")
     first = run(1, True)
-    assert (tmp_path / "attempts-1").read_text() == "xx" and first.checkpoint is not None
+    assert (tmp_path / "attempts-1").read_text() == "xx"  # restarted once
+    assert first.metrics == {"epoch": 2, "resumed_after": 1, "resumed_w": 1.0}  # from epoch 1's checkpoint
     second = run(2, False)
-    assert (tmp_path / "attempts-2").read_text() == "x" and second.metrics["inherited"] is False
+    assert (tmp_path / "attempts-2").read_text() == "x" and second.metrics["resumed_after"] == 0  # a clean run
     with pytest.raises(TrainingFailedError, match="worker lost on its first attempt"):
         run(3, True, job.model_copy(update={"max_failures": 0}))

@@ -90,6 +90,27 @@ def test_pairwise_distillation_learns_the_order_within_each_user_not_their_level
     assert agreement(net, dense, codes, target, users)["spearman"] > 0.9
 
 
+def test_a_restarted_distillation_resumes_after_its_checkpoint_epoch():
+    from training.ray_job import Resumed
+
+    rng = np.random.default_rng(1)
+    dense, users = rng.normal(size=(600, 4)).astype(np.float32), rng.integers(0, 10, 600)
+    target, codes = (dense[:, 0] - dense[:, 1]).astype(np.float32), np.zeros(600, np.int64)
+    config = RankingConfig.model_validate({"cascade": {"epochs": 3, "batch_size": 128}})
+    states = {}
+    distill_loop(dense, codes, users, target, config, log=lambda _: None,
+                 report=lambda m, net: states.setdefault(m["epoch"], {k: v.clone() for k, v in net.state_dict().items()}))
+    epochs = []
+    distill_loop(dense, codes, users, target, config, log=lambda _: None, resumed=Resumed(states[1], 1),
+                 report=lambda m, _: epochs.append(m["epoch"]))
+    assert epochs == [2, 3]
+    done = distill_loop(dense, codes, users, target, config, log=lambda _: None, resumed=Resumed(states[3], 3),
+                        report=lambda m, _: epochs.append(m["epoch"]))
+    assert epochs == [2, 3]  # nothing left to run: the checkpoint's weights come back
+    for name, tensor in done.state_dict().items():
+        torch.testing.assert_close(tensor, states[3][name])
+
+
 def test_pre_ranker_stage_scores_every_candidate_of_every_request(trained):
     artifacts, _, _ = trained
     stage = PreRanker(artifacts.pre_ranker, RankingFeatureAssembler(artifacts.store))

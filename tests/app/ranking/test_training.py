@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from app.data import labels_from_ratings
 from app.ranking import HEADS, RankerArtifacts, RankingConfig
-from training.ranker import build_ranking_examples, fit_ranker, label_windows, split_user_tail, train_loop
+from training.ranker import (
+    LOOP_COLUMNS, build_ranking_examples, fit_dcn, fit_ranker, label_windows, split_user_tail, train_loop,
+)
 
 FAST = {"training": {"epochs": 2, "negatives_per_positive": 3, "batch_size": 128, "threads": 1},
         "model": {"deep_layers": [16], "expert_dim": 8, "tower_dim": 8}}
@@ -66,6 +69,29 @@ def test_training_loop_learns_and_reports_each_epoch(make_world):
     assert [r["epoch"] for r in reports] == [1, 2, 3]
     assert reports[-1]["train_loss"] < reports[0]["train_loss"]
     assert reports[-1]["valid_auc_click"] > 0.6  # users prefer a genre each: learnable
+
+
+def test_a_restarted_run_continues_after_its_checkpoint_epoch(make_world):
+    """A Ray Train restart hands fit_dcn its last checkpoint and the next epoch: it trains the
+    remaining epochs from those weights, and none when all were done."""
+    items, users, interactions = make_world(seed=5, n_rows=1500)
+    config = RankingConfig.model_validate({**FAST, "training": {**FAST["training"], "epochs": 3}})
+    history, labels = split_user_tail(interactions, 0.2)
+    ex = build_ranking_examples(history, labels, items, users, config)
+    rows = {name: getattr(ex, name) for name in LOOP_COLUMNS}
+    states = {}
+    fit_dcn(rows, None, ex.schema, config, log=lambda _: None,
+            report=lambda m, model: states.setdefault(m["epoch"], {k: v.clone() for k, v in model.state_dict().items()}))
+    reports = []
+    resumed = fit_dcn(rows, None, ex.schema, config, log=lambda _: None, init_state=states[1], start_epoch=2,
+                      report=lambda m, model: reports.append(m))
+    assert [r["epoch"] for r in reports] == [2, 3]
+    assert not torch.equal(resumed.state_dict()["deep.0.weight"], states[1]["deep.0.weight"])  # it trained on
+    untouched = fit_dcn(rows, None, ex.schema, config, log=lambda _: None, init_state=states[3], start_epoch=4,
+                        report=lambda m, model: reports.append(m))
+    assert len(reports) == 2  # no epoch left
+    for name, tensor in untouched.state_dict().items():
+        torch.testing.assert_close(tensor, states[3][name])
 
 
 def test_fit_ranker_in_process_writes_loadable_artifacts(tmp_path, make_world):

@@ -82,3 +82,23 @@ def test_anchor_penalty_is_the_squared_distance_and_rejects_negative_weights(bas
     assert float(anchor_penalty(model, anchor).detach()) == pytest.approx(0.25 + 4.0, rel=1e-5)
     with pytest.raises(ValueError, match="anchor_l2"):
         fit(model, [], config, anchor_l2=-1.0)
+
+
+def test_a_restarted_run_continues_from_its_checkpoint_with_the_anchor_of_its_start(world, base) -> None:
+    """`resume_state` + `start_epoch` (a Ray Train restart): only the remaining epochs run, from
+    the checkpoint's weights, while the L2-SP anchor stays the init_state the run began from."""
+    recent = world.interactions.sort_values("timestamp").tail(200)
+    config = TwoTowerConfig(**{**SMALL, "epochs": 3}, lr=0.01)
+    prepared = prepare_training(world, recent, config, base.features)
+    checkpoint = {k: v + 0.05 if v.is_floating_point() else v for k, v in base.state_dict.items()}  # "after epoch 2"
+    model = build_model(prepared.features, config, prepared.tables)
+    history = fit(model, [], config, init_state=base.state_dict, anchor_l2=1.0, resume_state=checkpoint, start_epoch=2)
+    assert [m["epoch"] for m in history] == [3.0]  # the third epoch alone
+    for name, tensor in model.state_dict().items():  # no steps: the checkpoint's weights, not the base's
+        torch.testing.assert_close(tensor, checkpoint[name])
+    model = build_model(prepared.features, config, prepared.tables)
+    history = fit(model, make_loader(prepared.examples, config), config, init_state=base.state_dict, anchor_l2=1.0,
+                  resume_state=checkpoint, start_epoch=2)
+    assert history[0]["anchor"] > 0  # measured against the base: the checkpoint starts 0.05 away from it
+    assert fit(build_model(prepared.features, config, prepared.tables), [], config, resume_state=checkpoint,
+               start_epoch=3) == []  # every epoch done before the failure
