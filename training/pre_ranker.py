@@ -23,8 +23,8 @@ from app.ranking.prerank import PreRankerNet
 from app.ranking.scorer import combine_heads
 from training.config import TrainJobConfig
 from training.ray_job import (
-    DataParallel, ExampleArrays, RayTrainWorkers, Resumed, checkpoint_state, resume_point, run_job, shuffled_order,
-    worker_block, worker_log,
+    DataParallel, ExampleArrays, RayTrainWorkers, Resumed, checkpoint_state, fresh_run_name, resume_point, run_job,
+    shuffled_order, worker_block, worker_log,
 )
 from training.ray_runtime import local_ray
 
@@ -177,7 +177,7 @@ def distill_pre_ranker(
         with local_ray(workers=job.num_workers):  # the item table travels through the object store
             result = run_job(_ray_distill_loop, {"examples": ExampleArrays(examples, order)},
                              {"config": config.model_dump(mode="json"), "item_weight": ray.put(item_weight)},
-                             job, storage_path, "pre_ranker", num_to_keep=2)
+                             job, storage_path, fresh_run_name("pre_ranker"), num_to_keep=2)
         state = checkpoint_state(result, PRE_RANKER_CHECKPOINT)
     else:
         state = distill_loop(dense, item_codes, user_ids, target, config, item_weight, log=log).state_dict()

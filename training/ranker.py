@@ -45,8 +45,8 @@ from app.ranking.features import FeatureSchema, FeatureStore, RankingFeatureAsse
 from training.config import TrainJobConfig
 from training.pre_ranker import distill_pre_ranker
 from training.ray_job import (
-    DataParallel, ExampleArrays, RayTrainWorkers, checkpoint_state, resume_point, run_job, shuffled_order, unwrapped,
-    worker_block, worker_log,
+    DataParallel, ExampleArrays, RayTrainWorkers, checkpoint_state, fresh_run_name, resume_point, run_job,
+    shuffled_order, unwrapped, worker_block, worker_log,
 )
 
 SORT_KEYS = ["user_id", "timestamp", "item_id"]  # the evaluation split's order (item id breaks ties)
@@ -455,8 +455,11 @@ def _ray_train_loop(loop_config: dict) -> None:
         worker_log(f"ranker resumes after epoch {resumed.epochs_done} (its workers were restarted)")
     fit_dcn(worker_block(loop_config["train"]), valid, loop_config["schema"], config, parallel=parallel,
             report=lambda metrics, model: report_checkpoint(metrics, model, MODEL_FILE), log=worker_log,
-            init_state=resumed.state if resumed else None if init is None else {k: torch.tensor(v) for k, v in init.items()},
-            start_epoch=resumed.epochs_done + 1 if resumed else 1)
+            init_state=resumed.state if resumed else _tensors(init), start_epoch=resumed.epochs_done + 1 if resumed else 1)
+
+
+def _tensors(state: Mapping[str, np.ndarray] | None) -> dict[str, torch.Tensor] | None:
+    return None if state is None else {k: torch.tensor(v) for k, v in state.items()}
 
 
 @dataclass
@@ -470,7 +473,7 @@ def train_ranker(
     examples: RankingExamples,
     config: RankingConfig,
     storage_path: str | Path = "artifacts/ray_train",
-    name: str = "ranker",
+    name: str | None = None,
     init_state: Mapping[str, torch.Tensor] | None = None,
     job: TrainJobConfig | None = None,
 ) -> TrainResult:
@@ -488,7 +491,7 @@ def train_ranker(
         {"train": ExampleArrays(_columns(examples, train_rows), order), "valid": ExampleArrays(_columns(examples, held))},
         {"config": config.model_dump(mode="json"), "schema": examples.schema,
          "init_state": None if init_state is None else {k: v.cpu().numpy() for k, v in init_state.items()}},
-        job, storage_path, name, num_to_keep=2,
+        job, storage_path, name or fresh_run_name("ranker"), num_to_keep=2,
     )
     model = build_model(config, examples.schema)
     model.load_state_dict(checkpoint_state(result, MODEL_FILE))

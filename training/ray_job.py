@@ -289,6 +289,12 @@ def scaling(job: TrainJobConfig):
     return ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=gpu, resources_per_worker=resources)
 
 
+def fresh_run_name(job_name: str) -> str:
+    """A run name no earlier run used (`<job>-<time>-<id>`): concurrent trainings sharing one
+    storage never touch each other's checkpoints or examples."""
+    return f"{job_name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
 def run_job(
     loop: Callable[[dict], None],
     shards: Mapping[str, ExampleArrays],
@@ -307,8 +313,9 @@ def run_job(
     Returns Ray Train's Result; the example files are removed after the run.
     Uses the caller's Ray, or a small local one for the duration of the job.
 
-    Every call is a new run: what an earlier run left under `<storage>/<name>` is removed first
-    (Ray Train V2 would otherwise restore that run's checkpoint state into this one). Within the
+    Every call is a new run: what an earlier run left under `<storage>/<name>` (a name given
+    twice; the jobs' default names are `fresh_run_name`s) is removed first, since Ray Train V2
+    would otherwise restore that run's checkpoint state into this one. Within the
     run, Ray Train restarts the workers after a failure up to `job.max_failures` times; a loop
     picks up from its last checkpoint through `resume_point`."""
     import ray.train

@@ -11,8 +11,9 @@ epoch reports its metrics with a `ray.train.Checkpoint` (rank 0's state dict). T
 the last checkpoint, exports the embedding matrices and returns `TwoTowerArtifacts`.
 
 Ray Train V2 (the default in Ray 2.60): `ray.train.report(metrics, checkpoint=...)` from every
-worker, `RunConfig(storage_path=..., storage_filesystem=..., name=...)`; fault-tolerant resumption
-would go through `FailureConfig` and `ray.train.get_checkpoint()` (there is no `Trainer.restore`).
+worker, `RunConfig(storage_path=..., storage_filesystem=..., name=...)`; a worker group Ray Train
+restarts after a failure (`FailureConfig`) resumes from `ray.train.get_checkpoint()`
+(training/ray_job.py `resume_point`; there is no `Trainer.restore`).
 
 Example:
     artifacts = train_two_tower(ds, train_interactions, RetrievalConfig(), "s3://bucket/runs",
@@ -24,7 +25,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,8 @@ from app.retrieval.two_tower import (
 )
 from training.config import TrainJobConfig
 from training.ray_job import (
-    ExampleArrays, RayTrainWorkers, checkpoint_state, resume_point, run_job, shuffled_order, unwrapped, worker_block,
-    worker_log,
+    ExampleArrays, RayTrainWorkers, checkpoint_state, fresh_run_name, resume_point, run_job, shuffled_order, unwrapped,
+    worker_block, worker_log,
 )
 
 CHECKPOINT_FILE = "model.pt"
@@ -119,7 +119,7 @@ def train_two_tower(
     job = job or TrainJobConfig()
     start = time.perf_counter()
     prepared = prepare_training(dataset, train_interactions, tt, features)
-    run_name = run_name or f"two_tower-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_name = run_name or fresh_run_name("two_tower")
     # One worker reads the rows as built (the loader shuffles them, as in-process); several read
     # blocks of one shuffled order, so each block is a random sample.
     order = None if job.num_workers == 1 else shuffled_order(len(prepared.examples), tt.seed)
