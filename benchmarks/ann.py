@@ -24,8 +24,13 @@ slack of grown inverted lists. One index is alive at a time.
     python benchmarks/ann.py --sizes 100k --kinds exact,ivf,hnsw,ivfpq
     python benchmarks/ann.py --sizes 100k,1m,10m --kinds exact,ivf,ivfpq,ivfpq:sq8 --target-recall 0.95
 
-A kind is exact, hnsw, ivf or ivfpq[:REFINE] (REFINE: flat, the default, fp16, sq8 or none; see
-AnnIndexConfig.ivfpq_refine). Exit status 0 when every approximate row meets the gate (recall
+A kind is exact, exact:gpu, hnsw, ivf or ivfpq[:REFINE] (REFINE: flat, the default, fp16, sq8 or
+none; see AnnIndexConfig.ivfpq_refine). exact:gpu is the exact index with use_gpu on a machine where
+torch sees CUDA: searched through torch on the GPU (app/retrieval/gpu_exact.py), timed on every
+query and gated like the approximate kinds.
+
+    python benchmarks/ann.py --sizes 1m,10m --kinds exact,exact:gpu --build-threads 16   # GPU machine
+ Exit status 0 when every approximate row meets the gate (recall
 >= --gate-recall and P99 <= --gate-p99-ms), else 1.
 """
 from __future__ import annotations
@@ -52,6 +57,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.retrieval.config import AnnIndexConfig  # noqa: E402
+from app.retrieval.gpu_exact import cuda_available  # noqa: E402
 from app.retrieval.index import AnnIndex  # noqa: E402
 
 SPECTRUM_DECAY = 0.5  # per-dimension scale j^-0.5
@@ -114,6 +120,12 @@ def one_at_a_time(index: AnnIndex, queries: np.ndarray, k: int) -> tuple[np.ndar
     return out, latency * 1e3
 
 
+def torch_device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(np.intersect1d(a, b)) / len(b) for a, b in zip(found, truth)]))
 
@@ -172,7 +184,7 @@ class Row:
 def config_for(kind: str, nlist: int, args: argparse.Namespace) -> AnnIndexConfig:
     base, _, refine = kind.partition(":")
     if base == "exact":
-        return AnnIndexConfig(kind="exact", use_gpu=False)
+        return AnnIndexConfig(kind="exact", use_gpu=refine == "gpu")
     if base == "hnsw":
         return AnnIndexConfig(kind="hnsw", hnsw_m=args.hnsw_m, hnsw_ef_construction=args.ef_construction,
                               hnsw_ef_search=args.k, use_gpu=False)
@@ -283,6 +295,8 @@ def bench_size(n: int, nlist: int, args: argparse.Namespace) -> list[Row]:
         faiss.omp_set_num_threads(1)
         knob = calibrate(index, calibration, calibration_truth, args.k, args.target_recall)
         timed = queries if kind != "exact" else queries[:args.exact_queries]
+        if index.backend != "faiss-cpu":
+            knob = index.backend
         found, latency = one_at_a_time(index, timed, args.k)
         row = Row(n, kind, build_s, index_mib, rss_mib, float(np.percentile(latency, 50)),
                   float(np.percentile(latency, 99)), recall(found, truth[:len(timed)]), knob, len(timed),
@@ -340,9 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     args.kinds = ["exact", args.kind] if args.kind else [k.strip() for k in args.kinds.split(",")]
     for kind in args.kinds:
         base, _, refine = kind.partition(":")
-        if base not in ("exact", "hnsw", "ivf", "ivfpq") or (refine and (base != "ivfpq" or refine not in
-                                                                          ("flat", "fp16", "sq8", "none"))):
+        if base not in ("exact", "hnsw", "ivf", "ivfpq") or (refine and kind != "exact:gpu" and (
+                base != "ivfpq" or refine not in ("flat", "fp16", "sq8", "none"))):
             parser.error(f"unknown kind {kind!r}")
+        if kind == "exact:gpu" and not cuda_available():
+            parser.error("exact:gpu needs torch to see a CUDA device")
     if args.nlist == "auto":
         nlists = [auto_nlist(n, args.max_nlist) for n in sizes]
     else:
@@ -351,8 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(nlists) != len(sizes):
             parser.error("--nlist takes one value or one per size")
 
+    gpu = torch_device_name() if "exact:gpu" in args.kinds else "not used"
     print(f"machine: {os.cpu_count()} CPUs, FAISS {faiss.__version__}, {faiss.get_num_gpus()} GPUs visible "
-          f"(not used), OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average {os.getloadavg()[0]:.1f}; "
+          f"to FAISS, torch's CUDA device: {gpu}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average {os.getloadavg()[0]:.1f}; "
           f"timed searches: 1 query per call, 1 thread; "
           f"calibration target recall@{args.k} {args.target_recall}", flush=True)
     started = time.perf_counter()

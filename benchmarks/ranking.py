@@ -1,12 +1,14 @@
 """Ranking benchmarks: scoring latency (single request vs a batch of 16) and offline quality.
 
-    python benchmarks/ranking.py latency [--artifacts DIR] [--device cpu|cuda] [--repeats 30]
+    python benchmarks/ranking.py latency [--artifacts DIR] [--device cpu|cuda] [--candidates 500,5000] [--repeats 30]
     python benchmarks/ranking.py quality [--ray] [--artifacts-out DIR]
 
-latency: 500 candidates per request (MovieLens-100k feature tables, `src_*` columns present),
-  timing features + model and model only, for one request and for a batch of 16 requests
+latency: 500 candidates per request by default (MovieLens-100k feature tables, `src_*` columns
+  present), timing features + model and model only, for one request and for a batch of 16 requests
   scored in one tensor pass; with torch threads = 1 and the default. Latency does not depend on
   the weights, so without --artifacts an untrained model of the default architecture is used.
+  More candidates than the catalogue's 1682 items (the cascade's 5000) repeat items: the work
+  per candidate is the same.
 quality: per-user temporal split 80/10/10 (app.evaluation); EASE with λ tuned on valid; the
   ranker trained on the validation period (features from train) and ranking, for test, every
   item outside the user's train+valid history with features recomputed from train+valid.
@@ -37,19 +39,20 @@ from app.ranking import (  # noqa: E402
     top_k_all_items,
 )
 
-N_CANDIDATES = 500
 BATCH = 16
 
 
-def _requests(store: FeatureStore, n: int, rng: np.random.Generator) -> list[tuple[FeedQuery, Candidates]]:
+def _requests(
+    store: FeatureStore, n: int, n_candidates: int, rng: np.random.Generator
+) -> list[tuple[FeedQuery, Candidates]]:
     catalogue = np.arange(1, store.n_item_slots)
     out = []
     for _ in range(n):
-        items = rng.choice(catalogue, size=N_CANDIDATES, replace=False)
-        cands = Candidates.from_source("ann", items, rng.random(N_CANDIDATES)).with_features({
-            "src_ann": rng.random(N_CANDIDATES).astype(np.float32),
-            "src_coengagement": rng.random(N_CANDIDATES).astype(np.float32),
-            "n_sources": rng.integers(1, 3, N_CANDIDATES).astype(np.float32),
+        items = rng.choice(catalogue, size=n_candidates, replace=n_candidates > len(catalogue))
+        cands = Candidates.from_source("ann", items, rng.random(n_candidates)).with_features({
+            "src_ann": rng.random(n_candidates).astype(np.float32),
+            "src_coengagement": rng.random(n_candidates).astype(np.float32),
+            "n_sources": rng.integers(1, 3, n_candidates).astype(np.float32),
         })
         out.append((FeedQuery(user_id=int(rng.integers(1, 944)), now=store.as_of), cands))
     return out
@@ -77,23 +80,25 @@ def latency(args: argparse.Namespace) -> None:
     assembler = RankingFeatureAssembler(store)
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rng = np.random.default_rng(0)
-    single, batch = _requests(store, 1, rng), _requests(store, BATCH, rng)
     default_threads = torch.get_num_threads()
-    print(f"ranking latency: {N_CANDIDATES} candidates/request, batch of {BATCH}, median of {args.repeats}")
-    print(f"{'device':6} {'threads':>7} {'path':16} {'1 req ms':>9} {'16 req ms':>10} {'ms/req @16':>11} {'speed-up':>9}")
-    for device in devices:
-        scorer = MultiTaskScorer(model, config.weights, assembler, device=device)
-        for threads in sorted({1, default_threads}):
-            torch.set_num_threads(threads)
-            f1, f16 = scorer.features_for(single), scorer.features_for(batch)
-            paths = {
-                "features+model": (lambda: scorer.score_batch(single), lambda: scorer.score_batch(batch)),
-                "model only": (lambda: scorer.predict(f1), lambda: scorer.predict(f16)),
-            }
-            for path, (one, many) in paths.items():
-                t1, t16 = _median_ms(one, args.repeats), _median_ms(many, args.repeats)
-                print(f"{device:6} {threads:7d} {path:16} {t1:9.2f} {t16:10.2f} {t16 / BATCH:11.2f} "
-                      f"{t1 * BATCH / t16:8.1f}x")
+    print(f"ranking latency: batch of {BATCH}, median of {args.repeats}")
+    print(f"{'cands':>6} {'device':6} {'threads':>7} {'path':16} {'1 req ms':>9} {'16 req ms':>10} "
+          f"{'ms/req @16':>11} {'speed-up':>9}")
+    for n_candidates in args.candidates:
+        single, batch = _requests(store, 1, n_candidates, rng), _requests(store, BATCH, n_candidates, rng)
+        for device in devices:
+            scorer = MultiTaskScorer(model, config.weights, assembler, device=device)
+            for threads in sorted({1, default_threads}):
+                torch.set_num_threads(threads)
+                f1, f16 = scorer.features_for(single), scorer.features_for(batch)
+                paths = {
+                    "features+model": (lambda: scorer.score_batch(single), lambda: scorer.score_batch(batch)),
+                    "model only": (lambda: scorer.predict(f1), lambda: scorer.predict(f16)),
+                }
+                for path, (one, many) in paths.items():
+                    t1, t16 = _median_ms(one, args.repeats), _median_ms(many, args.repeats)
+                    print(f"{n_candidates:6d} {device:6} {threads:7d} {path:16} {t1:9.2f} {t16:10.2f} "
+                          f"{t16 / BATCH:11.2f} {t1 * BATCH / t16:8.1f}x", flush=True)
     torch.set_num_threads(default_threads)
 
 
@@ -140,12 +145,20 @@ def quality(args: argparse.Namespace) -> None:
     print("ranker vs EASE: " + ", ".join(f"{m} {ranker[m] / ease[m] - 1:+.1%}" for m in ("recall@20", "ndcg@20")))
 
 
+def _counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive counts such as 500,5000, got {text!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     lat = sub.add_parser("latency", help="scoring latency, single request vs batch of 16")
     lat.add_argument("--artifacts", type=Path, default=None, help="a saved ranker (default: untrained model)")
     lat.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cpu, and cuda when present")
+    lat.add_argument("--candidates", type=_counts, default=[500], help="candidates per request, e.g. 500,5000")
     lat.add_argument("--repeats", type=int, default=30)
     qual = sub.add_parser("quality", help="ranker vs EASE on the ML-100k temporal test split")
     qual.add_argument("--ray", action="store_true", help="train through Ray Train (TorchTrainer)")

@@ -132,7 +132,9 @@ class AnnIndexConfig(Section):
         "(benchmarks/ann.py), 1 loses 0.05-0.10 to the PQ order",
     )
     use_gpu: bool = Field(
-        True, description="move flat/IVF indexes to every GPU when FAISS sees one (hnsw and ivfpq stay on CPU)"
+        True,
+        description="move flat/IVF indexes to every GPU when FAISS sees one (hnsw and ivfpq stay on CPU); "
+        "with a CPU-only FAISS and torch seeing CUDA, an exact index searches through torch on the GPU",
     )
     omp_threads: int | None = Field(
         None, ge=1, le=1024, description="FAISS OpenMP threads (process-wide); None keeps FAISS's default"

@@ -6,7 +6,9 @@ IndexRefine that re-scores the PQ shortlist of k x k_factor on stored vectors: f
 8-bit, see `AnnIndexConfig.ivfpq_refine`). With `use_gpu` and a GPU visible to FAISS, flat and
 IVF indexes are cloned to every GPU; HNSW has no GPU implementation, and IVF-PQ stays on CPU too
 (a refine wrapper cannot be cloned, and its shortlist k x k_factor exceeds the GPU's top-k limit
-of 2048 at serving's k). FAISS rows are 0..n-1; `item_ids[row]` maps them back to item ids.
+of 2048 at serving's k). An exact index with `use_gpu` where FAISS has no GPU build (its pip
+wheels) but torch sees CUDA searches through torch on the GPU instead (app/retrieval/gpu_exact.py);
+the FAISS index stays the saved form. FAISS rows are 0..n-1; `item_ids[row]` maps them back to item ids.
 
 Example:
     index = AnnIndex.build(item_ids, item_vectors, AnnIndexConfig(kind="hnsw"))
@@ -22,6 +24,7 @@ import faiss
 import numpy as np
 
 from app.retrieval.config import AnnIndexConfig
+from app.retrieval.gpu_exact import TorchExactSearch, cuda_available
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,8 @@ class AnnIndex:
             faiss.omp_set_num_threads(config.omp_threads)
         self.config = config
         self.item_ids = item_ids
-        self.on_gpu = False
+        self.on_gpu = False  # a FAISS GPU index
+        self._torch_search: TorchExactSearch | None = None  # exact search through torch on CUDA
         self._index = self._maybe_to_gpu(index)
         self._apply_search_params()
 
@@ -115,6 +119,9 @@ class AnnIndex:
         if not self.config.use_gpu or self.config.kind in ("hnsw", "ivfpq"):
             return index
         if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
+            if self.config.kind == "exact" and cuda_available():
+                self._torch_search = TorchExactSearch(index.reconstruct_n(0, index.ntotal), "cuda")
+                log.info("exact index of %d items searched through torch on CUDA", index.ntotal)
             return index
         self.on_gpu = True
         log.info("FAISS %s index moved to %d GPU(s)", self.config.kind, faiss.get_num_gpus())
@@ -122,6 +129,11 @@ class AnnIndex:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def backend(self) -> str:
+        """Where searches run: faiss-cpu, faiss-gpu or torch-cuda."""
+        return "torch-cuda" if self._torch_search is not None else "faiss-gpu" if self.on_gpu else "faiss-cpu"
 
     def set_search_params(
         self, hnsw_ef_search: int | None = None, ivf_nprobe: int | None = None, ivfpq_k_factor: float | None = None
@@ -170,6 +182,8 @@ class AnnIndex:
             # efSearch below k silently returns fewer results; raise it for this call only.
             params = faiss.SearchParametersHNSW(efSearch=max(self.config.hnsw_ef_search, k_searched))
             scores, rows = self._index.search(queries, k_searched, params=params)
+        elif self._torch_search is not None:
+            scores, rows = self._torch_search.search(queries, k_searched)
         else:
             scores, rows = self._index.search(queries, k_searched)
         ids = np.where(rows >= 0, self.item_ids[np.maximum(rows, 0)], -1)
