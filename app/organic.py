@@ -97,7 +97,7 @@ def ranking_pipeline(
 ) -> PipelineRunner:
     """`on_scored(requests, features, columns)`: called after each model pass with its inputs and
     outputs (the live monitor's feature sample); the weights come from config, not the artifact."""
-    from app.ranking.features import RankingFeatureAssembler
+    from app.ranking.features import RankingFeatureAssembler, RankingFeatureRows
     from app.ranking.prerank import CascadeCut, PreRanker
     from app.ranking.scorer import MultiTaskScorer
     from app.ranking.session import SessionInterestScorer
@@ -106,17 +106,20 @@ def ranking_pipeline(
     scorer.reconfigure(config.ranking.weights)
     scorer.on_scored = on_scored
     picker = ExplorationPicker(config.reranking.exploration)  # young, unproven items survive the cuts
+    assembler = RankingFeatureAssembler(ranker.store)
     before_dcn: list = []
     after_dcn: list = [picker]
     if cascade_state(ranker, config) == "on":
-        # Batch-aware like the DCN; the cut leaves `keep` candidates per request for the DCN.
-        before_dcn = [PreRanker(ranker.pre_ranker, RankingFeatureAssembler(ranker.store)), picker,
+        # Batch-aware like the DCN; the cut leaves `keep` candidates (and their feature rows) per
+        # request for the DCN.
+        before_dcn = [PreRanker(ranker.pre_ranker, assembler), picker,
                       KeepingExplored(CascadeCut(config.ranking.cascade.keep))]
         after_dcn = []
     return PipelineRunner(
         "ranking",
         sources=[],
         stages=[
+            RankingFeatureRows(assembler),  # every queued request's model inputs, assembled once
             *before_dcn,
             scorer,  # batch-aware: run_batch scores every queued request in one tensor pass
             SessionInterestScorer(ranker.store.topics_by_item, config.ranking.session_interest),
@@ -305,6 +308,10 @@ class RankingPart:
         return self.runner.run_batch(entries)
 
     def finish(self, work: OrganicWork, result: PipelineResult) -> OrganicWork:
+        from app.ranking.features import CATEGORICAL_ROWS, DENSE_ROWS
+
+        # The model inputs stay here: the ranked candidates travel on without them.
+        result.candidates = result.candidates.without_features((DENSE_ROWS, CATEGORICAL_ROWS))
         work.timings_ms[f"{self.name}_batch_size"] = float(result.batch_size)
         if work.request.explain:
             cut = next((r for r in result.records if r.name == "cascade_cut"), None)

@@ -53,7 +53,8 @@ def _empty_f32() -> np.ndarray:
 class Candidates:
     """Items flowing through the pipeline, with provenance, features and scores as columns.
 
-    Every column has one entry per candidate, in the same order. `take` keeps that invariant.
+    Every column has one entry per candidate, in the same order (a feature column may be a matrix
+    with one row per candidate: the ranking stages' model inputs). `take` keeps that invariant.
     """
 
     item_ids: np.ndarray
@@ -103,6 +104,10 @@ class Candidates:
         return Candidates(
             self.item_ids, self.sources, self.source_scores, {**self.features, **columns}, dict(self.scores)
         )
+
+    def without_features(self, names: tuple[str, ...]) -> "Candidates":
+        kept = {k: v for k, v in self.features.items() if k not in names}
+        return Candidates(self.item_ids, self.sources, self.source_scores, kept, dict(self.scores))
 
     def with_scores(self, columns: dict[str, np.ndarray]) -> "Candidates":
         return Candidates(

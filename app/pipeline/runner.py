@@ -47,6 +47,8 @@ class BatchEntry:
 
 
 BATCH_WAIT = "batch_wait"  # the record and span of the time a request queued for its batch
+# A stage of these kinds with this method takes every queued request in one call (run_batch).
+BATCHED = {"scorer": "score_batch", "hydrator": "hydrate_batch"}
 
 
 Trace = Mapping[str, str]  # a W3C trace-context carrier (e.g. {"traceparent": ...}); opaque here
@@ -273,9 +275,9 @@ class PipelineRunner:
 
     def run_batch(self, entries: Sequence[BatchEntry]) -> list[PipelineResult]:
         """Every entry through the post-source stages together, in declared order. A scorer with
-        `score_batch(requests)` scores all entries in ONE call (each request's record gets its
-        share of the time, by candidate count); every other stage runs per entry, under that
-        entry's trace. Results are in entry order."""
+        `score_batch(requests)` (a hydrator with `hydrate_batch(requests)`) takes all entries in ONE
+        call (each request's record gets its share of the time, by candidate count); every other
+        stage runs per entry, under that entry's trace. Results are in entry order."""
         began_ns = time.time_ns()
         results = [PipelineResult(e.candidates) for e in entries]
         for entry, result in zip(entries, results):
@@ -286,8 +288,9 @@ class PipelineRunner:
                                                  n, n, batch_size=len(entries)))
         current = [e.candidates for e in entries]
         for stage in self.stages:
-            if stage_kind(stage) == "scorer" and callable(getattr(stage, "score_batch", None)):
-                current = self._run_batched_scorer(stage, entries, current, results)
+            kind = stage_kind(stage)
+            if kind in BATCHED and callable(getattr(stage, BATCHED[kind], None)):
+                current = self._run_batched(stage, kind, entries, current, results)
                 continue
             for i, entry in enumerate(entries):
                 with self.hook.within(entry.trace):
@@ -296,19 +299,20 @@ class PipelineRunner:
             result.candidates = candidates
         return results
 
-    def _run_batched_scorer(
-        self, stage: Scorer, entries: Sequence[BatchEntry], current: list[Candidates], results: list[PipelineResult],
+    def _run_batched(
+        self, stage: Scorer | Hydrator, kind: str, entries: Sequence[BatchEntry], current: list[Candidates],
+        results: list[PipelineResult],
     ) -> list[Candidates]:
-        """A batch-aware scorer fails closed for the whole batch: one model pass has one outcome."""
+        """A batch-aware scorer or hydrator fails closed for the whole batch: one pass has one outcome."""
         sizes = [len(c) for c in current]
         start = time.perf_counter()
-        with self.hook.batch_span(stage.name, "scorer", [e.trace for e in entries], sizes):
-            columns = stage.score_batch([(e.query, c) for e, c in zip(entries, current)])  # type: ignore[attr-defined]
+        with self.hook.batch_span(stage.name, kind, [e.trace for e in entries], sizes):
+            columns = getattr(stage, BATCHED[kind])([(e.query, c) for e, c in zip(entries, current)])
         seconds, total = time.perf_counter() - start, max(sum(sizes), 1)
         out = []
-        for candidates, scores, n, result in zip(current, columns, sizes, results):
-            out.append(candidates.with_scores(scores))
-            self._record(result, StageRecord(stage.name, "scorer", seconds * n / total, n, n, batch_size=len(entries)))
+        for candidates, produced, n, result in zip(current, columns, sizes, results):
+            out.append(candidates.with_scores(produced) if kind == "scorer" else candidates.with_features(produced))
+            self._record(result, StageRecord(stage.name, kind, seconds * n / total, n, n, batch_size=len(entries)))
         return out
 
     def _run_source(self, source: CandidateSource, query: FeedQuery, result: PipelineResult) -> Candidates:

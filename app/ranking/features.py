@@ -38,6 +38,8 @@ _TS_BITS = 34  # timestamps (relative to the store's origin) must fit below 2**3
 _AGE_BUCKETS = np.array([18, 25, 35, 45, 50, 56], dtype=np.float32)
 _UNKNOWN = 0  # categorical index shared by every unknown / missing value
 TABLES_DIR = "feature_tables"  # one .npy per table, memory-mapped at load (app/shared_arrays.py)
+# The model inputs RankingFeatureRows attaches: one matrix row per candidate, read by the pre-ranker and the DCN.
+DENSE_ROWS, CATEGORICAL_ROWS = "ranking_dense_rows", "ranking_categorical_rows"
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,21 @@ class FeatureBatch:
     @staticmethod
     def concat(parts: list[FeatureBatch]) -> FeatureBatch:
         return FeatureBatch(np.concatenate([p.dense for p in parts]), np.concatenate([p.categorical for p in parts]))
+
+    @classmethod
+    def from_rows(cls, candidates: Sequence[Candidates], schema: FeatureSchema) -> FeatureBatch | None:
+        """The stacked rows `RankingFeatureRows` attached to every request's candidates; None when
+        any request lacks them."""
+        if not candidates or any(DENSE_ROWS not in c.features or CATEGORICAL_ROWS not in c.features
+                                 for c in candidates):
+            return None
+        batch = cls(np.concatenate([c.features[DENSE_ROWS] for c in candidates]),
+                    np.concatenate([c.features[CATEGORICAL_ROWS] for c in candidates]))
+        widths, expected = (batch.dense.shape[1], batch.categorical.shape[1]), (len(schema.dense), len(schema.categorical))
+        if widths != expected:
+            raise ValueError(f"candidates carry feature rows of {widths[0]} dense and {widths[1]} categorical "
+                             f"columns, the model reads {expected[0]} and {expected[1]}")
+        return batch
 
 
 def _codes(values: pd.Series, vocabulary: list[str]) -> np.ndarray:
@@ -748,6 +765,30 @@ class RankingFeatureAssembler:
 
     def hydrate(self, query: FeedQuery, candidates: Candidates) -> dict[str, np.ndarray]:
         return self.batch_for_requests([(query, candidates)]).columns(self.schema)
+
+
+class RankingFeatureRows:
+    """Hydrator stage: each candidate's model inputs as one row of two matrices (dense float32,
+    categorical int64), assembled once for every queued request.
+
+    Why a stage of its own: the pre-ranker reads every candidate's features and the DCN reads the
+    survivors'; with the rows attached, the cut slices them and nobody featurises twice. Its
+    span and stage time are the feature assembly, apart from the model passes. The rows stay
+    inside ranking: `RankingPart` drops them before its candidates travel on."""
+
+    name = "ranking_features"
+
+    def __init__(self, assembler: RankingFeatureAssembler) -> None:
+        self.assembler = assembler
+
+    def hydrate_batch(self, requests: list[tuple[FeedQuery, Candidates]]) -> list[dict[str, np.ndarray]]:
+        batch = self.assembler.batch_for_requests(requests)
+        bounds = np.cumsum([0] + [len(c) for _, c in requests])
+        return [{DENSE_ROWS: batch.dense[lo:hi], CATEGORICAL_ROWS: batch.categorical[lo:hi]}
+                for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def hydrate(self, query: FeedQuery, candidates: Candidates) -> dict[str, np.ndarray]:
+        return self.hydrate_batch([(query, candidates)])[0]
 
 
 def _column(candidates: Candidates, name: str) -> np.ndarray:

@@ -101,8 +101,12 @@ class MultiTaskScorer:
         return heads
 
     def features_for(self, requests: list[tuple[FeedQuery, Candidates]]) -> FeatureBatch:
-        """The stacked model inputs of all requests: hydrated columns if every request carries
-        them, else (with an assembler) one vectorised featurisation of all of them."""
+        """The stacked model inputs of all requests: the rows `RankingFeatureRows` attached, or
+        hydrated columns, if every request carries them; else (with an assembler) one vectorised
+        featurisation of all of them."""
+        rows = FeatureBatch.from_rows([c for _, c in requests], self.schema)
+        if rows is not None:
+            return rows
         names = self.schema.names
         if all(all(n in c.features for n in names) for _, c in requests):
             parts = [FeatureBatch.from_columns(c.features, self.schema) for _, c in requests]

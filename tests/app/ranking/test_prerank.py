@@ -10,8 +10,9 @@ from app.organic import RankingPart, cascade_state
 from app.pipeline import BatchEntry, Candidates, FeedQuery, PipelineRunner
 from app.ranking.artifacts import PRE_RANKER_FILE, RankerArtifacts
 from app.ranking.config import RankingConfig
-from app.ranking.features import RankingFeatureAssembler
+from app.ranking.features import CATEGORICAL_ROWS, DENSE_ROWS, RankingFeatureAssembler
 from app.ranking.prerank import PRERANK_COLUMN, CascadeCut, PreRanker, PreRankerNet
+from app.ranking.scorer import MultiTaskScorer
 from config import config_from_mapping
 from training.pre_ranker import agreement, distill_loop, teacher_scores
 from training.ranker import build_ranking_examples, fit_ranker, split_user_tail
@@ -137,13 +138,56 @@ def ranking_part(ranker: RankerArtifacts, **cascade) -> RankingPart:
 def test_the_dcn_scores_only_the_survivors_and_the_cut_shows_in_the_stage_list(trained):
     artifacts, _, _ = trained
     part = ranking_part(artifacts, keep=12)
-    assert [s.name for s in part.runner.stages][:4] == ["pre_ranker", "exploration_picker", "cascade_cut",
-                                                        "multitask_ranker"]
+    assert [s.name for s in part.runner.stages][:5] == ["ranking_features", "pre_ranker", "exploration_picker",
+                                                        "cascade_cut", "multitask_ranker"]
     entry = BatchEntry(FeedQuery(user_id=1), items(np.arange(1, 41)))
     result = part.run_batch([entry])[0]
     dcn = next(r for r in result.records if r.name == "multitask_ranker")
     assert dcn.n_in == 12 and len(result.candidates) == 5
     assert result.removal_counts()["cascade_cut: below the pre-ranker's top 12"] == 28
+
+
+def test_a_batch_is_featurised_once_and_the_dcn_scores_the_survivors_rows(trained, monkeypatch):
+    artifacts, _, _ = trained
+    part = ranking_part(artifacts, keep=12)
+    assemblies = []
+    original = RankingFeatureAssembler.batch
+
+    def counted(self, user_ids, item_ids, *args, **kwargs):
+        assemblies.append(len(item_ids))
+        return original(self, user_ids, item_ids, *args, **kwargs)
+
+    monkeypatch.setattr(RankingFeatureAssembler, "batch", counted)
+    entries = [BatchEntry(FeedQuery(user_id=u), items(np.arange(1, 41) + u)) for u in (1, 2)]
+    results = part.run_batch(entries)
+    assert assemblies == [80]  # both requests' 40 candidates, once: the DCN read the cut's rows
+    monkeypatch.setattr(RankingFeatureAssembler, "batch", original)
+    fresh = MultiTaskScorer.from_artifacts(artifacts)
+    for entry, result in zip(entries, results):
+        ranked = result.candidates
+        assert np.isin(ranked.item_ids, entry.candidates.item_ids).all()
+        bare = Candidates.from_source("ann", ranked.item_ids, np.zeros(len(ranked)))
+        np.testing.assert_allclose(ranked.scores["p_click"], fresh.score(entry.query, bare)["p_click"], rtol=1e-5)
+
+
+def test_the_feature_rows_stay_inside_ranking(trained):
+    from app.organic import OrganicRequest, OrganicWork
+
+    artifacts, _, _ = trained
+    work = OrganicWork(OrganicRequest(user_id=1, now=0.0, limit=5, request_id="r"), FeedQuery(user_id=1),
+                       items(np.arange(1, 41)))
+    done = ranking_part(artifacts, keep=12).run(work)
+    assert len(done.candidates) == 5
+    assert not {DENSE_ROWS, CATEGORICAL_ROWS} & set(done.candidates.features)
+
+
+def test_feature_rows_of_another_schema_are_refused(trained):
+    artifacts, _, _ = trained
+    scorer = MultiTaskScorer.from_artifacts(artifacts)
+    wrong = items(np.arange(1, 4)).with_features({DENSE_ROWS: np.zeros((3, 2), np.float32),
+                                                  CATEGORICAL_ROWS: np.zeros((3, 1), np.int64)})
+    with pytest.raises(ValueError, match="feature rows of 2 dense and 1 categorical columns"):
+        scorer.score(FeedQuery(user_id=1), wrong)
 
 
 def test_an_artifact_without_a_pre_ranker_falls_back_to_the_dcn_on_everything(trained, tmp_path):
