@@ -106,7 +106,7 @@ def ranking_pipeline(
     scorer.reconfigure(config.ranking.weights)
     scorer.on_scored = on_scored
     picker = ExplorationPicker(config.reranking.exploration)  # young, unproven items survive the cuts
-    assembler = RankingFeatureAssembler(ranker.store)
+    assembler = RankingFeatureAssembler(ranker.store, config.ranking.item_feature_refresh_s)
     before_dcn: list = []
     after_dcn: list = [picker]
     if cascade_state(ranker, config) == "on":

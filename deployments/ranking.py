@@ -74,7 +74,8 @@ class Ranking(ReloadableDeployment[RankingState]):
     def build_state(self, config: RayfeedConfig, settings: DeploymentSettings,
                     previous: RankingState | None) -> RankingState:
         version = resolve_version(config)
-        model_config = config.ranking.model_dump(exclude={"weights"})  # weights come from config, not the artifact
+        # weights and the item-table refresh are serving settings: changing them keeps the loaded artifact
+        model_config = config.ranking.model_dump(exclude={"weights", "item_feature_refresh_s"})
         artifacts = load_once(previous.artifacts if previous else None,
                               (str(version.root), version.version, model_config),
                               lambda: RankerArtifacts.load(version.path / "organic" / "ranker", config.ranking))

@@ -174,3 +174,9 @@ class RankingConfig(Section):
         65_536, ge=1, le=10_000_000, description="rows per forward pass when scoring many pairs offline"
     )
     output_size: int = Field(500, ge=1, le=100_000, description="candidates kept after ranking (reference: 500)")
+    item_feature_refresh_s: float = Field(
+        60.0, ge=0, le=86_400,
+        description="serving: the item-only features (window counts, age, rating means) are read from a table "
+        "of every item rebuilt in the background every this many seconds of request time, so they are as of a "
+        "moment up to twice this before the request; 0 computes them per candidate, exactly",
+    )

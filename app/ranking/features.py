@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ import scipy.sparse as sp
 from app.pipeline.candidates import Candidates, FeedQuery
 from app.ranking.config import RankingFeatureConfig
 from app.shared_arrays import load_arrays, save_arrays
+
+log = logging.getLogger(__name__)
 
 DAY = 86_400.0
 _TS_BITS = 34  # timestamps (relative to the store's origin) must fit below 2**34 s ≈ 544 years
@@ -185,6 +189,68 @@ def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[in
     return m
 
 
+@dataclass(frozen=True)
+class _ItemColumns:
+    """Item-only feature columns of every item slot as of `moment`, plus a last row for unknown items."""
+
+    moment: float
+    columns: dict[str, np.ndarray]
+
+    def gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: column[rows] for name, column in self.columns.items()}
+
+
+class ItemFeatureTable:
+    """The item-only ranking features (window counts, age, idleness, rating means, content) of
+    every item slot as of one moment, for serving.
+
+    Why: every candidate of a served request shares the request's time, and these features depend
+    on the item and that time alone, so a table built once per `refresh_s` turns about a third of
+    the feature assembly into one gather per column. Rows are served as of a moment m with
+    m <= the request's time < m + 2 x refresh_s: a request past m + refresh_s starts the next table
+    in a background thread while requests read the current one, and a request outside the range
+    (or before the first table is ready) is computed exactly. No request waits for a build."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self._store = store
+        self._current: _ItemColumns | None = None
+        self._lock = threading.Lock()
+        self._builder: threading.Thread | None = None
+
+    def rows_for(self, now_rel: np.ndarray, refresh_s: float) -> _ItemColumns | None:
+        """The table to gather from for pairs at `now_rel` (seconds since the store's origin), or None."""
+        earliest, latest = float(np.min(now_rel)), float(np.max(now_rel))
+        current = self._current
+        if current is None or latest >= current.moment + refresh_s:
+            self._start_build(latest)
+        if current is None or earliest < current.moment or latest >= current.moment + 2 * refresh_s:
+            return None
+        return current
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the build under way (if any) is done: for tests and benchmarks' warm-up."""
+        builder = self._builder
+        if builder is not None:
+            builder.join(timeout)
+
+    def _start_build(self, moment: float) -> None:
+        with self._lock:
+            if self._builder is not None and self._builder.is_alive():
+                return
+            self._builder = threading.Thread(target=self._build, args=(moment,), name="item-feature-table", daemon=True)
+            self._builder.start()
+
+    def _build(self, moment: float) -> None:
+        try:
+            store, n = self._store, self._store.n_item_slots
+            slots = np.append(np.arange(n, dtype=np.int64), 0)  # the last row: an unknown item
+            known = np.append(np.ones(n, bool), False)
+            columns = store.item_features(slots, known, np.float64(moment))
+            self._current = _ItemColumns(moment, {k: np.ascontiguousarray(v, np.float32) for k, v in columns.items()})
+        except Exception:  # noqa: BLE001 - requests keep computing exactly
+            log.exception("building the item feature table failed; item features are computed per request")
+
+
 class FeatureStore:
     """Lookup tables built from one history snapshot; arrays indexed by user id / item id."""
 
@@ -204,6 +270,7 @@ class FeatureStore:
             setattr(self, name, arrays[name])
         n = self.n_item_slots
         self.published: _PublishedRows | None = None  # items published since the snapshot
+        self.item_table = ItemFeatureTable(self)  # shared with copies: it depends on the snapshot alone
         self.cooc = sp.csr_matrix((self.cooc_data, self.cooc_indices, self.cooc_indptr), shape=(n, n))
 
     # -- sizes and metadata -------------------------------------------------------------------
@@ -438,35 +505,13 @@ class FeatureStore:
         return cls(RankingFeatureConfig.model_validate(saved["config"]), saved["meta"], arrays)
 
     # -- per-pair features ---------------------------------------------------------------------
-    def pair_features(
-        self, user_ids: np.ndarray, item_ids: np.ndarray, now: np.ndarray,
-        fresh: Mapping[int, Sequence[int]] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """User, item and cross features of each (user_ids[k], item_ids[k]) pair as of now[k].
-
-        `fresh` (user → items engaged since the snapshot, newest first) extends those users'
-        histories for the history-driven features (see `_with_fresh_history`)."""
-        users = np.asarray(user_ids, dtype=np.int64)
-        items = np.asarray(item_ids, dtype=np.int64)
-        now_rel = np.clip(np.asarray(now, dtype=np.float64) - self.origin, -1, 2**_TS_BITS - 1)
-        n = len(items)
-        item_ok = (items >= 0) & (items < self.n_item_slots)
-        user_ok = (users >= 0) & (users < self.n_user_slots)
-        it = np.where(item_ok, items, 0)
-        us = np.where(user_ok, users, 0)
-        f: dict[str, np.ndarray] = {}
-
-        # Users (unknown users: zeros, i.e. the population-level neutral after normalisation).
+    def item_features(self, it: np.ndarray, item_ok: np.ndarray, now_rel: np.ndarray) -> dict[str, np.ndarray]:
+        """The features that depend on the item and the time alone, for each row (`it`: item slots,
+        0 where not `item_ok`; `now_rel`: seconds since the origin, per row or one for all)."""
         cfg, meta = self.config, self.meta
-        ucount = np.where(user_ok, np.diff(self.user_ptr)[us], 0).astype(np.float64)
-        f["user_log_count"] = np.log1p(ucount)
-        f["user_mean_rating"] = np.where(user_ok, self.user_mean_rating[us], meta["mean_rating"])
-        f["user_like_rate"] = np.where(user_ok, self.user_like_rate[us], meta["mean_like"])
-        f["user_log_span_days"] = np.where(user_ok, self.user_log_span_days[us], 0.0)
-        f["user_age"] = np.where(user_ok, self.user_age[us], 0.0)
-        f["user_mean_item_pop"] = np.where(user_ok, self.user_mean_item_pop[us], 0.0)
-
-        # Items, as of each pair's time.
+        n = len(it)
+        now_rel = np.broadcast_to(np.asarray(now_rel, dtype=np.float64), (n,))
+        f: dict[str, np.ndarray] = {}
         start = self.item_ptr[it]
         base = it << _TS_BITS
         # Needles in item order: searchsorted over the (item, time) keys then walks forward
@@ -501,9 +546,47 @@ class FeatureStore:
         l_sum = self.item_like_cum[end_now] - self.item_like_cum[start]
         f["item_mean_rating"] = (r_sum + prior * meta["mean_rating"]) / (c_asof + prior)
         f["item_like_rate"] = (l_sum + prior * meta["mean_like"]) / (c_asof + prior)
-        year = self.item_year[it]
-        f["item_release_year"] = year
+        f["item_release_year"] = self.item_year[it]
         f["item_min_age"] = np.where(item_ok, self.item_min_age[it], 0.0)
+        return f
+
+    def pair_features(
+        self, user_ids: np.ndarray, item_ids: np.ndarray, now: np.ndarray,
+        fresh: Mapping[int, Sequence[int]] | None = None, item_refresh_s: float = 0.0,
+    ) -> dict[str, np.ndarray]:
+        """User, item and cross features of each (user_ids[k], item_ids[k]) pair as of now[k].
+
+        `fresh` (user → items engaged since the snapshot, newest first) extends those users'
+        histories for the history-driven features (see `_with_fresh_history`). `item_refresh_s` > 0
+        (serving): the item-only features come from a table of every item as of a moment up to
+        2 × item_refresh_s before the pairs' times (`ItemFeatureTable`), gathered instead of computed."""
+        users = np.asarray(user_ids, dtype=np.int64)
+        items = np.asarray(item_ids, dtype=np.int64)
+        now_rel = np.clip(np.asarray(now, dtype=np.float64) - self.origin, -1, 2**_TS_BITS - 1)
+        n = len(items)
+        item_ok = (items >= 0) & (items < self.n_item_slots)
+        user_ok = (users >= 0) & (users < self.n_user_slots)
+        it = np.where(item_ok, items, 0)
+        us = np.where(user_ok, users, 0)
+        f: dict[str, np.ndarray] = {}
+
+        # Users (unknown users: zeros, i.e. the population-level neutral after normalisation).
+        cfg, meta = self.config, self.meta
+        ucount = np.where(user_ok, np.diff(self.user_ptr)[us], 0).astype(np.float64)
+        f["user_log_count"] = np.log1p(ucount)
+        f["user_mean_rating"] = np.where(user_ok, self.user_mean_rating[us], meta["mean_rating"])
+        f["user_like_rate"] = np.where(user_ok, self.user_like_rate[us], meta["mean_like"])
+        f["user_log_span_days"] = np.where(user_ok, self.user_log_span_days[us], 0.0)
+        f["user_age"] = np.where(user_ok, self.user_age[us], 0.0)
+        f["user_mean_item_pop"] = np.where(user_ok, self.user_mean_item_pop[us], 0.0)
+
+        # Items, as of each pair's time (or of the table's moment).
+        table = self.item_table.rows_for(now_rel, item_refresh_s) if item_refresh_s > 0 and n else None
+        if table is None:
+            f.update(self.item_features(it, item_ok, now_rel))
+        else:
+            f.update(table.gather(np.where(item_ok, it, self.n_item_slots)))
+        year = f["item_release_year"]
 
         # Cross features.
         item_topics = self.item_topics[it] * item_ok[:, None]
@@ -704,8 +787,10 @@ class RankingFeatureAssembler:
 
     name = "ranking_features"
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, item_refresh_s: float = 0.0) -> None:
         self.store = store
+        # > 0 (serving): item-only features from the store's ItemFeatureTable; 0: exact per pair.
+        self.item_refresh_s = item_refresh_s
         self.schema = store.schema()
         self.source_columns = tuple(f"src_{s}" for s in store.config.source_names) + ("n_sources",)
         probe = self.store.pair_features(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
@@ -736,7 +821,7 @@ class RankingFeatureAssembler:
         n = len(item_ids)
         user_ids = np.broadcast_to(np.asarray(user_ids, dtype=np.int64), (n,))
         now = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
-        f = self.store.pair_features(user_ids, item_ids, now, fresh)
+        f = self.store.pair_features(user_ids, item_ids, now, fresh, self.item_refresh_s)
         source_columns = source_columns or {}
         for name in self.source_columns:
             column = source_columns.get(name)
