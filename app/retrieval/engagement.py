@@ -73,8 +73,11 @@ class EngagementLog:
         self._dense_ids = True  # every item id in [0, _DENSE_ID_LIMIT): trending can be incremental
         self._windows: dict[tuple[float, float], _DecayedWindow] = {}  # (half-life, horizon) -> counts
         self.version = 0  # bumped by every add; lets readers cache derived state
-        self._count_base: tuple[np.ndarray, np.ndarray] | None = None  # (items, counts), taken once
-        self._count_delta: Counter[int] = Counter()  # items added since
+        # Engagements per item: by id in a dense array while ids are dense (a gather per request),
+        # else sorted (items, counts) plus what was added since. Both taken once, then added to.
+        self._counts: np.ndarray | None = None
+        self._count_base: tuple[np.ndarray, np.ndarray] | None = None
+        self._count_delta: Counter[int] = Counter()
         if events is not None:
             self.add(events)
 
@@ -112,6 +115,7 @@ class EngagementLog:
             self._windows.clear()
         for window in self._windows.values():
             window.observe(items, ts)
+        self._add_to_counts(items)
         self._add_to_users(users, items, ts)
         self.version += 1
         return len(ts)
@@ -165,11 +169,17 @@ class EngagementLog:
         """How often each item was engaged with. On the request path: the log's counts are taken
         once (sparse: an event may name any id), and every later `add` only adds its own items,
         so a live stream never makes a request recount the whole log."""
+        ids = np.asarray(item_ids, np.int64)
+        out = np.zeros(len(ids), np.int64)
+        if self._dense_ids:
+            if self._counts is None:
+                self._counts = np.bincount(self.timeline()[1])
+            inside = (ids >= 0) & (ids < len(self._counts))
+            out[inside] = self._counts[ids[inside]]
+            return out
         if self._count_base is None:
             self._count_base = np.unique(self.timeline()[1], return_counts=True)
         items, counts = self._count_base
-        ids = np.asarray(item_ids, np.int64)
-        out = np.zeros(len(ids), np.int64)
         if len(items):
             pos = np.minimum(np.searchsorted(items, ids), len(items) - 1)
             hit = items[pos] == ids
@@ -177,6 +187,18 @@ class EngagementLog:
         if self._count_delta:
             out += np.fromiter((self._count_delta.get(i, 0) for i in ids.tolist()), np.int64, len(ids))
         return out
+
+    def _add_to_counts(self, items: np.ndarray) -> None:
+        if self._counts is not None:
+            if not self._dense_ids:
+                self._counts = None  # the sparse counts take over, taken from the whole timeline
+                return
+            top = int(items.max())
+            if top >= len(self._counts):  # a published item past the array: grow with headroom
+                grown = np.zeros(max(top + 1, len(self._counts) + len(self._counts) // 4), np.int64)
+                grown[: len(self._counts)] = self._counts
+                self._counts = grown
+            np.add.at(self._counts, items, 1)
 
     def user_items(self, user_id: int) -> np.ndarray:
         """Every item the user engaged with (their consumed history), oldest first."""

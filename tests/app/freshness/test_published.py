@@ -89,3 +89,23 @@ def test_engagement_counts_follow_later_adds_without_a_recount():
     assert log.item_counts(np.array([5, 6])).tolist() == [1, 0]
     log.add(pd.DataFrame({"user_id": [2, 3], "item_id": [6, 5], "timestamp": [2.0, 3.0]}))
     assert log.item_counts(np.array([5, 6])).tolist() == [2, 1]
+
+
+def test_dense_engagement_counts_equal_a_recount_through_growth_and_a_switch_to_sparse_ids():
+    import pandas as pd
+
+    from app.retrieval.engagement import EngagementLog
+
+    rng = np.random.default_rng(4)
+    first = pd.DataFrame({"user_id": rng.integers(0, 50, 400), "item_id": rng.integers(0, 300, 400),
+                          "timestamp": np.sort(rng.random(400) * 100)})
+    log = EngagementLog(first)
+    probe = np.arange(-2, 700)
+    counts = log.item_counts(probe)  # taken once: the dense array
+    assert counts.tolist() == [int((first["item_id"] == i).sum()) for i in probe]
+    later = pd.DataFrame({"user_id": [1, 2, 3], "item_id": [650, 650, 7], "timestamp": [101.0, 102.0, 103.0]})
+    log.add(later)  # 650 is past the array: it grows
+    every = pd.concat([first, later])
+    assert log.item_counts(probe).tolist() == [int((every["item_id"] == i).sum()) for i in probe]
+    log.add(pd.DataFrame({"user_id": [4], "item_id": [2**40], "timestamp": [104.0]}))  # ids no longer dense
+    assert log.item_counts(np.array([650, 7, 2**40])).tolist() == [2, int((every["item_id"] == 7).sum()), 1]
