@@ -21,8 +21,11 @@ from app.freshness.published import PlacedItems
 from app.pipeline import FeedQuery
 from app.settings import OrganicSettings
 
+NEIGHBOURS_DIR = "neighbours"  # the co-engagement neighbours' arrays, mapped at load
+
 # The model stack (torch, FAISS) is imported where it is used: the Reranking replica needs
 # only the catalogue, and a replacement replica that skips those imports starts seconds sooner.
+
 if TYPE_CHECKING:
     from app.ranking.artifacts import RankerArtifacts
     from app.retrieval.engagement import EngagementLog, ItemNeighbours
@@ -113,6 +116,7 @@ class OrganicModels:
         self.index.save(directory / "ann.index")
         self.ranker.save(directory / "ranker")
         self.engagements.interactions().to_parquet(directory / "engagements.parquet", index=False)
+        self.neighbours.save(directory / NEIGHBOURS_DIR)
         (directory / "organic.json").write_text(json.dumps(self.meta, default=str))
 
     @classmethod
@@ -128,13 +132,19 @@ class OrganicModels:
         two_tower = TwoTowerArtifacts.load(directory / "two_tower")
         engagements = pd.read_parquet(directory / "engagements.parquet")
         sources = config.retrieval.sources
+        # Saved with the artifact and mapped; rebuilt here for an artifact saved before they were,
+        # or when the serving config asks for other neighbours than were built.
+        neighbours = ItemNeighbours.load(directory / NEIGHBOURS_DIR, sources.coengagement_neighbours,
+                                         sources.coengagement_shrink)
+        if neighbours is None:
+            neighbours = ItemNeighbours.build(engagements, sources.coengagement_neighbours, sources.coengagement_shrink)
         return cls(
             dataset=dataset,
             catalog=Catalog.from_dataset(dataset),
             two_tower=two_tower,
             index=AnnIndex.load(directory / "ann.index", config.retrieval.index),
             engagements=EngagementLog(engagements),
-            neighbours=ItemNeighbours.build(engagements, sources.coengagement_neighbours, sources.coengagement_shrink),
+            neighbours=neighbours,
             social=SocialGraph(dataset.social_edges),
             ranker=RankerArtifacts.load(directory / "ranker", config.ranking) if with_ranker else None,
             meta=json.loads((directory / "organic.json").read_text()),

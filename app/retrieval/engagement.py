@@ -9,14 +9,18 @@ past time do not leak the future. Decay is exponential: weight = 2 ** (−age / 
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from app.shared_arrays import load_arrays, save_arrays
 
 EVENT_COLUMNS = ("user_id", "item_id", "timestamp")
 
@@ -39,6 +43,7 @@ class TrendingCounts(Protocol):
 
 
 _GROWTH_MIN = 1024  # smallest capacity of a grown array
+NEIGHBOURS_SETTINGS = "settings.json"  # beside the saved neighbour arrays
 _DENSE_ID_LIMIT = 1 << 24  # incremental trending indexes dense arrays by item id below this
 _REBASE_HALF_LIVES = 128.0  # the decay anchor follows `now` once it is this many half-lives away
 _MAX_WINDOWS = 4  # (half-life, horizon) pairs kept incrementally; older ones are dropped
@@ -468,6 +473,28 @@ class ItemNeighbours:
     indptr: np.ndarray
     neighbours: np.ndarray  # item ids
     similarities: np.ndarray  # float32
+    n_neighbours: int = 0  # what it was built with (save/load check it against the serving config)
+    shrink: float = 0.0
+
+    _ARRAYS = ("item_ids", "indptr", "neighbours", "similarities")
+
+    def save(self, directory: Path) -> None:
+        """One .npy per array (mapped by `load`) and the settings it was built with."""
+        save_arrays(directory, {name: getattr(self, name) for name in self._ARRAYS})
+        (Path(directory) / NEIGHBOURS_SETTINGS).write_text(
+            json.dumps({"n_neighbours": self.n_neighbours, "shrink": self.shrink}))
+
+    @classmethod
+    def load(cls, directory: Path, n_neighbours: int, shrink: float) -> ItemNeighbours | None:
+        """The saved neighbours, mapped read-only (a node's replicas share the pages), or None when
+        none were saved (an artifact from before they were) or they were built with other settings."""
+        settings = Path(directory) / NEIGHBOURS_SETTINGS
+        if not settings.exists():
+            return None
+        saved = json.loads(settings.read_text())
+        if saved != {"n_neighbours": n_neighbours, "shrink": shrink}:
+            return None
+        return cls(**load_arrays(directory, cls._ARRAYS), n_neighbours=n_neighbours, shrink=shrink)
 
     @classmethod
     def build(cls, interactions: pd.DataFrame, n_neighbours: int, shrink: float) -> ItemNeighbours:
@@ -495,6 +522,8 @@ class ItemNeighbours:
             indptr=np.asarray(indptr, np.int64),
             neighbours=np.concatenate(neighbours) if neighbours else np.zeros(0, np.int64),
             similarities=np.concatenate(sims) if sims else np.zeros(0, np.float32),
+            n_neighbours=n_neighbours,
+            shrink=shrink,
         )
 
     def of(self, item_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -49,6 +49,8 @@ def test_pipeline_explains_every_removal(trained_models, small_config_):
 def test_models_round_trip_through_an_artifact_directory(trained_models, small_world, small_config_, tmp_path):
     trained_models.save(tmp_path / "organic")
     loaded = OrganicModels.load(tmp_path / "organic", small_world, small_config_)
+    assert not loaded.neighbours.neighbours.flags.writeable  # the saved neighbours, mapped, not rebuilt
+    np.testing.assert_array_equal(loaded.neighbours.similarities, trained_models.neighbours.similarities)
     now = trained_models.engagements.last_timestamp
     a = OrganicPipeline(trained_models, small_config_).run(trained_models.query(9, now=now, limit=20)).candidates
     b = OrganicPipeline(loaded, small_config_).run(loaded.query(9, now=now, limit=20)).candidates

@@ -95,6 +95,23 @@ def test_item_neighbours_cosine_with_shrink() -> None:
     assert nb.of(42)[0].size == 0
 
 
+def test_saved_neighbours_load_mapped_and_only_for_the_settings_they_were_built_with(tmp_path) -> None:
+    rng = np.random.default_rng(6)
+    inter = _events([(int(u), int(i), 0) for u, i in zip(rng.integers(0, 40, 600), rng.integers(0, 90, 600))])
+    built = ItemNeighbours.build(inter, n_neighbours=7, shrink=2.0)
+    built.save(tmp_path)
+    loaded = ItemNeighbours.load(tmp_path, 7, 2.0)
+    for name in ("item_ids", "indptr", "neighbours", "similarities"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(built, name))
+        assert not getattr(loaded, name).flags.writeable  # mapped read-only: shared by a node's replicas
+    for item in (0, 5, 89, 1000):
+        for a, b in zip(loaded.of(item), built.of(item)):
+            np.testing.assert_array_equal(a, b)
+    assert ItemNeighbours.load(tmp_path, 8, 2.0) is None  # other settings: the caller rebuilds
+    assert ItemNeighbours.load(tmp_path, 7, 1.0) is None
+    assert ItemNeighbours.load(tmp_path / "absent", 7, 2.0) is None  # an artifact from before
+
+
 # ----------------------------------------------------------------------------- sources
 
 
