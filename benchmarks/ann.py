@@ -36,8 +36,6 @@ query and gated like the approximate kinds.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import math
 import os
 import resource
@@ -59,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.retrieval.config import AnnIndexConfig  # noqa: E402
 from app.retrieval.gpu_exact import cuda_available  # noqa: E402
 from app.retrieval.index import AnnIndex  # noqa: E402
+from app.shared_arrays import release_unused_memory  # noqa: E402
 
 SPECTRUM_DECAY = 0.5  # per-dimension scale j^-0.5
 SPREAD = (0.3, 0.8)  # within-cluster noise relative to the centres' scale
@@ -152,15 +151,6 @@ def rss_bytes() -> int:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):  # not Linux
         return 0
-
-
-def release_memory() -> None:
-    """Collect, and hand freed heap back to the OS so the next RSS delta is the next index's."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass
@@ -282,7 +272,7 @@ def bench_size(n: int, nlist: int, args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     for kind in args.kinds:
         config = config_for(kind, nlist, args)
-        release_memory()
+        release_unused_memory()  # so the next RSS delta is the next index's
         faiss.omp_set_num_threads(args.build_threads)
         rss0, t = rss_bytes(), time.perf_counter()
         index = AnnIndex.build(ids, items, config)
