@@ -245,7 +245,7 @@ class ItemFeatureTable:
             store, n = self._store, self._store.n_item_slots
             slots = np.append(np.arange(n, dtype=np.int64), 0)  # the last row: an unknown item
             known = np.append(np.ones(n, bool), False)
-            columns = store.item_features(slots, known, np.float64(moment))
+            columns = store.item_features(slots, known, np.float64(moment), one_moment=True)
             self._current = _ItemColumns(moment, {k: np.ascontiguousarray(v, np.float32) for k, v in columns.items()})
         except Exception:  # noqa: BLE001 - requests keep computing exactly
             log.exception("building the item feature table failed; item features are computed per request")
@@ -505,24 +505,34 @@ class FeatureStore:
         return cls(RankingFeatureConfig.model_validate(saved["config"]), saved["meta"], arrays)
 
     # -- per-pair features ---------------------------------------------------------------------
-    def item_features(self, it: np.ndarray, item_ok: np.ndarray, now_rel: np.ndarray) -> dict[str, np.ndarray]:
+    def item_features(self, it: np.ndarray, item_ok: np.ndarray, now_rel: np.ndarray | float,
+                      one_moment: bool = False) -> dict[str, np.ndarray]:
         """The features that depend on the item and the time alone, for each row (`it`: item slots,
-        0 where not `item_ok`; `now_rel`: seconds since the origin, per row or one for all)."""
+        0 where not `item_ok`; `now_rel`: seconds since the origin, per row or one for all).
+        `one_moment` (the item table: every slot at one time): the interactions up to a time are
+        counted in one pass over all of them instead of searched for item by item."""
         cfg, meta = self.config, self.meta
         n = len(it)
         now_rel = np.broadcast_to(np.asarray(now_rel, dtype=np.float64), (n,))
         f: dict[str, np.ndarray] = {}
         start = self.item_ptr[it]
-        base = it << _TS_BITS
-        # Needles in item order: searchsorted over the (item, time) keys then walks forward
-        # instead of jumping at random, ≈ 2× faster at 3M interactions (most of this method's time).
-        by_item = np.argsort(base, kind="stable")
+        if one_moment:
+            item_of, ts_of = self.item_keys >> _TS_BITS, self.item_keys & ((1 << _TS_BITS) - 1)
 
-        def upto(t: np.ndarray) -> np.ndarray:  # index one past the item's last interaction at or before t
-            key = base + np.floor(np.maximum(t, -1)).astype(np.int64)
-            found = np.empty(n, np.int64)
-            found[by_item] = np.searchsorted(self.item_keys, key[by_item], side="right")
-            return np.maximum(found, start)
+            def upto(t: np.ndarray) -> np.ndarray:  # index one past the item's last interaction at or before t
+                limit = np.floor(max(float(t[0]), -1.0)) if n else -1.0
+                return start + np.bincount(item_of[ts_of <= limit], minlength=self.n_item_slots)[it]
+        else:
+            base = it << _TS_BITS
+            # Needles in item order: searchsorted over the (item, time) keys then walks forward
+            # instead of jumping at random, ≈ 2× faster at 3M interactions (most of this method's time).
+            by_item = np.argsort(base, kind="stable")
+
+            def upto(t: np.ndarray) -> np.ndarray:  # index one past the item's last interaction at or before t
+                key = base + np.floor(np.maximum(t, -1)).astype(np.int64)
+                found = np.empty(n, np.int64)
+                found[by_item] = np.searchsorted(self.item_keys, key[by_item], side="right")
+                return np.maximum(found, start)
 
         end_now = np.where(item_ok, upto(now_rel), start)
         c_asof = (end_now - start).astype(np.float64)

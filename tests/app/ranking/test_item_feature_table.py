@@ -100,3 +100,14 @@ def test_the_assembler_gives_the_dcn_the_same_rows_once_the_table_is_ready(store
     after = served_assembler.batch(users, items, now)  # the table's moment is this request's time
     np.testing.assert_allclose(after.dense, exact.dense, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(after.categorical, exact.categorical)
+
+
+@pytest.mark.parametrize("days_before", [-1.0, 0.0, 0.5, 7.0, 45.0, 10_000.0])
+def test_counting_every_item_at_one_moment_equals_searching_item_by_item(store, days_before):
+    n = store.n_item_slots
+    slots, known = np.append(np.arange(n), 0), np.append(np.ones(n, bool), False)
+    moment = np.float64(store.as_of - store.origin - days_before * DAY)
+    counted = store.item_features(slots, known, moment, one_moment=True)
+    searched = store.item_features(slots, known, moment)
+    for name in searched:
+        np.testing.assert_array_equal(counted[name], searched[name], err_msg=name)
