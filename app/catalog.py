@@ -24,14 +24,15 @@ class Catalog:
 
     @classmethod
     def from_dataset(cls, dataset: Dataset) -> "Catalog":
-        topics = dataset.item_topic_matrix.copy()
+        topics = dataset.new_item_topic_matrix()  # normalised in place: one copy in the replica
         norms = np.linalg.norm(topics, axis=1, keepdims=True)
+        np.divide(topics, norms, out=topics, where=norms > 0)
         known = np.zeros(dataset.max_item_id + 1, dtype=bool)
         known[dataset.items["item_id"].to_numpy()] = True
         return cls(
             creator_id=dataset.item_creator,
             min_age=dataset.item_min_age,
-            topic_matrix=np.divide(topics, norms, out=np.zeros_like(topics), where=norms > 0),
+            topic_matrix=topics,
             topics=dataset.topics,
             known=known,
         )

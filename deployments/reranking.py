@@ -44,7 +44,7 @@ class Reranking(ReloadableDeployment[RerankingState]):
         artifact = resolve_version(config)  # reported with each page; the catalogue is the dataset's
         version = artifact.version
         models = load_once(previous.models if previous else None, (config.data, artifact.path),
-                           lambda: CatalogModels.from_dataset(load_dataset_for(config.data, artifact.path)))
+                           lambda: CatalogModels.from_dataset(load_dataset_for(config.data, artifact.path).for_serving()))
         part = RerankingPart(models.value, config, stage_hook("reranking", config, version), version)
         return RerankingState(config, version, models, part)
 

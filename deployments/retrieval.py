@@ -54,8 +54,9 @@ class Retrieval(ReloadableDeployment[RetrievalState]):
                     previous: RetrievalState | None) -> RetrievalState:
         version = resolve_version(config)
         models = load_once(previous.models if previous else None, (str(version.root), version.version, config.data),
-                           lambda: OrganicModels.load(version.path / "organic", load_dataset_for(config.data, version.path), config,
-                                                             with_ranker=False))
+                           lambda: OrganicModels.load(version.path / "organic",
+                                                      load_dataset_for(config.data, version.path).for_serving(),
+                                                      config, with_ranker=False))
         part = RetrievalPart(models.value, config, stage_hook("retrieval", config, version.version), version.version)
         return RetrievalState(config, version.version, models, part)
 

@@ -75,3 +75,22 @@ def test_synthetic_users_prefer_items_near_their_interests():
     shuffled = world.interactions.assign(item_id=np.random.default_rng(0).permutation(world.interactions["item_id"]))
     # A user's interactions concentrate on their topics far more than a random history does.
     assert mean_top_topic_share(world.interactions) > 1.3 * mean_top_topic_share(shuffled)
+
+
+def test_the_serving_tables_drop_the_interaction_log_and_keep_what_replicas_read():
+    from app.catalog import Catalog
+
+    world = generate_world(SyntheticWorldSpec(n_users=300, n_items=900, n_creators=40), DataConfig())
+    serving = world.for_serving()
+    assert len(serving.interactions) == 0 and list(serving.interactions.columns) == list(world.interactions.columns)
+    assert serving.events is None
+    pd.testing.assert_frame_equal(serving.items, world.items)
+    for user in (1, 17, 250):
+        np.testing.assert_array_equal(serving.friends_of(user), world.friends_of(user))
+        assert serving.user_row(user) == world.user_row(user)
+    catalog = Catalog.from_dataset(serving)
+    raw = world.item_topic_matrix
+    norms = np.linalg.norm(raw, axis=1, keepdims=True)
+    expected = np.divide(raw, norms, out=np.zeros_like(raw), where=norms > 0)
+    np.testing.assert_allclose(catalog.topic_matrix, expected, rtol=1e-6)
+    assert "item_topic_matrix" not in vars(serving)  # the catalogue built its own: no second copy kept
