@@ -216,12 +216,20 @@ class ItemFeatureTable:
         self._current: _ItemColumns | None = None
         self._lock = threading.Lock()
         self._builder: threading.Thread | None = None
+        self._failed_at: float | None = None  # the moment of the last failed build: no retry within a refresh
+
+    def __getstate__(self) -> dict:
+        return {"_store": self._store}  # a copy (pickled to a worker) builds its own table
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["_store"])
 
     def rows_for(self, now_rel: np.ndarray, refresh_s: float) -> _ItemColumns | None:
         """The table to gather from for pairs at `now_rel` (seconds since the store's origin), or None."""
         earliest, latest = float(np.min(now_rel)), float(np.max(now_rel))
         current = self._current
-        if current is None or latest >= current.moment + refresh_s:
+        retry = self._failed_at is None or latest >= self._failed_at + refresh_s
+        if (current is None or latest >= current.moment + refresh_s) and retry:
             self._start_build(latest)
         if current is None or earliest < current.moment or latest >= current.moment + 2 * refresh_s:
             return None
@@ -247,7 +255,9 @@ class ItemFeatureTable:
             known = np.append(np.ones(n, bool), False)
             columns = store.item_features(slots, known, np.float64(moment), one_moment=True)
             self._current = _ItemColumns(moment, {k: np.ascontiguousarray(v, np.float32) for k, v in columns.items()})
+            self._failed_at = None
         except Exception:  # noqa: BLE001 - requests keep computing exactly
+            self._failed_at = moment
             log.exception("building the item feature table failed; item features are computed per request")
 
 

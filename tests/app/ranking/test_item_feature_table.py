@@ -111,3 +111,40 @@ def test_counting_every_item_at_one_moment_equals_searching_item_by_item(store, 
     searched = store.item_features(slots, known, moment)
     for name in searched:
         np.testing.assert_array_equal(counted[name], searched[name], err_msg=name)
+
+
+def test_a_failed_build_leaves_exact_features_and_is_retried_only_a_refresh_later(store, monkeypatch):
+    users, items = _pairs(store, seed=4)
+    now = store.as_of - 2 * DAY
+    calls = []
+    exact_path = store.item_features
+
+    def broken(*args, one_moment=False, **kwargs):
+        if not one_moment:  # the per-request exact path still works
+            return exact_path(*args, **kwargs)
+        calls.append(1)
+        raise MemoryError("no room for the table")
+
+    monkeypatch.setattr(store, "item_features", broken)
+    served = store.pair_features(users, items, np.full(len(items), now), item_refresh_s=60.0)
+    store.item_table.wait(30)
+    store.pair_features(users, items, np.full(len(items), now + 30.0), item_refresh_s=60.0)
+    store.item_table.wait(30)
+    assert len(calls) == 1  # within the refresh after a failure: no second attempt
+    monkeypatch.undo()
+    exact = store.pair_features(users, items, np.full(len(items), now))
+    for name in exact:
+        np.testing.assert_array_equal(served[name], exact[name], err_msg=name)
+    store.pair_features(users, items, np.full(len(items), now + 61.0), item_refresh_s=60.0)
+    store.item_table.wait(30)
+    assert store.item_table.rows_for(np.array([now + 61.0 - store.origin]), 60.0) is not None
+
+
+def test_a_pickled_store_carries_no_table_and_builds_its_own(store):
+    import pickle
+
+    _ready(store, store.as_of, 60.0)
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.item_table.rows_for(np.array([store.as_of - store.origin]), 60.0) is None
+    copy.item_table.wait(30)
+    assert copy.item_table.rows_for(np.array([store.as_of - store.origin]), 60.0) is not None
