@@ -23,6 +23,7 @@ from app.api.events import integral_number
 from app.api.ids import ApiIds
 from app.api.responses import bearer_token_matches
 from app.api.validation import validation_problems
+from app.artifacts import ArtifactNotFound, artifact_store
 from app.catalog import Catalog
 from app.state.errors import StoreUnavailable
 from app.state.takedowns import Kind, TakedownStore
@@ -69,6 +70,16 @@ async def write_overrides(redis: GuardedRedis, deployed: dict[str, Any], change:
     return {"generation": written.generation, "overrides": written.overrides, "applies_within_s": poll_s}
 
 
+def check_version(artifacts, version: str | None) -> None:
+    """404 naming `version` unless it is a published artifact version (None: follow LATEST)."""
+    if version is None:
+        return
+    try:
+        artifact_store(artifacts).check(version)
+    except (ArtifactNotFound, ValueError) as exc:
+        raise ApiError(404, "version", str(exc)) from None
+
+
 def _index(ids: ApiIds, kind: Kind, raw: str) -> tuple[object, int]:
     """The path's id in the dataset's own ids, and its index (404 when the dataset has no such one)."""
     field = f"{kind}_id"
@@ -77,6 +88,14 @@ def _index(ids: ApiIds, kind: Kind, raw: str) -> tuple[object, int]:
         return external, (ids.item(external, field) if kind == "item" else ids.creator(external, field))
     except ApiError as exc:
         raise ApiError(404 if "unknown" in exc.message else exc.status, field, exc.message) from None
+
+
+def item_index(ids: ApiIds, raw_id: str, catalog: Catalog) -> tuple[object, int]:
+    """A path's item id and its index, 404 unless the catalogue (published items included) holds it."""
+    external, index = _index(ids, "item", raw_id)
+    if not catalog.is_known(np.array([index]))[0]:
+        raise ApiError(404, "item_id", f"unknown item {external!r}")
+    return external, index
 
 
 def _store(redis: GuardedRedis) -> TakedownStore:
@@ -88,10 +107,9 @@ def _store(redis: GuardedRedis) -> TakedownStore:
 async def take_down(redis: GuardedRedis, catalog: Catalog, ids: ApiIds, kind: Kind, raw_id: str, reason: str,
                     poll_s: float) -> dict[str, Any]:
     """Take an item or a creator of the catalogue down (404 for one it does not hold)."""
-    external, index = _index(ids, kind, raw_id)
-    known = bool(catalog.is_known(np.array([index]))[0]) if kind == "item" else bool((catalog.creator_id == index).any())
-    if not known:
-        raise ApiError(404, f"{kind}_id", f"unknown {kind} {external!r}")
+    external, index = item_index(ids, raw_id, catalog) if kind == "item" else _index(ids, kind, raw_id)
+    if kind == "creator" and not (catalog.creator_id == index).any():
+        raise ApiError(404, "creator_id", f"unknown creator {external!r}")
     try:
         version = await redis.guarded("takedown", lambda: _store(redis).take_down(
             kind, index, reason, time.time(), external))

@@ -81,6 +81,8 @@ PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: _error("an item of the trained catalogue: it changes with the next training, not by publishing"),
     413: _error("the body is too large or carries more than api.max_publish_items items"),
 }
+DELETE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ADMIN_RESPONSES, 404: _error("no served item has that id (deleted already, or never published)")}
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {503: {"description": "not ready: the body says which part"}}
 ADMIN_SECURITY = [{"adminToken": []}]
 PRODUCER_SECURITY = [{"producerToken": []}]
@@ -127,7 +129,7 @@ def install(app: FastAPI) -> None:
                                                    "maximum": api.max_limit, "default": api.default_limit}
                         if parameter["name"] == "user_id" and parameter["in"] == "query":
                             parameter["schema"] = id_schema(app.state.id_kind, minimum=1)
-                        if parameter["name"] == "ref" and parameter["in"] == "path":  # an item or creator id
+                        if parameter["name"] in ("ref", "item_id") and parameter["in"] == "path":  # an item or creator id
                             parameter["schema"] = id_schema(app.state.id_kind, minimum=0)
                     # A body schema given by `json_body` carries its nested models: into components.
                     for media in operation.get("requestBody", {}).get("content", {}).values():

@@ -35,10 +35,9 @@ from app.api.events import ad_impressions, counts_by_type, parse_events, stream_
 from app.api.ids import ApiIds
 from app.api.responses import load_admin_token
 from app.api.schemas import (
-    EventBatch, EventsAck, FeedResponse, NoBody, PublishAck, PublishRequest, ReadyResponse, ReloadRequest, TakedownKind,
-    TakedownRequest, WeightsRequest,
+    DeletedItem, EventBatch, EventsAck, FeedResponse, NoBody, PublishAck, PublishRequest, ReadyResponse, ReloadRequest,
+    TakedownKind, TakedownRequest, WeightsRequest,
 )
-from app.artifacts import ArtifactNotFound, artifact_store
 from app.catalog import Catalog
 from app.collator.collator import Collator
 from app.data import load_dataset_for
@@ -308,6 +307,11 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         "security": http.PRODUCER_SECURITY})
     async def publish_items(self, request: Request) -> dict[str, Any]:
         return await publishing.publish(request, await self.state(), self.redis)
+    @app.delete("/v1/items/{item_id}", response_model=DeletedItem, responses=http.DELETE_RESPONSES,
+                openapi_extra={"security": http.PRODUCER_SECURITY})
+    async def delete_item(self, request: Request, item_id: str) -> dict[str, Any]:
+        return await publishing.delete(request, await self.state(), self.redis, item_id)
+
     async def _admin(self, request: Request, model):
         state = await self.state()
         return state, await admin.authorised_body(request, state.admin_token, model)
@@ -317,11 +321,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
         "security": http.ADMIN_SECURITY})
     async def admin_reload(self, request: Request) -> dict[str, Any]:
         state, body = await self._admin(request, ReloadRequest)
-        if body.version is not None:
-            try:
-                artifact_store(state.config.artifacts).check(body.version)
-            except (ArtifactNotFound, ValueError) as exc:
-                raise ApiError(404, "version", str(exc)) from None
+        admin.check_version(state.config.artifacts, body.version)
         return await admin.write_overrides(self.redis, self._settings.rayfeed, {"artifacts": {"version": body.version}},
                                            self._settings.admin_poll_s)
 

@@ -1,9 +1,14 @@
-"""POST /v1/items behind the ingress's route: the producer's token first, then the body, then the
-item stream (app/state/items.py). Acknowledged only once Redis has every item of the batch;
+"""POST /v1/items and DELETE /v1/items/{item_id} behind the ingress's routes: the producer's token
+first, then the body, then the item stream (app/state/items.py). Acknowledged only once Redis has every item of the batch;
 with Redis unreachable the answer is 503 and nothing was accepted (the batch is idempotent, so
 the producer retries it whole). Every replica that holds item data follows the stream and
 serves the items within about `api.item_read_block_ms` (usually milliseconds: reads block until
-an entry arrives)."""
+an entry arrives).
+
+A delete is a tombstone in the stream for a published item. An item of the artifact (trained, or
+folded in by the last `rayfeed train`) is taken down as well (app/state/takedowns.py, reason
+"deleted by its producer"): its artifact row outlives a tombstone until the next training, a
+takedown does not. Both writes are idempotent, so a refused (503) delete is retried whole."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,11 +17,11 @@ from fastapi import Request
 
 from app.api.errors import ApiError
 from app.api.publish import publish_records
-from app.api.schemas import PublishRequest
+from app.api.schemas import NoBody, PublishRequest
 from app.freshness.published import ItemBase
 from app.state.errors import StoreUnavailable
 from app.state.items import ItemStreamStore
-from deployments.admin import authorised_body
+from deployments.admin import authorised_body, item_index, take_down
 from deployments.redis_guard import GuardedRedis
 
 
@@ -38,3 +43,32 @@ async def publish(request: Request, state, redis: GuardedRedis) -> dict[str, Any
                                   "it is idempotent", {"Retry-After": "1"}) from None
     return {"items": [{"item_id": r["item_id"], "status": s} for r, s in zip(records, statuses)],
             "applies_within_s": config.api.item_read_block_ms / 1000}
+
+
+async def delete(request: Request, state, redis: GuardedRedis, raw_id: str) -> dict[str, Any]:
+    """The producer's delete of one item (404 for an id no replica serves)."""
+    config = state.config
+    await authorised_body(request, state.producer_token, NoBody, config.api.max_body_bytes)
+    catalog, ids = state.items
+    external, index = item_index(ids, raw_id, catalog)
+    artifact_item = ids.published is None or external not in ids.published.index_of
+    if artifact_item:
+        creator_index = int(catalog.creator_id[index])
+        creator = creator_index if ids.ids is None else ids.ids.creators.to_external([creator_index])[0]
+    else:
+        placed = ids.published.frame
+        creator = placed.loc[placed["item_id"] == index, "creator_external"].iloc[0]
+        creator = creator.item() if hasattr(creator, "item") else creator  # a numpy scalar is not JSON
+    if redis.client is None:
+        raise ApiError(503, None, "deleting needs Redis (REDIS_URL)", {"Retry-After": "1"})
+    if artifact_item:
+        await take_down(redis, catalog, ids, "item", raw_id, "deleted by its producer", config.api.takedown_poll_s)
+    try:
+        status, = await redis.guarded("retract", lambda: ItemStreamStore(redis.client).retract(
+            [{"item_id": external, "creator_id": creator, "published_at": state.clock()}]))
+    except StoreUnavailable as exc:
+        raise ApiError(503, None, f"delete not acknowledged (Redis did not answer: {exc}); retry, it is idempotent",
+                       {"Retry-After": "1"}) from None
+    applies = config.api.takedown_poll_s if artifact_item else config.api.item_read_block_ms / 1000
+    return {"item_id": external, "status": "deleted" if artifact_item or status == "deleted" else status,
+            "applies_within_s": applies}

@@ -160,6 +160,12 @@ class PublishAck(BaseModel):
     applies_within_s: float = Field(description="every replica serves the items within about this long")
 
 
+class DeletedItem(BaseModel):
+    item_id: int | str
+    status: Literal["deleted", "unchanged"] = Field(description="unchanged: its delete was acknowledged before")
+    applies_within_s: float = Field(description="no replica serves the item after about this long")
+
+
 class NoBody(_Strict):
     """A request without a body (an empty object is accepted too)."""
 

@@ -7,8 +7,9 @@
     rf:{items}:creators       HASH    creator key -> creator seq (a new creator gets one at its first item)
     rf:{items}:creators_next  INCR    the next creator seq
 
-A deleted post is a tombstone: the same item with `deleted: true` (`retract`), which every
-replica applies by dropping the item. One Lua script per batch does all of it atomically, so a publish is acknowledged only once the
+A deleted post is a tombstone, `{item_id, creator_id, deleted: true}` under the item's seq
+(`retract`; `DELETE /v1/items/{id}`), which every replica applies by dropping the item; an id the
+stream never held is answered "absent" and nothing is written. One Lua script per batch does all of it atomically, so a publish is acknowledged only once the
 stream has it, and a retried publish of the same content is a no-op ("unchanged"). A second
 publish of an id with different content is an update ("updated": the stream carries the new
 content under the same seq; replicas apply the latest). Every key carries the `{items}` hash tag,
@@ -72,6 +73,26 @@ return out
 """
 
 
+_RETRACT = """
+local out = {}
+for i = 1, #ARGV, 4 do
+  local key, digest, creator, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local seq = redis.call('HGET', KEYS[3], key)
+  if not seq then
+    table.insert(out, 'absent')
+  elseif redis.call('HGET', KEYS[2], key) == digest then
+    table.insert(out, 'unchanged')
+  else
+    local cseq = redis.call('HGET', KEYS[5], creator) or '0'
+    redis.call('HSET', KEYS[2], key, digest)
+    redis.call('XADD', KEYS[1], '*', 'seq', seq, 'creator_seq', cseq, 'item', payload)
+    table.insert(out, 'deleted')
+  end
+end
+return out
+"""
+
+
 def id_key(value: object) -> str:
     """A dataset id as a hash field: typed, so the integer 7 and the string "7" stay apart."""
     return f"i:{value}" if isinstance(value, int) else f"s:{value}"
@@ -121,6 +142,17 @@ class ItemStreamStore:
 
     async def publish(self, items: list[dict[str, Any]]) -> list[str]:
         """Append each item whose content changed; per item "published", "updated" or "unchanged"."""
+        return await self._run(_PUBLISH, "publish", items)
+
+    async def retract(self, items: list[dict[str, Any]]) -> list[str]:
+        """Tombstones for items named by `item_id` and `creator_id` (other fields are ignored): each
+        leaves serving on every replica; its id stays taken (its seq is not reused), and publishing
+        it again brings it back. Per item "deleted", "unchanged" (already deleted) or "absent"."""
+        tombstones = [{"item_id": i["item_id"], "creator_id": i["creator_id"], "deleted": True,
+                       "published_at": i.get("published_at", 0.0)} for i in items]
+        return await self._run(_RETRACT, "retract", tombstones)
+
+    async def _run(self, script: str, what: str, items: list[dict[str, Any]]) -> list[str]:
         argv: list[str] = []
         for item in items:
             payload = json.dumps(item, sort_keys=True, separators=(",", ":"))
@@ -128,15 +160,10 @@ class ItemStreamStore:
             digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
             argv += [id_key(item["item_id"]), digest, id_key(item["creator_id"]), payload]
         try:
-            statuses = await self.client.eval(_PUBLISH, len(ALL_KEYS), *ALL_KEYS, *argv)
+            statuses = await self.client.eval(script, len(ALL_KEYS), *ALL_KEYS, *argv)
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"publish: {type(exc).__name__}: {exc}") from exc
+            raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         return [_text(s) for s in statuses]
-
-    async def retract(self, items: list[dict[str, Any]]) -> list[str]:
-        """Tombstones: each item (as published) leaves serving on every replica; its id stays
-        taken (its seq is not reused), and publishing it again brings it back."""
-        return await self.publish([{**item, "deleted": True} for item in items])
 
     async def read_after(self, position: str, count: int, block_ms: int | None) -> list[StreamedItem]:
         """Entries after `position` ("0-0": from the start), at most `count`, waiting up to `block_ms`."""

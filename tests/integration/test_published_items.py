@@ -1,18 +1,16 @@
 """Publishing over the real app and Redis: POST /v1/items needs the producer token (not the admin
 one), refuses bad bodies naming the item and the field, and a published item reaches the feed of
 a user who likes its topic within a second, with its provenance; events about it are accepted; a
-takedown removes it; a tombstone retires it (the session's other tests never see it)."""
+takedown removes it; its producer's DELETE retires it (the session's other tests never see it), and
+a DELETE of a trained item takes it down."""
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 
 from app.data import DataConfig, load_dataset
-from app.state.items import ItemStreamStore
 from tests.integration.conftest import ADMIN_TOKEN, PRODUCER_TOKEN, REPO, ServedApp
 
 pytestmark = pytest.mark.integration
@@ -31,16 +29,6 @@ def favourite_topic(user: int) -> str:
     items = world.interactions.loc[world.interactions["user_id"] == user, "item_id"].to_numpy()
     shares = world.item_topic_matrix[items].sum(axis=0)
     return world.topics[int(np.argmax(shares))]
-
-
-def retract(url: str, items: list[dict]) -> None:
-    async def go():
-        client = aioredis.Redis.from_url(url)
-        try:
-            await ItemStreamStore(client).retract(items)
-        finally:
-            await client.aclose()
-    asyncio.run(go())
 
 
 def test_bad_publishes_are_refused_and_name_the_field(served_app: ServedApp):
@@ -96,9 +84,38 @@ def test_a_published_item_is_served_within_a_second_then_taken_down_and_retired(
             assert time.perf_counter() < deadline
             time.sleep(0.05)
         assert c.post(f"/admin/items/{NEW_ITEM}/restore", headers=ADMIN).status_code == 200
-        # Retired by a tombstone: gone again, and the other tests of the session never see it.
-        retract(served_app.redis_url, [{**item, "published_at": 0.0}])
+        # Deleted by its producer (a tombstone): gone again, and the other tests of the session never see it.
+        for headers in ({}, ADMIN):
+            assert c.delete(f"/v1/items/{NEW_ITEM}", headers=headers).status_code == 401
+        deleted = c.delete(f"/v1/items/{NEW_ITEM}", headers=PRODUCER)
+        assert deleted.status_code == 200 and deleted.json()["status"] == "deleted", deleted.text
         deadline = time.perf_counter() + 5.0
         while NEW_ITEM in organic(c.get("/v1/feed", params={"user_id": USER, "limit": 20}).json()):
             assert time.perf_counter() < deadline
             time.sleep(0.05)
+        assert time.perf_counter() - (deadline - 5.0) < 1.0
+        # Its id no longer names a served item; publishing it again would bring it back.
+        deadline = time.perf_counter() + 5.0
+        while (again := c.delete(f"/v1/items/{NEW_ITEM}", headers=PRODUCER)).status_code != 404:
+            assert again.json()["status"] == "unchanged" and time.perf_counter() < deadline
+            time.sleep(0.05)
+        assert again.json()["detail"][0]["field"] == "item_id"
+
+
+def test_deleting_a_trained_item_takes_it_down_until_an_admin_restores_it(served_app: ServedApp):
+    """An artifact's row outlives a tombstone until the next training; the delete takes it down."""
+    with served_app.client() as c:
+        page = c.get("/v1/feed", params={"user_id": USER, "limit": 20}).json()
+        victim = organic(page)[0]
+        assert c.delete("/v1/items/999999999", headers=PRODUCER).status_code == 404
+        assert c.delete("/v1/items/not-an-integer", headers=PRODUCER).status_code in (404, 422)
+        deleted = c.delete(f"/v1/items/{victim}", headers=PRODUCER)
+        try:
+            assert deleted.status_code == 200 and deleted.json()["status"] == "deleted", deleted.text
+            deadline = time.perf_counter() + 5.0
+            while victim in organic(c.get("/v1/feed", params={"user_id": USER, "limit": 20}).json()):
+                assert time.perf_counter() < deadline
+                time.sleep(0.05)
+            assert c.delete(f"/v1/items/{victim}", headers=PRODUCER).json()["status"] == "deleted"  # idempotent
+        finally:
+            assert c.post(f"/admin/items/{victim}/restore", headers=ADMIN).json()["was_taken_down"] is True

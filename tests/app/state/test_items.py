@@ -39,6 +39,20 @@ def test_integer_and_string_ids_stay_apart(state_url):
     assert [e.seq for e in run(state_url, lambda s: s.read_after("0-0", 10, None))] == [0, 1]
 
 
+def test_a_delete_is_a_tombstone_under_the_items_seq_once_and_a_republish_brings_it_back(state_url):
+    run(state_url, lambda s: s.publish([item("p1"), item("p2", creator="c2")]))
+    assert run(state_url, lambda s: s.retract([{"item_id": "p2", "creator_id": "c2"}, {"item_id": "never",
+                                                                                      "creator_id": "c9"}])) == [
+        "deleted", "absent"]  # an id the stream never held: nothing written
+    assert run(state_url, lambda s: s.retract([{"item_id": "p2", "creator_id": "c2", "published_at": 5.0}])) == [
+        "unchanged"]
+    entries = run(state_url, lambda s: s.read_after("0-0", 100, None))
+    assert [(e.item["item_id"], e.seq, e.creator_seq, bool(e.item.get("deleted"))) for e in entries] == [
+        ("p1", 0, 0, False), ("p2", 1, 1, False), ("p2", 1, 1, True)]
+    assert set(entries[-1].item) == {"item_id", "creator_id", "deleted", "published_at"}
+    assert run(state_url, lambda s: s.publish([item("p2", creator="c2")])) == ["updated"]
+
+
 def test_an_unreachable_redis_is_store_unavailable():
     with pytest.raises(StoreUnavailable, match="publish"):
         run(f"redis://127.0.0.1:{free_port()}/0", lambda s: s.publish([item("p1")]))
