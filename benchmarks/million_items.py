@@ -3,6 +3,7 @@
     rayfeed bench million                       build (or reuse) and measure in-process
     rayfeed bench million --serve --closed 1,4 --open 2,4,8 --seconds 20
     rayfeed bench million --rebuild             rebuild the artifact even when one matches
+    rayfeed bench million --contract            the same world through the table contract (issue 17)
 
 1. **Build** (cached under `--root`, default runs/million/; never the app's artifacts/): the
    synthetic world (100k users, 1M items, 50k creators, ~3.1M interactions; generated once and
@@ -16,6 +17,10 @@
    ads + notifications + collator), per request: end to end, per part (query hydration,
    retrieval, ranking, reranking, ads, collate), per stage, and the candidate counts each part
    passes on (sources → merged set → ranked → reranked → page).
+With `--contract` the world goes through your-data's path instead of the generator's: it is
+exported once (`rayfeed data export synthetic DIR --string-ids`, in its own process, kept under
+<root>/contract-<world>) and every step above reads it as `data.dataset: tables`: read with
+pyarrow, validated, ids mapped (users u1.., items m1.., creators c1..), trained and served.
 3. **Served** (`--serve`): a private Ray + Serve + Redis with serve_config.yaml's app (one
    replica per deployment, as benchmarks/served_app.py deploys it) pointed at that artifact
    root and the 1M world through user_config, and the load steps of `rayfeed bench serve`.
@@ -92,6 +97,38 @@ def million_overrides(root: Path, world: dict[str, int], reduction: Reduction) -
     }
 
 
+def contract_overrides(overrides: dict, root: Path, world: dict[str, int]) -> dict:
+    """The same overrides with the world read through the table contract from <root>/contract-<world>."""
+    name = "million-contract-" + "-".join(str(world[k]) for k in WORLD)
+    tables = {"uri": str(Path(root).resolve() / name), "name": name}
+    return {**overrides, "data": {**overrides["data"], "dataset": "tables", "tables": tables}}
+
+
+def export_contract(overrides: dict, log: Callable[[str], None] = print) -> dict:
+    """Export the synthetic world to the contract once, as a user would (`rayfeed data export
+    synthetic DIR --string-ids`), in its own process so the build's peak memory is the contract
+    path's alone. A `.complete` marker keeps a half-written export from being reused."""
+    import subprocess
+
+    directory = Path(overrides["data"]["tables"]["uri"])
+    marker = directory / ".complete"
+    if marker.exists():
+        log(f"contract: reusing {directory} (exported in {json.loads(marker.read_text())['export_s']:.0f}s)")
+        return json.loads(marker.read_text())
+    data = overrides["data"]
+    env = {**os.environ, "RAYFEED_DATA__CACHE_DIR": data["cache_dir"],
+           **{f"RAYFEED_DATA__SYNTHETIC__{k.upper()}": str(v) for k, v in data["synthetic"].items()}}
+    command = [sys.executable, "-m", "cli.main", "data", "export", "synthetic", str(directory), "--string-ids"]
+    log(f"contract: {' '.join(command[2:])}")
+    started = time.perf_counter()
+    subprocess.run(command, cwd=REPO, env=env, check=True)
+    figures = {"export_s": round(time.perf_counter() - started, 1),
+               "bytes": sum(f.stat().st_size for f in directory.glob("*.parquet"))}
+    marker.write_text(json.dumps(figures))
+    log(f"contract: exported in {figures['export_s']:.0f}s, {figures['bytes'] / 2**20:.0f} MiB of parquet")
+    return figures
+
+
 def build_key(overrides: dict, reduction: Reduction) -> str:
     payload = json.dumps({"overrides": overrides, "reduction": dataclasses.asdict(reduction)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -140,7 +177,8 @@ def build(config, reduction: Reduction, key: str, log: Callable[[str], None] = p
     """Train and publish the reduced 1M-item artifact; the steps of training/organic.py's
     fit_organic + train_and_publish, with the two reductions (two-tower rows, ranker users)."""
     from app.artifacts import ArtifactStore
-    from app.data import load_dataset
+    from app.data import SNAPSHOT_DIR, load_dataset
+    from app.data.snapshot import write_snapshot
     from app.organic import OrganicModels
     from app.retrieval.engagement import EngagementLog, ItemNeighbours
     from app.retrieval.two_tower import train_two_tower_in_process
@@ -187,6 +225,9 @@ def build(config, reduction: Reduction, key: str, log: Callable[[str], None] = p
     version, staging = store.new_version()
     try:
         phases.run("save organic artifacts", lambda: models.save(staging / "organic"))
+        if dataset.ids is not None:  # as training/organic.py's train_and_publish: replicas load the
+            dataset.ids.save(staging / "ids")  # dataset's id maps and snapshot from the artifact alone
+        phases.run("save the dataset snapshot", lambda: write_snapshot(dataset, staging / SNAPSHOT_DIR))
         phases.run(f"monitor baseline ({reduction.baseline_users} users)",
                    lambda: save_monitor_baseline(models, config, staging / "organic"))
         bundle, ads_figures = phases.run(
@@ -342,11 +383,23 @@ def measure_in_process(config, requests: int, warmup: int, seed: int, log: Calla
         sample = [OrganicRequest(int(users[rng.randrange(len(users))]), clock(), PAGE, uuid.uuid4().hex)
                   for _ in range(min(requests, 100))]
         out["agreement"] = cascade_agreement(service, variants, sample)
+        out["sample_page"] = sample_page(service, sample[0])
+        log(f"in-process: a page in the dataset's ids: {out['sample_page']}")
     finally:
         if local is not None:
             local.stop()
     out["peak_rss_gib"] = round(peak_rss_gib(), 2)
     return out
+
+
+def sample_page(service, request) -> dict:
+    """The user and first items of one page as the response body names them (the dataset's ids)."""
+    if service.ids.ids is not None:
+        external = service.ids.ids.users.to_external([request.user_id])[0]
+        request = dataclasses.replace(request, external_user_id=external)
+    body = service.page(request).body
+    items = [slot.get("item_id") for slot in body.get("items", []) if slot.get("item_id") is not None]
+    return {"user_id": body.get("user_id"), "first_items": items[:5], "n_slots": len(body.get("items", []))}
 
 
 def page_figures(service, sink: dict, counts: dict, users: np.ndarray, clock, requests: int, warmup: int,
@@ -551,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", default=",".join(str(v) for v in WORLD.values()),
                         help="users,items,creators of the synthetic world (a smaller one: a quick check of the "
                              "benchmark itself, not its figures)")
+    parser.add_argument("--contract", action="store_true",
+                        help="read the world through the table contract (exported once with string ids) instead "
+                             "of the generator: your data's read, validate, id-map, train and serve path at 1M")
     parser.add_argument("--two-tower-rows", type=int, default=Reduction.two_tower_rows)
     parser.add_argument("--ranker-users", type=int, default=Reduction.ranker_users)
     parser.add_argument("--serve", action="store_true",
@@ -573,10 +629,14 @@ def main(argv: list[str] | None = None) -> int:
     reduction = Reduction(two_tower_rows=args.two_tower_rows, ranker_users=args.ranker_users)
     world = dict(zip(WORLD, (int(v) for v in args.world.split(","))))
     overrides = million_overrides(args.root, world, reduction)
+    figures: dict[str, object] = {}
+    if args.contract:
+        overrides = contract_overrides(overrides, args.root, world)
+        figures["contract"] = export_contract(overrides)
     config = load_config(overrides=overrides)
     key = build_key(overrides, reduction)
-    figures: dict[str, object] = {"machine": f"{os.cpu_count()} cores (shared), no GPU", "serving_overrides": SERVING,
-                                  "load_average_start": load_average(), "reduction": dataclasses.asdict(reduction)}
+    figures.update({"machine": f"{os.cpu_count()} cores (shared), no GPU", "serving_overrides": SERVING,
+                    "load_average_start": load_average(), "reduction": dataclasses.asdict(reduction)})
     print(f"1M-item serving benchmark: world {world}, artifacts under {config.artifacts.root}")
     print("LATENCY benchmark, not quality: models trained at reduced settings "
           f"({dataclasses.asdict(reduction)})")

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 
 from config import load_config
-from benchmarks.million_items import WORLD, Reduction, build_key, million_overrides, split_for_reduced_training
+from benchmarks.million_items import (
+    WORLD, Reduction, build_key, contract_overrides, export_contract, million_overrides, split_for_reduced_training,
+)
 
 
 def test_overrides_validate_and_name_the_reference_sizes(tmp_path):
@@ -20,6 +22,22 @@ def test_overrides_validate_and_name_the_reference_sizes(tmp_path):
     assert config.training.refit_retrieval is False
     changed = dataclasses.replace(Reduction(), ranker_users=10)
     assert build_key(overrides, Reduction()) != build_key(million_overrides(tmp_path, WORLD, changed), changed)
+
+
+def test_the_contract_variant_exports_the_world_once_and_reads_it_as_tables(tmp_path):
+    from app.data.loading import validate_uri
+
+    world = {"n_users": 40, "n_items": 120, "n_creators": 10}
+    overrides = contract_overrides(million_overrides(tmp_path, world, Reduction()), tmp_path, world)
+    config = load_config(overrides=overrides)
+    assert config.data.dataset == "tables" and config.data.tables.uri == str(tmp_path.resolve() / "million-contract-40-120-10")
+    assert build_key(overrides, Reduction()) != build_key(million_overrides(tmp_path, world, Reduction()), Reduction())
+    lines: list[str] = []
+    first = export_contract(overrides, lines.append)
+    tables, report = validate_uri(config.data.tables.uri)
+    assert tables is not None and report.exit_code == 0, report.render()
+    assert str(tables.items["item_id"].iloc[0]).startswith("m")  # string ids, as a user's tables would have
+    assert export_contract(overrides, lines.append) == first and "reusing" in lines[-1]
 
 
 def test_reduced_split_labels_only_the_sampled_users():
