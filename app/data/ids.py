@@ -21,6 +21,8 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 UNKNOWN = -1
 GUEST_SPAN = 2**40  # unknown users get a stable index above every known one (cold start)
@@ -37,8 +39,9 @@ class IdMap:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {v: i + 1 for i, v in enumerate(self.external)})
         # Bulk lookups go through a hash index built once (a Python loop per id cost seconds per
-        # million rows).
+        # million rows); a map of one kind (all strings, all integers) through Arrow's, in C++.
         object.__setattr__(self, "_bulk", pd.Index(pd.array(list(self.external), dtype=object)))
+        object.__setattr__(self, "_arrow", _one_kind(self.external))
 
     def __len__(self) -> int:
         return len(self.external)
@@ -54,12 +57,25 @@ class IdMap:
         known = list(previous.external) if previous is not None else []
         seen = set(known)
         values = pd.unique(pd.Series(ids, dtype=object)) if not isinstance(ids, pd.Series) else pd.unique(ids)
-        fresh = sorted({_plain(v) for v in values} - seen, key=_sort_key)
-        return cls(tuple(known + fresh))
+        fresh = {_plain(v) for v in values} - seen
+        arrow = _one_kind(fresh)
+        if arrow is not None:  # integers before strings, each in natural order, as _sort_key says
+            ordered = arrow.take(pc.array_sort_indices(arrow)).to_pylist()
+        else:
+            ordered = sorted(fresh, key=_sort_key)
+        return cls(tuple(known + ordered))
 
     def to_internal(self, ids: Iterable[object]) -> np.ndarray:
         values = ids.to_numpy(object) if isinstance(ids, pd.Series) else np.asarray(
             [_plain(v) for v in ids], dtype=object)
+        arrow = self._arrow  # type: ignore[attr-defined]
+        if arrow is not None:
+            try:
+                found = pc.index_in(pa.array(values, type=arrow.type), value_set=arrow)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                found = None  # ids of another kind than the map's: the general path says which are unknown
+            if found is not None:
+                return found.fill_null(UNKNOWN - 1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
         found = self._bulk.get_indexer(values)  # type: ignore[attr-defined]
         return np.where(found >= 0, found + 1, UNKNOWN).astype(np.int64)
 
@@ -84,6 +100,21 @@ class IdMap:
     def load(cls, path: Path) -> IdMap:
         frame = pd.read_parquet(path).sort_values("index")
         return cls(tuple(int(v) if is_int else str(v) for v, is_int in zip(frame["id"], frame["integer"])))
+
+
+def _one_kind(values) -> pa.Array | None:
+    """`values` as one Arrow array when they are all strings or all (64-bit) integers, else None."""
+    values = list(values)
+    if not values:
+        return None
+    try:
+        if all(isinstance(v, str) for v in values):
+            return pa.array(values, type=pa.string())
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            return pa.array(values, type=pa.int64())
+    except (pa.ArrowInvalid, OverflowError):
+        return None
+    return None
 
 
 def _plain(value: object) -> object:
