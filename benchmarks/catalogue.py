@@ -8,9 +8,9 @@ copy of the latest artifact version, with Retrieval at two replicas (the others 
 
 1. publish → first feed: per item, a user and the topic they watch most; the item (that topic, a
    creator of its own) goes to POST /v1/items, and that user's feed is fetched every 20 ms until
-   it holds the item. The item is then retired (a tombstone on the item stream) before the next
-   one, so each measurement is the propagation of one new item, not its competition with the
-   previous ones for the same user's page.
+   it holds the item. Its producer then deletes it (DELETE /v1/items/{id}: a tombstone on the item
+   stream), timed until that feed no longer holds it, so each publish measures the propagation of
+   one new item, not its competition with the previous ones for the same user's page.
 2. takedown → gone: per item, an item on a user's first page is taken down (POST
    /admin/items/{id}/takedown) and that user's feed is fetched every 20 ms until it is absent.
 3. pages with a taken-down item: `--feeds` feeds (first pages and the following pages of their
@@ -69,26 +69,9 @@ def favourite_topics(dataset, users: list[int]) -> dict[int, str]:
     return out
 
 
-def retract(redis_url: str, item: dict) -> None:
-    """A tombstone for `item` on the item stream (app/state/items.py)."""
-    import asyncio
-
-    import redis.asyncio as aioredis
-
-    from app.state.items import ItemStreamStore
-
-    async def go() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            await ItemStreamStore(client).retract([{**item, "published_at": 0.0}])
-        finally:
-            await client.aclose()
-
-    asyncio.run(go())
-
-
-def publish_phase(client, url: str, users: list[int], topics: dict[int, str], n: int, wait_s: float, log) -> dict:
-    delays, missed = [], 0
+def publish_phase(client, users: list[int], topics: dict[int, str], n: int, wait_s: float, log) -> tuple[dict, dict]:
+    """(publish → first feed holding it, DELETE → first feed without it) per item."""
+    delays, missed, deletes, not_gone = [], 0, [], 0
     producer = {"Authorization": f"Bearer {PRODUCER}"}
     for k in range(n):
         user = users[k % len(users)]
@@ -103,10 +86,18 @@ def publish_phase(client, url: str, users: list[int], topics: dict[int, str], n:
             missed += 1
         else:
             delays.append(time.perf_counter() - sent)
-        retract(url, item)
+        sent = time.perf_counter()  # the producer deletes it (a tombstone): the next item competes with none
+        client.delete(f"/v1/items/{item['item_id']}", headers=producer).raise_for_status()
+        gone = poll(lambda: item["item_id"] not in organic(client.get("/v1/feed", params={"user_id": user,
+                                                                                          "limit": 20}).json()), wait_s)
+        if gone is None:
+            not_gone += 1
+        else:
+            deletes.append(time.perf_counter() - sent)
         if (k + 1) % 50 == 0:
-            log(f"published {k + 1}/{n}")
-    return {**percentiles(delays), "never_seen_within_s": missed, "wait_s": wait_s}
+            log(f"published and deleted {k + 1}/{n}")
+    return ({**percentiles(delays), "never_seen_within_s": missed, "wait_s": wait_s},
+            {**percentiles(deletes), "never_gone_within_s": not_gone})
 
 
 def takedown_phase(client, users: list[int], n: int, wait_s: float, log) -> tuple[dict, set]:
@@ -195,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         config = served_app.app_config(work / "artifacts", version, port, replicas={"Retrieval": 2})
         served_app.deploy(config, url)
         with httpx.Client(base_url=url, timeout=30) as client:
-            published = publish_phase(client, server.url, users, topics, args.items, args.wait_s, log)
+            published, deleted = publish_phase(client, users, topics, args.items, args.wait_s, log)
             taken_down, taken = takedown_phase(client, users, args.items, args.wait_s, log)
             cursors = cursor_phase(client, users, taken, args.feeds, log)
             for item in taken:
@@ -204,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": served_app.machine(),
             "retrieval_replicas": 2,
             "publish_to_first_feed": published,
+            "delete_to_gone": deleted,
             "takedown_to_gone": taken_down,
             "cursor_feeds": cursors,
         }

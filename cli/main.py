@@ -20,7 +20,8 @@ from pathlib import Path
 
 # Each module adds its subcommands with `register(subparsers)`; a command's code stays in its room.
 COMMAND_MODULES: tuple[str, ...] = ("cli.tune_commands", "cli.serve_commands", "cli.freshness_commands",
-                                    "cli.retrain_commands", "cli.data_commands", "cli.cluster_commands")
+                                    "cli.retrain_commands", "cli.data_commands", "cli.cluster_commands",
+                                    "cli.items_commands")
 
 BENCHMARKS = {
     "quality": "benchmarks/quality.py",

@@ -19,6 +19,7 @@ from app.state.errors import StoreUnavailable
 from app.state.items import read_whole_stream
 from training.event_log import find_served_redis_url
 
+STREAM_THROUGH = "item_stream_through"  # dataset meta and manifest key: the last entry folded
 STREAM_READ_TIMEOUT_S = 10.0  # a training run can wait for a page of the stream; serving cannot
 
 
@@ -39,4 +40,6 @@ def fold_stream_items(dataset: Dataset, config, previous: IdMaps | None,
         client.close()
     folded, report = fold_published(dataset, PublishedItems().apply(entries, caught_up=True), previous)
     log(report.render())
+    if entries:  # the manifest records it: `rayfeed items trim` removes what this version holds
+        folded.meta[STREAM_THROUGH] = entries[-1].entry_id
     return folded

@@ -30,6 +30,7 @@ from app.organic import OrganicModels, retrieval_pipeline
 from app.pipeline import Candidates
 from app.retrieval.two_tower import TwoTowerArtifacts, train_two_tower_in_process
 from training.ads import train_ads
+from training.fold import STREAM_THROUGH
 from training.monitor_baseline import save_monitor_baseline
 from training.ranker import SORT_KEYS, fit_ranker, split_user_tail
 
@@ -141,6 +142,8 @@ def train_and_publish(dataset: Dataset, config: RayfeedConfig, *, use_ray: bool 
             "train_seconds": models.meta["train_seconds"],
             **ads_figures,
         }
+        if STREAM_THROUGH in dataset.meta:  # the item stream's entries this version folded in
+            manifest[STREAM_THROUGH] = dataset.meta[STREAM_THROUGH]
         return store.publish(version, staging, manifest)
     except BaseException:
         store.discard(staging)

@@ -22,6 +22,7 @@ agrees on every index without asking anyone.
     store = ItemStreamStore(async_client)
     statuses = await store.publish([record, ...])      # ["published", "unchanged", ...]
     entries = await store.read_after("0-0", count=500, block_ms=1000)
+    removed, left = trim_through(sync_client, "1733300000000-4")  # what a version folded: `rayfeed items trim`
 """
 from __future__ import annotations
 
@@ -132,6 +133,18 @@ def read_whole_stream(client, page: int = 10_000) -> list[StreamedItem]:
             after = "(" + _text(batch[-1][0])
     except redis.RedisError as exc:
         raise StoreUnavailable(f"item stream read: {type(exc).__name__}: {exc}") from exc
+
+
+def trim_through(client, entry_id: str) -> tuple[int, int]:
+    """Remove the stream's entries up to and including `entry_id` (the last one a version's
+    training folded in: training/fold.py), over a sync client; (entries removed, entries left).
+    The digests and seqs stay, so ids stay taken and a retried publish is still "unchanged"."""
+    ms, _, seq = _text(entry_id).partition("-")
+    try:
+        removed = int(client.xtrim(STREAM_KEY, minid=f"{int(ms)}-{int(seq or 0) + 1}", approximate=False))
+        return removed, int(client.xlen(STREAM_KEY))
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"item stream trim: {type(exc).__name__}: {exc}") from exc
 
 
 class ItemStreamStore:

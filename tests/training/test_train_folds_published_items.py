@@ -16,6 +16,7 @@ from app.freshness.published import ItemBase, PublishedItems
 from app.state._redis import async_fail_fast_client, fail_fast_client
 from app.state.items import ItemStreamStore, read_whole_stream
 from app.state.local_redis import free_port
+from cli.items_commands import trim
 from cli.main import train
 from tests.training.conftest import small_config
 
@@ -31,6 +32,16 @@ def _publish(url: str, items: list[dict], retract: list[dict] = ()) -> None:
         finally:
             await client.aclose()
     asyncio.run(go())
+
+
+def _publish_statuses(url: str, items: list[dict]) -> list[str]:
+    async def go():
+        client = async_fail_fast_client(url, 2.0)
+        try:
+            return await ItemStreamStore(client).publish(items)
+        finally:
+            await client.aclose()
+    return asyncio.run(go())
 
 
 def _post(item_id: str, creator: str, topic: str, title: str) -> dict:
@@ -82,6 +93,25 @@ def test_the_next_training_folds_published_items_and_keeps_every_index(tables_co
     assert {k: after.items.one(k) for k in before} == before
     assert after.items.one("post-c") == len(ids.items) + 1
     assert after.users.external == ids.users.external
+
+    # Every entry up to the last one the newest version folded leaves the stream; a later publish
+    # stays, and the ids stay taken (a retried publish is still "unchanged").
+    _publish(config.redis_url, [_post("post-d", "c1", topics[0], "D")])
+    assert trim(config, None, None) == 0
+    assert "5 entries up to" in capsys.readouterr().out
+    client = fail_fast_client(config.redis_url, 2.0)
+    assert [e.item["item_id"] for e in read_whole_stream(client)] == ["post-d"]
+    client.close()
+    assert _publish_statuses(config.redis_url, [_post("post-a", "new-creator", topics[0], "A")]) == ["unchanged"]
+    assert trim(config, "v-nope", None) == 2
+
+
+def test_trimming_needs_a_version_that_folded_a_stream(tables_config, capsys):
+    config, _ = tables_config
+    assert train(config.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}), no_ray=True) == 0
+    capsys.readouterr()
+    assert trim(config, None, None) == 2
+    assert "folded no item stream" in capsys.readouterr().err
 
 
 def test_training_without_a_reachable_redis_folds_nothing_and_says_so(tables_config, capsys):
