@@ -64,6 +64,10 @@ class TrainJobConfig(Section):
         2, ge=-1, le=100,
         description="worker failures (a process or node lost, an error in the loop) one run survives by restarting its "
                     "workers, which resume after the last checkpointed epoch (-1: no limit, 0: the first failure ends it)")
+    keep_finished_runs: int = Field(
+        3, ge=1, le=1000,
+        description="finished runs of this job kept under training.storage_dir (the newest; older ones are deleted "
+                    "when a run finishes; unfinished runs, a concurrent one or a crashed one, are never touched)")
 
 
 class TrainingConfig(Section):

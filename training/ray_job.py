@@ -33,6 +33,7 @@ worker's memory, Ray Data (with CPUs set aside for it) is the next step.
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 import uuid
@@ -289,10 +290,37 @@ def scaling(job: TrainJobConfig):
     return ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=gpu, resources_per_worker=resources)
 
 
+FINISHED_MARKER = ".finished"  # written into a run's directory once its fit returned a checkpoint
+_FRESH_NAME = re.compile(r"^(?P<job>.+)-\d{8}-\d{6}-[0-9a-f]{6}$")
+
+
 def fresh_run_name(job_name: str) -> str:
     """A run name no earlier run used (`<job>-<time>-<id>`): concurrent trainings sharing one
     storage never touch each other's checkpoints or examples."""
     return f"{job_name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def prune_finished_runs(where: JobStorage, name: str, keep: int) -> list[str]:
+    """Delete the finished runs of `name`'s job beyond the newest `keep` (run `name` counts and is
+    never deleted); returns the names deleted. Only runs with the finished marker go: a run still
+    going (another training sharing the storage) or one that crashed is left alone. A name not
+    made by `fresh_run_name` prunes nothing."""
+    match = _FRESH_NAME.match(name)
+    if match is None:
+        return []
+    found = where.filesystem.get_file_info(pafs.FileSelector(where.root, allow_not_found=True))
+    finished = []
+    for info in found:
+        other = _FRESH_NAME.match(info.base_name)
+        if info.type != pafs.FileType.Directory or other is None or other["job"] != match["job"]:
+            continue
+        marker = where.filesystem.get_file_info(f"{info.path}/{FINISHED_MARKER}")
+        if marker.type == pafs.FileType.File:
+            finished.append((marker.mtime_ns or 0, info.base_name))
+    stale = [run for _, run in sorted(finished, reverse=True) if run != name][max(keep - 1, 0):]
+    for run in stale:
+        where.filesystem.delete_dir(f"{where.root}/{run}")
+    return stale
 
 
 def run_job(
@@ -349,6 +377,9 @@ def run_job(
             where.filesystem.delete_dir(examples_dir)
     if result.checkpoint is None:
         raise RuntimeError(f"{name} training finished without a checkpoint")
+    with where.filesystem.open_output_stream(f"{where.root}/{name}/{FINISHED_MARKER}") as marker:
+        marker.write(time.strftime("%Y-%m-%dT%H:%M:%S").encode())
+    prune_finished_runs(where, name, job.keep_finished_runs)
     return result
 
 

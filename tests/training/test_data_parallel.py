@@ -11,7 +11,7 @@ import torch
 
 from app.ranking.config import HEADS, RankingConfig
 from training.config import TrainJobConfig
-from training.ray_job import DataParallel, ExampleArrays, JobStorage, shuffled_order, write_arrays
+from training.ray_job import FINISHED_MARKER, DataParallel, ExampleArrays, JobStorage, shuffled_order, write_arrays
 
 
 def test_blocks_are_equal_disjoint_slices_of_one_shuffled_order(tmp_path) -> None:
@@ -152,6 +152,7 @@ def test_two_ranker_workers_read_their_blocks_from_s3_and_checkpoint_there(ray_t
     assert len(losses) == 2 and losses[-1] < losses[0]  # num_to_keep=2: the last two epochs
     assert ranker.metrics["epoch"] == 3 and ranker.metrics["valid_auc_click"] > 0.6  # rank 0's held-out figures
     assert not [c for c in _children(storage, "ranker2") if "examples-" in c.base_name]  # the shards go after the run
+    assert _read(storage, f"{storage.root}/ranker2/{FINISHED_MARKER}")  # finished: older runs may be pruned
     with torch.no_grad():  # the model the driver loaded from the checkpoint scores
         scores = ranker.model.predict(torch.from_numpy(examples.dense[:64]), torch.from_numpy(examples.categorical[:64]))
     assert torch.isfinite(scores).all() and scores.shape == (64, len(HEADS))
