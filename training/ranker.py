@@ -13,6 +13,9 @@ Set-up (it mirrors "rank every unseen item for a user at time t"):
     item is an example, engaged with or not (`build_impression_examples`).
   * position = the logged slot (-1 unknown → the neutral index), randomly dropped to "unknown"
     for `position_dropout` of the rows so the neutral index is learned too.
+  * the item id is dropped to "unknown" (code 0) for `item_id_dropout` of the rows: a published
+    item is scored with that code until a training folds it in, and an untrained row ranks new
+    items no better than chance on their content (docs/freshness.md, cold start).
   * `extra_label_windows` earlier windows, cut from the end of the feature history, add
     examples from other times (more data, and robustness to drift).
 
@@ -369,6 +372,7 @@ def fit_dcn(
     # Copies: arrays handed over by Ray's object store are read-only.
     dense = torch.tensor(train["dense"], device=device)
     categorical = torch.tensor(train["categorical"], device=device)
+    item_column = schema.categorical_names.index("item_id") if "item_id" in schema.categorical_names else None
     position = model.position_index(train["position"]).to(device)
     labels = torch.tensor(train["labels"], device=device)
     head_weights = torch.tensor([t.loss_weights[h] for h in HEADS], device=device)
@@ -389,7 +393,12 @@ def fit_dcn(
             if t.position_dropout > 0:
                 drop = torch.rand(len(idx), generator=gen).to(device) < t.position_dropout
                 pos = torch.where(drop, torch.zeros_like(pos), pos)
-            logits = net(dense[idx], categorical[idx], pos)
+            cats = categorical[idx]
+            if t.item_id_dropout > 0 and item_column is not None:
+                unknown = torch.rand(len(idx), generator=gen).to(device) < t.item_id_dropout
+                cats = cats.clone()
+                cats[unknown, item_column] = 0
+            logits = net(dense[idx], cats, pos)
             loss = (bce(logits, labels[idx]).mean(dim=0) * head_weights).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -535,7 +544,9 @@ def fit_ranker(
         model = train_ranker(examples, config, storage_path=storage_path, init_state=init_state, job=job).model
     else:
         model = train_loop(examples, config, log=log, init_state=init_state)
-    model.fill_unseen_rows(examples.categorical)
+    names = examples.schema.categorical_names
+    dropped = (names.index("item_id"),) if config.training.item_id_dropout > 0 and "item_id" in names else ()
+    model.fill_unseen_rows(examples.categorical, trained_unknown=dropped)
     log(format_head_report(head_report(model, examples, config.training.seed)))
     pre_ranker = None
     if config.cascade.enabled:

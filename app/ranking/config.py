@@ -90,6 +90,10 @@ class RankerTrainingConfig(Section):
     position_dropout: float = Field(
         0.1, ge=0, le=1, description="share of training rows whose position is replaced by 'unknown'"
     )
+    item_id_dropout: float = Field(
+        0.1, ge=0, le=1,
+        description="share of training rows whose item id is replaced by 'unknown' (code 0): the row a "
+                    "published item is scored with is learned, so a new item is ranked on its content")
     loss_weights: dict[str, float] = Field(
         default_factory=lambda: {"click": 1.0, "like": 0.5, "share": 0.25, "hide": 0.25, "watch": 0.5},
         description="per-head weight in the training loss",

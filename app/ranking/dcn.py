@@ -90,14 +90,16 @@ class MultiTaskDCN(nn.Module):
         self.dense_std.copy_(torch.as_tensor(np.where(std > 1e-6, std, 1.0), dtype=torch.float32))
 
     @torch.no_grad()
-    def fill_unseen_rows(self, categorical: np.ndarray) -> None:
+    def fill_unseen_rows(self, categorical: np.ndarray, trained_unknown: tuple[int, ...] = ()) -> None:
         """Every embedding row no training example used (an item without interactions, such as
         a published item folded in by `rayfeed train`, or the unknown code when every example
         was known) takes the mean of the rows examples did use: an untrained row is random
-        noise of unit scale, the mean is an average item."""
+        noise of unit scale, the mean is an average item. `trained_unknown`: columns whose
+        unknown code (0) training learned by dropping codes to it (the item id's dropout)."""
         for j, table in enumerate(self.embeddings):
             seen = np.zeros(table.num_embeddings, bool)
             seen[np.asarray(categorical[:, j], np.int64)] = True
+            seen[0] |= j in trained_unknown
             if seen.any() and not seen.all():
                 table.weight[torch.as_tensor(np.flatnonzero(~seen))] = table.weight[torch.as_tensor(seen)].mean(0)
 

@@ -103,6 +103,32 @@ def test_fit_ranker_in_process_writes_loadable_artifacts(tmp_path, make_world):
     assert loaded.store.as_of == interactions["timestamp"].max() == artifacts.store.as_of
 
 
+def test_the_unknown_item_code_is_trained_by_dropout_and_kept_by_the_mean_fill(make_world):
+    """A published item is scored with the unknown item code: with `item_id_dropout` training
+    learns that row and the mean fill leaves it; without, the fill makes it the seen rows' mean."""
+    items, users, interactions = make_world(seed=6)
+    history, labels = split_user_tail(interactions, 0.2)
+    rows = {}
+    for dropout in (0.0, 0.3):
+        config = RankingConfig.model_validate({**FAST, "training": {**FAST["training"], "item_id_dropout": dropout}})
+        examples = build_ranking_examples(history, labels, items, users, config)
+        column = examples.schema.categorical_names.index("item_id")
+        assert (examples.categorical[:, column] > 0).all()  # every example names a known item
+        torch.manual_seed(0)
+        model = train_loop(examples, config, log=lambda _: None)
+        table = model.embeddings[column].weight.detach()
+        seen = np.unique(examples.categorical[:, column])
+        before = table[0].clone()
+        model.fill_unseen_rows(examples.categorical, trained_unknown=(column,) if dropout else ())
+        after = model.embeddings[column].weight.detach()
+        if dropout:
+            assert torch.equal(after[0], before)  # learned, kept
+        else:
+            assert torch.allclose(after[0], table[torch.as_tensor(seen)].mean(0))
+        rows[dropout] = before
+    assert not torch.allclose(rows[0.0], rows[0.3])  # dropout moved the unknown row in training
+
+
 @pytest.mark.slow
 def test_ray_train_torchtrainer_on_a_small_movielens_sample(tmp_path):
     import ray
