@@ -31,7 +31,7 @@ from ray.serve.handle import DeploymentHandle
 from app.ads.server import AdsRequest
 from app.api.cursor import CursorCodec
 from app.api.errors import ApiError
-from app.api.events import ad_impressions, counts_by_type, parse_events, stream_event, with_internal_ids
+from app.api.events import ad_impressions, counts_by_type, parse_events, stream_events_of, with_internal_ids
 from app.api.ids import ApiIds
 from app.api.responses import load_admin_token
 from app.api.schemas import (
@@ -263,7 +263,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
             raise ApiError(503, None, "no event store configured (REDIS_URL)", {"Retry-After": "1"})
         now = state.clock()
         refs = [g.user_id if ids.ids is not None else None for g in given]  # new users' own ids
-        stream_events = [stream_event(e, now, ref) for e, ref in zip(events, refs)]
+        stream_events = stream_events_of(events, refs, now, config.api.max_event_age_s)
         stream = EventStream(store.client, config.api.event_stream_maxlen, config.api.event_dedup_ttl_s,
                              partitions=config.api.event_stream_partitions)
         try:  # BEFORE the ack: an acknowledged event is never lost

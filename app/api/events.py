@@ -70,6 +70,18 @@ def stream_event(event: Event, now: float, user_ref: object = None) -> StreamEve
     return StreamEvent(event_id=event_id, **fields)
 
 
+def stream_events_of(events: Sequence[Event], refs: Sequence[object], now: float,
+                     max_age_s: float) -> list[StreamEvent]:
+    """The batch's stream records, or a 422 naming `[i].ts` for the first event whose timestamp
+    lies further than `max_age_s` from world time `now` (a replayed or mis-clocked log would
+    otherwise move counters, sessions and trending far from the present)."""
+    for i, event in enumerate(events):
+        if event.ts is not None and abs(event.ts - now) > max_age_s:
+            raise ApiError(422, f"[{i}].ts", f"{event.ts:.0f} is more than api.max_event_age_s = {max_age_s:.0f} s "
+                                             f"from the server's world time {now:.0f}")
+    return [stream_event(e, now, ref) for e, ref in zip(events, refs)]
+
+
 def ad_impressions(accepted: Sequence[StreamEvent]) -> list[tuple[str, int]]:
     """(request id, ad id) of the accepted ad impressions: each turns a reservation into spend."""
     return [(e.request_id, e.ad_id) for e in accepted

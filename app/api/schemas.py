@@ -84,7 +84,8 @@ class Event(_Strict):
     watch_seconds: float | None = Field(None, ge=0, le=86_400)
     position: int | None = Field(None, ge=1, le=100_000)
     request_id: str | None = Field(None, min_length=1, max_length=128)
-    ts: float | None = Field(None, gt=0, description="unix seconds of world time; the server's world time when absent")
+    ts: float | None = Field(None, gt=0, description="unix seconds of world time, within api.max_event_age_s (7 days) of "
+                                                     "the server's (422 otherwise); the server's world time when absent")
     creator_id: ItemId | None = Field(None, description="hide events only: also hide this creator (the dataset's ids)")
 
     @model_validator(mode="after")

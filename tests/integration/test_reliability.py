@@ -361,6 +361,10 @@ def test_deadlines_and_oversized_input_are_refused_cleanly(served_app: ServedApp
         assert admin.status_code == 413
         assert c.post("/admin/weights", content=b"{" + b" " * 100_000 + b"}").status_code == 401  # auth first
         assert c.get("/v1/feed", params={"user_id": 5, "limit": 10_000}).status_code == 422
+        now = c.get("/v1/feed", params={"user_id": 5, "limit": 5}).json()["world_time"]
+        stale = c.post("/v1/events", json=[{"user_id": 5, "item_id": 2, "type": "click", "ts": now},
+                                           {"user_id": 5, "item_id": 3, "type": "click", "ts": now - 30 * 86_400}])
+        assert stale.status_code == 422 and stale.json()["detail"][0]["field"] == "[1].ts", stale.text  # nothing kept
 
 
 def retract_everything_published(url: str) -> None:

@@ -6,8 +6,12 @@ import json
 import pytest
 
 from app.api.errors import ApiError
-from app.api.events import ad_impressions, counts_by_type, parse_events, stream_event, with_internal_ids
+from app.api.events import (
+    ad_impressions, counts_by_type, parse_events, stream_event, stream_events_of, with_internal_ids,
+)
 from app.api.ids import ApiIds
+
+NOW = 1.7e9  # world time of the age checks
 
 
 def body(events) -> bytes:
@@ -35,6 +39,19 @@ def test_every_bad_event_of_a_batch_is_named():
         parse_events(body([{"user_id": 1, "item_id": 2, "type": "click"}, {"user_id": 0, "item_id": 2, "type": "x"}]),
                      max_events=10)
     assert {p["field"] for p in refused.value.problems} == {"[1].user_id", "[1].type"}
+
+
+def test_events_further_than_the_max_age_from_world_time_are_refused_by_position():
+    week = 7 * 86_400.0
+    given = parse_events(body([{"user_id": 1, "item_id": 2, "type": "like"},
+                               {"user_id": 1, "item_id": 2, "type": "like", "ts": NOW - week + 1}]), 10)
+    assert [e.ts for e in stream_events_of(given, [None, None], NOW, week)] == [NOW, NOW - week + 1]
+    for ts in (NOW - week - 1, NOW + week + 1):  # a replayed log, or a client clock far ahead
+        late = parse_events(body([{"user_id": 1, "item_id": 2, "type": "like"},
+                                  {"user_id": 1, "item_id": 2, "type": "like", "ts": ts}]), 10)
+        with pytest.raises(ApiError) as refused:
+            stream_events_of(late, [None, None], NOW, week)
+        assert refused.value.status == 422 and refused.value.problems[0]["field"] == "[1].ts"
 
 
 def test_stream_events_take_world_time_and_a_content_id_when_the_client_gave_none():
