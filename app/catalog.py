@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.data.snapshot import mapped_topic_matrix
 from app.data.tables import Dataset
 from app.freshness.published import PlacedItems
 from app.pipeline.candidates import Candidates, FeedQuery
@@ -24,9 +25,10 @@ class Catalog:
 
     @classmethod
     def from_dataset(cls, dataset: Dataset) -> "Catalog":
-        topics = dataset.new_item_topic_matrix()  # normalised in place: one copy in the replica
-        norms = np.linalg.norm(topics, axis=1, keepdims=True)
-        np.divide(topics, norms, out=topics, where=norms > 0)
+        # Mapped from the artifact's snapshot (shared by the node's replicas), else built here.
+        topics = mapped_topic_matrix(dataset)
+        if topics is None:
+            topics = dataset.normalised_topic_matrix()
         known = np.zeros(dataset.max_item_id + 1, dtype=bool)
         known[dataset.items["item_id"].to_numpy()] = True
         return cls(

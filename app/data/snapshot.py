@@ -3,6 +3,9 @@
 An artifact holds the snapshot of the dataset it was trained on, so a replica on any node needs
 only the artifact: not the data cache, the raw tables' URI, or PyPI (MovieLens comes from a
 wheel) — and it serves exactly the catalogue and the users the models were trained with.
+Beside the tables it keeps the catalogue's normalised topic matrix as an array file
+(`catalog_topics.npy`): every replica that holds the catalogue (Retrieval, Reranking, the
+ingress) maps the same pages instead of building a private copy (0.12 GiB each at 1M items).
 
     write_snapshot(dataset, staging / "dataset")
     dataset = read_snapshot(version.path / "dataset", ids)
@@ -15,12 +18,15 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from app.data.ids import IdMaps
 from app.data.tables import Dataset
+from app.shared_arrays import load_arrays, save_arrays
 
 TABLES = ("users", "items", "creators", "interactions", "social_edges")
+TOPIC_MATRIX = "catalog_topics"  # the catalogue's normalised item × topic matrix, mapped by replicas
 META = "meta.json"
 
 
@@ -40,6 +46,7 @@ def write_snapshot(dataset: Dataset, directory: Path, extra_meta: dict | None = 
             if name == "items":
                 table = table.assign(topics=[list(t) for t in table["topics"]])
             table.to_parquet(staging / f"{name}.parquet", index=False)
+        save_arrays(staging, {TOPIC_MATRIX: dataset.normalised_topic_matrix()})
         meta = {"name": dataset.name, "topics": list(dataset.topics), **(extra_meta or {})}
         (staging / META).write_text(json.dumps(meta))
         staging.rename(directory)
@@ -55,5 +62,16 @@ def read_snapshot(directory: Path, ids: IdMaps | None = None, extra_meta: dict |
     meta = json.loads((Path(directory) / META).read_text())
     tables = {name: pd.read_parquet(Path(directory) / f"{name}.parquet") for name in TABLES}
     tables["items"]["topics"] = [tuple(t) for t in tables["items"]["topics"]]
+    mapped = {TOPIC_MATRIX: str(Path(directory))} if (Path(directory) / f"{TOPIC_MATRIX}.npy").exists() else {}
     return Dataset(name=meta.pop("name"), topics=tuple(meta.pop("topics")), **tables,
-                   meta={**meta, "snapshot": str(directory), **(extra_meta or {})}, ids=ids)
+                   meta={**meta, "snapshot": str(directory), **mapped, **(extra_meta or {})}, ids=ids)
+
+
+def mapped_topic_matrix(dataset: Dataset) -> np.ndarray | None:
+    """The snapshot's normalised topic matrix, mapped read-only; None when the dataset did not come
+    from a snapshot that has one, or it does not fit the dataset (rows, topics)."""
+    directory = dataset.meta.get(TOPIC_MATRIX)
+    if not directory:
+        return None
+    matrix = load_arrays(str(directory), [TOPIC_MATRIX])[TOPIC_MATRIX]
+    return matrix if matrix.shape == (dataset.max_item_id + 1, len(dataset.topics)) else None

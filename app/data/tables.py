@@ -114,6 +114,14 @@ class Dataset:
         """(max_item_id + 1) × n_topics multi-hot, indexed by item id (row 0 unused)."""
         return self.new_item_topic_matrix()
 
+    def normalised_topic_matrix(self) -> np.ndarray:
+        """`new_item_topic_matrix` with every row L2-normalised (cosines between items): the
+        catalogue's form, which the artifact's snapshot carries ready to map."""
+        topics = self.new_item_topic_matrix()
+        norms = np.linalg.norm(topics, axis=1, keepdims=True)
+        np.divide(topics, norms, out=topics, where=norms > 0)
+        return topics
+
     def new_item_topic_matrix(self) -> np.ndarray:
         """`item_topic_matrix` built afresh and not kept: for a caller that transforms it in place
         (the catalogue normalises it), so a replica does not hold both (0.12 GiB each at 1M items)."""

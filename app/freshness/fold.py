@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from app.data.ids import IdMap, IdMaps
+from app.data.snapshot import TOPIC_MATRIX
 from app.data.tables import Dataset
 from app.freshness.published import PublishedItems, catalogue_fields
 from app.state.items import StreamedItem
@@ -65,7 +66,7 @@ def fold_published(dataset: Dataset, published: PublishedItems,
     items = _with_rows(dataset.items, [_row(e, ids, dataset.items.columns) for e in to_fold])
     return dataclasses.replace(
         dataset, items=items, creators=_creators(dataset.creators, items, ids), ids=ids,
-        meta={**dataset.meta, "folded_items": len(to_fold)},
+        meta={**{k: v for k, v in dataset.meta.items() if k != TOPIC_MATRIX}, "folded_items": len(to_fold)},
     ), report
 
 

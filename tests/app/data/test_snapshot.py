@@ -22,6 +22,28 @@ def test_an_artifact_with_a_snapshot_is_served_from_it_not_from_the_data_cache(t
     assert served.topics == trained_on.topics and isinstance(served.items["topics"].iloc[0], tuple)
 
 
+def test_the_catalogue_maps_the_snapshots_topic_matrix_and_builds_it_without_one(tmp_path):
+    import dataclasses
+
+    import numpy as np
+
+    from app.catalog import Catalog
+
+    dataset = load_dataset(DataConfig(dataset="synthetic", cache_dir=tmp_path / "cache", synthetic=SMALL))
+    write_snapshot(dataset, tmp_path / "v1" / SNAPSHOT_DIR)
+    (tmp_path / "v1" / "manifest.json").write_text(json.dumps({"dataset": dataset.name}))
+    served = load_dataset_for(DataConfig(dataset="synthetic", cache_dir=tmp_path / "cache", synthetic=SMALL),
+                              tmp_path / "v1")
+    mapped = Catalog.from_dataset(served).topic_matrix
+    built = Catalog.from_dataset(dataclasses.replace(served, meta={})).topic_matrix
+    assert not mapped.flags.writeable and built.flags.writeable  # pages of the file, shared by the node's replicas
+    np.testing.assert_array_equal(mapped, built)
+    rows = np.linalg.norm(built, axis=1)
+    assert np.allclose(rows[rows > 0], 1.0)  # normalised: cosines
+    grown = dataclasses.replace(served.for_serving(), items=served.items.assign(item_id=served.items["item_id"] + 1))
+    assert Catalog.from_dataset(grown).topic_matrix.shape[0] == mapped.shape[0] + 1  # no longer fits: rebuilt
+
+
 def test_an_artifact_without_a_snapshot_reads_the_configured_dataset(tmp_path):
     config = DataConfig(dataset="synthetic", cache_dir=tmp_path / "cache", synthetic=SMALL)
     (tmp_path / "v0").mkdir()
