@@ -40,8 +40,8 @@ class IdMap:
         object.__setattr__(self, "_index", {v: i + 1 for i, v in enumerate(self.external)})
         # Bulk lookups go through a hash index built once (a Python loop per id cost seconds per
         # million rows); a map of one kind (all strings, all integers) through Arrow's, in C++.
-        object.__setattr__(self, "_bulk", pd.Index(pd.array(list(self.external), dtype=object)))
         object.__setattr__(self, "_arrow", _one_kind(self.external))
+        object.__setattr__(self, "_bulk", None)  # pandas' hash index, built at the first lookup Arrow cannot do
 
     def __len__(self) -> int:
         return len(self.external)
@@ -76,6 +76,8 @@ class IdMap:
                 found = None  # ids of another kind than the map's: the general path says which are unknown
             if found is not None:
                 return found.fill_null(UNKNOWN - 1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+        if self._bulk is None:  # type: ignore[attr-defined]
+            object.__setattr__(self, "_bulk", pd.Index(pd.array(list(self.external), dtype=object)))
         found = self._bulk.get_indexer(values)  # type: ignore[attr-defined]
         return np.where(found >= 0, found + 1, UNKNOWN).astype(np.int64)
 
