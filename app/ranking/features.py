@@ -19,10 +19,12 @@ Example:
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +202,18 @@ class _ItemColumns:
         return {name: column[rows] for name, column in self.columns.items()}
 
 
+# Builds under way, joined at interpreter exit: a daemon thread still inside numpy when the
+# interpreter tears down can crash the process (seen once as a segfault after a test run).
+_BUILDERS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+BUILD_JOIN_AT_EXIT_S = 30.0
+
+
+@atexit.register
+def _join_builders() -> None:
+    for builder in list(_BUILDERS):
+        builder.join(BUILD_JOIN_AT_EXIT_S)
+
+
 class ItemFeatureTable:
     """The item-only ranking features (window counts, age, idleness, rating means, content) of
     every item slot as of one moment, for serving.
@@ -247,6 +261,7 @@ class ItemFeatureTable:
                 return
             self._builder = threading.Thread(target=self._build, args=(moment,), name="item-feature-table", daemon=True)
             self._builder.start()
+            _BUILDERS.add(self._builder)
 
     def _build(self, moment: float) -> None:
         try:
