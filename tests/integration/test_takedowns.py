@@ -12,7 +12,7 @@ import redis
 
 from app.state.takedowns import KEYS, VERSION_KEY
 from app.data import DataConfig, load_dataset
-from tests.integration.conftest import ADMIN_TOKEN, REPO, ServedApp
+from tests.integration.conftest import ADMIN_TOKEN, PRODUCER_TOKEN, REPO, ServedApp
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -79,6 +79,8 @@ def test_with_redis_stopped_takedowns_are_refused_and_the_held_ones_still_apply(
         try:
             refused = c.post(f"/admin/items/{shown[1]}/takedown", json={"reason": "during"}, headers=AUTH)
             assert refused.status_code == 503 and refused.headers.get("retry-after")
+            deleted = c.delete(f"/v1/items/{shown[2]}", headers={"Authorization": f"Bearer {PRODUCER_TOKEN}"})
+            assert deleted.status_code == 503 and deleted.headers.get("retry-after")  # a producer's delete too
             for _ in range(5):  # organic pages still served, the held takedown still applied
                 page = c.get("/v1/feed", params={"user_id": USER + 1, "limit": 10})
                 assert page.status_code == 200 and victim not in organic(page.json())
