@@ -525,13 +525,16 @@ def measure_served(overrides: dict, version: str, args, log: Callable[[str], Non
         figures["deploy_s"] = round(time.perf_counter() - started, 1)
         log(f"served: app ready in {figures['deploy_s']:.0f}s at {url}")
         users = overrides["data"]["synthetic"]["n_users"]
-        asyncio.run(closed_loop(url, 1, 120, args.warmup, users, PAGE, args.timeout))
+        prefix = "u" if overrides["data"]["dataset"] == "tables" else ""  # the contract export's user ids
+        asyncio.run(closed_loop(url, 1, 120, args.warmup, users, PAGE, args.timeout, user_prefix=prefix))
         for c in [int(x) for x in args.closed.split(",") if x.strip()]:
-            step = asyncio.run(closed_loop(url, c, args.seconds, args.max_requests, users, PAGE, args.timeout)).summary()
+            step = asyncio.run(closed_loop(url, c, args.seconds, args.max_requests, users, PAGE, args.timeout,
+                                           user_prefix=prefix)).summary()
             figures["steps"].append(step)
             _print_step(step)
         for r in [float(x) for x in args.open_rates.split(",") if x.strip()]:
-            step = asyncio.run(open_loop(url, r, args.seconds, args.max_requests, users, PAGE, args.timeout)).summary()
+            step = asyncio.run(open_loop(url, r, args.seconds, args.max_requests, users, PAGE, args.timeout,
+                                         user_prefix=prefix)).summary()
             figures["steps"].append(step)
             _print_step(step)
         log("served app memory (after the load steps):")
@@ -539,14 +542,14 @@ def measure_served(overrides: dict, version: str, args, log: Callable[[str], Non
         figures["memory_total_gib"] = served_app.print_process_memory(figures["memory"], log)
         if args.second_replica:
             doubled = app_config({"Retrieval": 2, "Ranking": 2})
-            figures["second_replica"] = second_replica_cost(doubled, url, users, figures["memory"], args, log)
+            figures["second_replica"] = second_replica_cost(doubled, url, users, figures["memory"], args, log, prefix)
     finally:
         served_app.stop_all(server, work)
     return figures
 
 
 def second_replica_cost(doubled: dict, url: str, users: int, before: list[dict], args,
-                        log: Callable[[str], None]) -> dict:
+                        log: Callable[[str], None], user_prefix: str = "") -> dict:
     """Redeploy as `doubled` (a second Retrieval and a second Ranking replica), send a few requests
     so both have served, and report what the machine's Ray processes hold now against `before` (PSS)."""
     import asyncio
@@ -555,7 +558,7 @@ def second_replica_cost(doubled: dict, url: str, users: int, before: list[dict],
     from benchmarks.serve_load import closed_loop
 
     served_app.deploy(doubled, url, timeout_s=args.deploy_timeout)
-    asyncio.run(closed_loop(url, 4, 10.0, 200, users, PAGE, args.timeout))
+    asyncio.run(closed_loop(url, 4, 10.0, 200, users, PAGE, args.timeout, user_prefix=user_prefix))
     after = served_app.process_memory()
     log("served app memory with 2 Retrieval and 2 Ranking replicas:")
     total_after = served_app.print_process_memory(after, log)

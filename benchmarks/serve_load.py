@@ -144,13 +144,15 @@ def measured(step) -> StepResult:
     return result
 
 
-async def _one(client, url: str, users: int, limit: int, result: StepResult, rng: random.Random) -> float:
-    """One feed request, recorded into `result`; the Retry-After (s) of a 429/503, else 0."""
+async def _one(client, url: str, users: int, limit: int, result: StepResult, rng: random.Random,
+               user_prefix: str = "") -> float:
+    """One feed request, recorded into `result`; the Retry-After (s) of a 429/503, else 0.
+    `user_prefix`: a dataset with string ids names user k `<prefix>k` (an export's `u42`)."""
     import httpx
 
     started = time.perf_counter()
     try:
-        response = await client.get(url, params={"user_id": rng.randint(1, users), "limit": limit})
+        response = await client.get(url, params={"user_id": f"{user_prefix}{rng.randint(1, users)}", "limit": limit})
     except httpx.HTTPError:
         result.errors += 1
         return 0.0
@@ -174,7 +176,7 @@ async def _one(client, url: str, users: int, limit: int, result: StepResult, rng
 
 
 async def open_loop(base: str, rate: float, seconds: float, max_requests: int, users: int, limit: int,
-                    timeout: float) -> StepResult:
+                    timeout: float, user_prefix: str = "") -> StepResult:
     import httpx
 
     result = StepResult(f"open {rate:g}/s", seconds)
@@ -188,7 +190,7 @@ async def open_loop(base: str, rate: float, seconds: float, max_requests: int, u
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_one(client, f"{base}/v1/feed", users, limit, result, rng)))
+            tasks.append(asyncio.create_task(_one(client, f"{base}/v1/feed", users, limit, result, rng, user_prefix)))
         await asyncio.gather(*tasks)
         result.seconds = max(time.perf_counter() - start, seconds if n == int(rate * seconds) else 0.001)
     return result
@@ -213,7 +215,7 @@ def retry_wait(policy: str, retry_after: float, failures: int, rng: random.Rando
 
 
 async def closed_loop(base: str, concurrency: int, seconds: float, max_requests: int, users: int, limit: int,
-                      timeout: float, retry: str = "honour") -> StepResult:
+                      timeout: float, retry: str = "honour", user_prefix: str = "") -> StepResult:
     import httpx
 
     label = f"closed c={concurrency}" + ("" if retry == "honour" else f" {retry}")
@@ -227,7 +229,7 @@ async def closed_loop(base: str, concurrency: int, seconds: float, max_requests:
         while time.perf_counter() < deadline and budget[0] > 0:
             budget[0] -= 1
             before = result.statuses[429] + result.statuses[503]
-            retry_after = await _one(client, f"{base}/v1/feed", users, limit, result, rng)
+            retry_after = await _one(client, f"{base}/v1/feed", users, limit, result, rng, user_prefix)
             refused = result.statuses[429] + result.statuses[503] > before
             failures = failures + 1 if refused else 0
             wait = retry_wait(retry, retry_after, failures, rng) if refused else 0.0
