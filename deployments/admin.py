@@ -110,6 +110,12 @@ async def take_down(redis: GuardedRedis, catalog: Catalog, ids: ApiIds, kind: Ki
     external, index = item_index(ids, raw_id, catalog) if kind == "item" else _index(ids, kind, raw_id)
     if kind == "creator" and not (catalog.creator_id == index).any():
         raise ApiError(404, "creator_id", f"unknown creator {external!r}")
+    return await record_takedown(redis, kind, index, external, reason, poll_s)
+
+
+async def record_takedown(redis: GuardedRedis, kind: Kind, index: int, external: object, reason: str,
+                          poll_s: float) -> dict[str, Any]:
+    """The takedown of a resolved id, acknowledged once Redis has it (503 otherwise)."""
     try:
         version = await redis.guarded("takedown", lambda: _store(redis).take_down(
             kind, index, reason, time.time(), external))

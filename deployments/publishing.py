@@ -16,12 +16,12 @@ from typing import Any
 from fastapi import Request
 
 from app.api.errors import ApiError
-from app.api.publish import publish_records
+from app.api.publish import deletion, publish_records
 from app.api.schemas import NoBody, PublishRequest
 from app.freshness.published import ItemBase
 from app.state.errors import StoreUnavailable
 from app.state.items import ItemStreamStore
-from deployments.admin import authorised_body, item_index, take_down
+from deployments.admin import authorised_body, item_index, record_takedown
 from deployments.redis_guard import GuardedRedis
 
 
@@ -51,24 +51,17 @@ async def delete(request: Request, state, redis: GuardedRedis, raw_id: str) -> d
     await authorised_body(request, state.producer_token, NoBody, config.api.max_body_bytes)
     catalog, ids = state.items
     external, index = item_index(ids, raw_id, catalog)
-    artifact_item = ids.published is None or external not in ids.published.index_of
-    if artifact_item:
-        creator_index = int(catalog.creator_id[index])
-        creator = creator_index if ids.ids is None else ids.ids.creators.to_external([creator_index])[0]
-    else:
-        placed = ids.published.frame
-        creator = placed.loc[placed["item_id"] == index, "creator_external"].iloc[0]
-        creator = creator.item() if hasattr(creator, "item") else creator  # a numpy scalar is not JSON
+    tombstone, artifact_item = deletion(external, index, catalog.creator_id, ids, state.clock())
     if redis.client is None:
         raise ApiError(503, None, "deleting needs Redis (REDIS_URL)", {"Retry-After": "1"})
     if artifact_item:
-        await take_down(redis, catalog, ids, "item", raw_id, "deleted by its producer", config.api.takedown_poll_s)
+        await record_takedown(redis, "item", index, external, "deleted by its producer", config.api.takedown_poll_s)
     try:
-        status, = await redis.guarded("retract", lambda: ItemStreamStore(redis.client).retract(
-            [{"item_id": external, "creator_id": creator, "published_at": state.clock()}]))
+        status, = await redis.guarded("retract", lambda: ItemStreamStore(redis.client).retract([tombstone]))
     except StoreUnavailable as exc:
         raise ApiError(503, None, f"delete not acknowledged (Redis did not answer: {exc}); retry, it is idempotent",
                        {"Retry-After": "1"}) from None
     applies = config.api.takedown_poll_s if artifact_item else config.api.item_read_block_ms / 1000
+    # An artifact item's delete is its takedown (idempotent): "deleted" every time.
     return {"item_id": external, "status": "deleted" if artifact_item or status == "deleted" else status,
             "applies_within_s": applies}

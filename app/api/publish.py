@@ -10,10 +10,13 @@ with the same content a no-op; within one batch the items apply in order (the sa
 the later one is an update of the earlier).
 
     records = publish_records(body, ids, catalog.topics, unrated_min_age=13, now=clock.now())
+    tombstone, artifact_item = deletion("m7", 7, catalog.creator_id, ids, now=clock.now())
 """
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from app.api.errors import ApiError
 from app.api.ids import ApiIds
@@ -49,3 +52,20 @@ def publish_records(body: PublishRequest, ids: ApiIds, topics: tuple[str, ...], 
             "min_age": int(min_age), "title": item.title or str(item_id),
         })
     return records
+
+
+def deletion(external: object, index: int, creator_id: np.ndarray, ids: ApiIds,
+             now: float) -> tuple[dict[str, Any], bool]:
+    """What a producer's delete of item `external` (models' index `index`) writes: the stream's
+    tombstone (the item and creator as the producer named them) and whether the artifact holds
+    the item. An artifact item's trained row outlives a tombstone until the next training, so the
+    caller takes it down as well; a published item leaves every replica with its tombstone."""
+    published = ids.published
+    if published is not None and external in published.index_of:
+        frame = published.frame
+        creator = frame.loc[frame["item_id"] == index, "creator_external"].iloc[0]
+        creator = creator.item() if isinstance(creator, np.generic) else creator  # JSON takes no numpy scalar
+        return {"item_id": external, "creator_id": creator, "published_at": now}, False
+    creator_index = int(creator_id[index])
+    creator = creator_index if ids.ids is None else ids.ids.creators.to_external([creator_index])[0]
+    return {"item_id": external, "creator_id": creator, "published_at": now}, True

@@ -163,7 +163,9 @@ class PublishAck(BaseModel):
 
 class DeletedItem(BaseModel):
     item_id: int | str
-    status: Literal["deleted", "unchanged"] = Field(description="unchanged: its delete was acknowledged before")
+    status: Literal["deleted", "unchanged"] = Field(
+        description="unchanged: a published item whose delete was acknowledged before (an item of the trained "
+                    "catalogue is taken down, idempotently, and answers deleted every time)")
     applies_within_s: float = Field(description="no replica serves the item after about this long")
 
 

@@ -37,3 +37,22 @@ def test_refusals_name_the_item_and_the_field(items, status, field, words):
     with pytest.raises(ApiError) as caught:
         records(items)
     assert (caught.value.status, caught.value.field) == (status, field) and words in caught.value.message
+
+
+def test_a_delete_names_the_item_and_its_creator_as_the_producer_did_and_says_whether_the_artifact_holds_it():
+    import numpy as np
+
+    from app.api.publish import deletion
+    from app.freshness.published import ItemBase, PublishedItems
+    from app.state.items import StreamedItem
+
+    creators = np.array([-1, 1, 1])  # slots 1..2: the artifact's items m1, m2 by c1
+    post = StreamedItem("1-0", 0, 0, {"item_id": "p1", "creator_id": "new-creator", "created_at": 5.0,
+                                      "published_at": 6.0, "topics": [], "min_age": 0})
+    placed = PublishedItems().apply([post], True).place(ItemBase.of(np.array([False, True, True]), creators, IDS.ids))
+    ids = IDS.with_published(placed)
+    published_index = ids.item("p1")
+    assert deletion("p1", published_index, creators, ids, 9.0) == (
+        {"item_id": "p1", "creator_id": "new-creator", "published_at": 9.0}, False)
+    assert deletion("m2", ids.item("m2"), creators, ids, 9.0) == (
+        {"item_id": "m2", "creator_id": "c1", "published_at": 9.0}, True)  # taken down as well
