@@ -41,6 +41,7 @@ import copy
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -169,6 +170,7 @@ class Sample:
     ads_withheld: str | None = None
     retry_after: bool = False
     server_ms: float | None = None  # the ingress's own `timings_ms.total` (200s only)
+    reason: str | None = None  # the error body's first message (non-200s), to tell the causes apart
 
 
 @dataclass
@@ -213,9 +215,13 @@ class Load:
         try:
             r = await client.get("/v1/feed", params={"user_id": self._rng.randint(1, 943), "limit": 10},
                                  headers=self.headers)
-            body = r.json() if r.status_code == 200 else {}
+            try:
+                body = r.json()
+            except ValueError:  # Serve's own refusal is plain text
+                body = {"error": r.text[:80]}
             self.samples.append(Sample(started, time.monotonic() - started, r.status_code, body.get("ads_withheld"),
-                                       "retry-after" in r.headers, body.get("timings_ms", {}).get("total")))
+                                       "retry-after" in r.headers, body.get("timings_ms", {}).get("total"),
+                                       None if r.status_code == 200 else error_message(body)))
         except (httpx.HTTPError, ValueError):
             self.samples.append(Sample(started, time.monotonic() - started, -1))
 
@@ -255,6 +261,16 @@ class Load:
                 await asyncio.sleep(min(0.005, max(0.0, start + n / self.rate - time.monotonic())))
             if tasks:
                 await asyncio.wait(tasks, timeout=self.timeout + 1)
+
+
+def error_message(body: object) -> str | None:
+    """The first `detail[].message` of rayfeed's error body (Serve's own 503 has none)."""
+    if not isinstance(body, dict):
+        return None
+    detail = body.get("detail")
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        return str(detail[0].get("message"))
+    return str(body.get("error")) if body.get("error") else None
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -435,7 +451,9 @@ class Chaos:
             if t504:
                 extras.append(f"{len(t504)} × 504, answered in P99 {np.percentile(t504, 99):.0f} ms")
         if failed:
-            extras.append("failed: " + ", ".join(f"{k}×{v}" for k, v in sorted(Counter(s.status for s in failed).items())))
+            causes = Counter((s.status, re.sub(r"\d+", "N", s.reason or "")) for s in failed)
+            extras.append("failed: " + ", ".join(f"{status}×{n}" + (f" ({reason})" if reason else "")
+                                                 for (status, reason), n in sorted(causes.items(), key=str)))
         return Row(name, len(samples), len(failed), p99, recovery, restored, lost, doubled,
                    "; ".join(x for x in (note, *extras) if x))
 

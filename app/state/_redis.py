@@ -24,6 +24,11 @@ from redis.retry import Retry
 
 from app.state.errors import StoreUnavailable
 
+# Every failure redis-py raises. A cluster client's topology refresh raises RedisClusterException
+# ("cannot be connected", SlotNotCoveredError), which is not a RedisError: missing it turned a
+# frozen master into 500s instead of degraded pages.
+REDIS_FAILURES: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException)
+
 MICROS = 1_000_000  # money is stored as integer micro-units: exact sums, no float drift
 
 
@@ -42,7 +47,7 @@ def unavailable_on_redis_error(what: str) -> Iterator[None]:
     """Turn every redis-py failure into `StoreUnavailable`, the one error callers handle."""
     try:
         yield
-    except redis.RedisError as exc:
+    except REDIS_FAILURES as exc:
         raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 

@@ -20,8 +20,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import redis
 
+from app.state._redis import REDIS_FAILURES
 from app.state.errors import StoreUnavailable
 from app.state.events import EventPartitions, StreamEvent
 
@@ -95,7 +95,7 @@ async def _decayed_top(client, prefix: str, now: float, days: int, half_life_day
         weights = {partitions.local(f"{prefix}{today - d}", p): math.pow(0.5, d / half_life_days) for d in range(days)}
         try:
             rows = await client.zunion(weights, aggregate="SUM", withscores=True)
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"counters {prefix}: {type(exc).__name__}: {exc}") from exc
         for member, score in rows:
             totals[int(member)] = totals.get(int(member), 0.0) + float(score)
@@ -116,6 +116,6 @@ async def top_creators(client, now: float, days: int = 7, half_life_days: float 
 async def user_topics(client, user_id: int, partitions: EventPartitions = EventPartitions()) -> dict[str, float]:
     try:
         raw = await client.hgetall(partitions.local(f"{USER_TOPICS}{user_id}", partitions.of_user(user_id)))
-    except redis.RedisError as exc:
+    except REDIS_FAILURES as exc:
         raise StoreUnavailable(f"counters user topics: {type(exc).__name__}: {exc}") from exc
     return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}

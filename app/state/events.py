@@ -38,7 +38,7 @@ import asyncio
 
 import redis
 
-from app.state._redis import is_cluster
+from app.state._redis import REDIS_FAILURES, is_cluster
 from app.state.errors import StoreUnavailable
 
 STREAM_KEY = "rf:events"
@@ -176,7 +176,7 @@ class EventStream:
             calls.append(self._script(keys=[parts.key(p), parts.dedup_prefix(p)], args=args))
         try:
             replies = await asyncio.gather(*calls)
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"event stream append: {type(exc).__name__}: {exc}") from exc
         flags = [False] * len(events)
         for indices, reply in zip(by_partition.values(), replies):
@@ -230,7 +230,7 @@ class EventStream:
 
         try:
             rows = await asyncio.gather(*(one(k, pos) for k, pos in zip(self.partitions.keys(), positions)))
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"event stream read: {type(exc).__name__}: {exc}") from exc
         return self._merged(dict(zip(self.partitions.keys(), rows)))
 
@@ -248,7 +248,7 @@ class EventStream:
             found = await self._each_partition(lambda k, pos: self.client.xread({k: pos}, count=count), streams)
             if not found:
                 found = await self._first_to_answer(streams, count, block_ms)
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"event stream follow: {type(exc).__name__}: {exc}") from exc
         return self._merged(found)
 
@@ -279,7 +279,7 @@ class EventStream:
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise StoreUnavailable(f"event stream group {group}: {exc}") from exc
-            except redis.RedisError as exc:
+            except REDIS_FAILURES as exc:
                 raise StoreUnavailable(f"event stream group {group}: {type(exc).__name__}: {exc}") from exc
 
     async def read_group(self, group: str, consumer: str, count: int, block_ms: int | None = None,
@@ -295,7 +295,7 @@ class EventStream:
                 return self._merged(dict(found or []))
             return self._merged(await self._each_partition(
                 lambda k, pos: self.client.xreadgroup(group, consumer, {k: pos}, count=count, block=block), streams))
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"event stream group read: {type(exc).__name__}: {exc}") from exc
 
     async def ack(self, group: str, entry_ids: Sequence[str]) -> int:
@@ -307,21 +307,21 @@ class EventStream:
             by_key.setdefault(self.partitions.key(int(p)), []).append(raw)
         try:
             return sum([int(await self.client.xack(key, group, *ids)) for key, ids in by_key.items()])
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"event stream ack: {type(exc).__name__}: {exc}") from exc
 
     async def last_id(self) -> str:
         """The newest position ("0-0" when empty): where a reader that wants only new events starts."""
         try:
             rows = await asyncio.gather(*(self.client.xrevrange(key, count=1) for key in self.partitions.keys()))
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"event stream last id: {type(exc).__name__}: {exc}") from exc
         return ",".join(_decode(r)[0][0] if r else "0-0" for r in rows)
 
     async def length(self) -> int:
         try:
             return sum([int(await self.client.xlen(key)) for key in self.partitions.keys()])
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"event stream length: {type(exc).__name__}: {exc}") from exc
 
 

@@ -31,8 +31,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 
+from app.state._redis import REDIS_FAILURES
 from app.state.errors import StoreUnavailable
 
 STREAM_KEY = "rf:{items}:stream"
@@ -131,7 +131,7 @@ def read_whole_stream(client, page: int = 10_000) -> list[StreamedItem]:
             if len(batch) < page:
                 return out
             after = "(" + _text(batch[-1][0])
-    except redis.RedisError as exc:
+    except REDIS_FAILURES as exc:
         raise StoreUnavailable(f"item stream read: {type(exc).__name__}: {exc}") from exc
 
 
@@ -143,7 +143,7 @@ def trim_through(client, entry_id: str) -> tuple[int, int]:
     try:
         removed = int(client.xtrim(STREAM_KEY, minid=f"{int(ms)}-{int(seq or 0) + 1}", approximate=False))
         return removed, int(client.xlen(STREAM_KEY))
-    except redis.RedisError as exc:
+    except REDIS_FAILURES as exc:
         raise StoreUnavailable(f"item stream trim: {type(exc).__name__}: {exc}") from exc
 
 
@@ -174,7 +174,7 @@ class ItemStreamStore:
             argv += [id_key(item["item_id"]), digest, id_key(item["creator_id"]), payload]
         try:
             statuses = await self.client.eval(script, len(ALL_KEYS), *ALL_KEYS, *argv)
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         return [_text(s) for s in statuses]
 
@@ -182,12 +182,12 @@ class ItemStreamStore:
         """Entries after `position` ("0-0": from the start), at most `count`, waiting up to `block_ms`."""
         try:
             found = await self.client.xread({STREAM_KEY: position}, count=count, block=block_ms)
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"item stream read: {type(exc).__name__}: {exc}") from exc
         return [decode_entry(entry_id, fields) for _, entries in found or [] for entry_id, fields in entries]
 
     async def length(self) -> int:
         try:
             return int(await self.client.xlen(STREAM_KEY))
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"item stream length: {type(exc).__name__}: {exc}") from exc

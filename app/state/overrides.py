@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 
 from app._config_base import merge_mappings
+from app.state._redis import REDIS_FAILURES
 from app.state.errors import StoreUnavailable
 
 OVERRIDES_KEY = "rf:admin:overrides"
@@ -49,7 +49,7 @@ class AdminOverrides:
     async def read(self) -> Overrides:
         try:
             return Overrides.decode(await self.client.get(self.key))
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"admin overrides: {type(exc).__name__}: {exc}") from exc
 
     async def merge(self, change: Mapping[str, Any], validate: Callable[[dict[str, Any]], None]) -> Overrides:
@@ -61,6 +61,6 @@ class AdminOverrides:
         written = Overrides(current.generation + 1, merged)
         try:
             await self.client.set(self.key, written.encode())
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"admin overrides: {type(exc).__name__}: {exc}") from exc
         return written

@@ -17,11 +17,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import redis
 
 from app.api.cursor import Cursor, CursorCodec
 from app.collator.types import SessionSignals
 from app.pipeline.runner import StageHook, timed_step
+from app.state._redis import REDIS_FAILURES
 from app.state.errors import StoreUnavailable
 from app.state.events import StreamEvent
 
@@ -92,13 +92,13 @@ class FeedStateStore:
     async def _run(self, what: str, pipe):
         try:
             return await pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> None:
         try:
             await self.client.ping()
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"ping: {type(exc).__name__}: {exc}") from exc
 
     async def cursor_secret(self) -> bytes:
@@ -154,7 +154,7 @@ class FeedStateStore:
         pipe.xadd(append.key, append.fields, maxlen=append.maxlen, approximate=True)
         try:
             results = await pipe.execute(raise_on_error=False)
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"record page: {type(exc).__name__}: {exc}") from exc
         failed = [r for r in results[:-1] if isinstance(r, Exception)]
         if failed:

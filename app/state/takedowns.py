@@ -22,8 +22,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-import redis
 
+from app.state._redis import REDIS_FAILURES
 from app.state.errors import StoreUnavailable
 
 Kind = Literal["item", "creator"]
@@ -76,7 +76,7 @@ class TakedownStore:
         """One script: atomic like MULTI, and on one slot (the keys share a hash tag)."""
         try:
             return await self.client.eval(script, len(script_keys), *script_keys, *args)
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
     async def take_down(self, kind: Kind, index: int, reason: str, now: float, external_id: object = None) -> int:
@@ -93,7 +93,7 @@ class TakedownStore:
     async def version(self) -> int:
         try:
             raw = await self.client.get(VERSION_KEY)
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"takedown version: {type(exc).__name__}: {exc}") from exc
         return int(raw) if raw is not None else 0
 
@@ -106,7 +106,7 @@ class TakedownStore:
     async def get(self, kind: Kind, index: int) -> Takedown | None:
         try:
             raw = await self.client.hget(KEYS[kind], str(index))
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"takedown {kind} {index}: {type(exc).__name__}: {exc}") from exc
         if raw is None:
             return None

@@ -59,3 +59,46 @@ def test_batched_reservations_fail_closed(dead_client) -> None:
     ):
         with pytest.raises(StoreUnavailable, match="frequency caps and budgets"):
             call()
+
+
+def test_a_frozen_redis_cluster_reads_as_store_unavailable(redis_cluster_url) -> None:
+    """When no seed answers in time (every master frozen, or a master frozen on a box too busy
+    for the others to answer within the socket timeout), redis-py's cluster client fails its
+    topology refresh with RedisClusterException, which is not a RedisError. It must still reach
+    callers as StoreUnavailable: the feed then serves a page without its state, not a 500."""
+    import asyncio
+    import os
+    import signal
+
+    from app.state._redis import async_fail_fast_client, cluster_seeds
+    from app.state.sessions import FeedStateStore
+
+    pids = []
+    for host, port in cluster_seeds(redis_cluster_url)[1]:
+        node = redis.Redis(host=host, port=port)
+        pids.append(int(node.info("server")["process_id"]))
+        node.close()
+
+    async def read_while_frozen() -> list[BaseException | None]:
+        client = async_fail_fast_client(redis_cluster_url, 0.05)
+        store = FeedStateStore(client, 60, 60, 60, 5)
+        await store.read(7, None)  # topology and connections in place before the freeze
+        outcomes: list[BaseException | None] = []
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            # A single command's timeout marks the topology stale; the reads after it refresh it.
+            for call in (store.ping, lambda: store.read(7, None), lambda: store.read(7, None)):
+                try:
+                    await call()
+                    outcomes.append(None)
+                except Exception as exc:  # noqa: BLE001 - the test checks which kind
+                    outcomes.append(exc)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+            await client.aclose()
+        return outcomes
+
+    outcomes = asyncio.run(read_while_frozen())
+    assert outcomes and all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
