@@ -106,7 +106,7 @@ class OrganicModels:
             index=AnnIndex.build(two_tower.item_ids, two_tower.item_embeddings, config.retrieval.index),
             engagements=EngagementLog(history),
             neighbours=ItemNeighbours.build(history, sources.coengagement_neighbours, sources.coengagement_shrink),
-            social=SocialGraph(dataset.social_edges),
+            social=SocialGraph(dataset.friend_lists),
             ranker=ranker,  # None while the ranker is being trained
         )
 
@@ -145,7 +145,7 @@ class OrganicModels:
             index=AnnIndex.load(directory / "ann.index", config.retrieval.index),
             engagements=EngagementLog(engagements),
             neighbours=neighbours,
-            social=SocialGraph(dataset.social_edges),
+            social=SocialGraph(dataset.friend_lists),
             ranker=RankerArtifacts.load(directory / "ranker", config.ranking) if with_ranker else None,
             meta=json.loads((directory / "organic.json").read_text()),
         )

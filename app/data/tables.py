@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from app.data.errors import DataFormatError
+from app.data.friends import FriendLists
 
 if TYPE_CHECKING:
     from app.data.ids import IdMaps
@@ -90,8 +91,9 @@ class Dataset:
     def for_serving(self) -> Dataset:
         """These tables without the interaction log and the raw events: a serving replica's history
         is the engagement log its artifact carries (engagements.parquet), and at 1M items the
-        interactions frame alone is ≈ 0.1 GiB in every replica that keeps the dataset."""
-        return dataclasses.replace(self, interactions=self.interactions.iloc[:0], events=None)
+        interactions frame alone is ≈ 0.1 GiB in every replica that keeps the dataset. The empty
+        frame is a copy: a slice would be a view that keeps the whole log's columns alive."""
+        return dataclasses.replace(self, interactions=self.interactions.iloc[:0].copy(), events=None)
 
     @property
     def n_users(self) -> int:
@@ -146,20 +148,16 @@ class Dataset:
         return out
 
     def friends_of(self, user_id: int) -> np.ndarray:
-        return self._friend_lists.get(int(user_id), np.zeros(0, dtype=np.int64))
+        return self.friend_lists.of(user_id)[0]
 
     def close_friends_of(self, user_id: int) -> np.ndarray:
-        return self._close_friend_lists.get(int(user_id), np.zeros(0, dtype=np.int64))
+        friends, _, close = self.friend_lists.of(user_id)
+        return friends[close]
 
     @cached_property
-    def _friend_lists(self) -> dict[int, np.ndarray]:
-        edges = self.social_edges
-        return {int(u): g["friend_id"].to_numpy() for u, g in edges.groupby("user_id")}
-
-    @cached_property
-    def _close_friend_lists(self) -> dict[int, np.ndarray]:
-        edges = self.social_edges[self.social_edges["close"]]
-        return {int(u): g["friend_id"].to_numpy() for u, g in edges.groupby("user_id")}
+    def friend_lists(self) -> FriendLists:
+        """The social graph as one CSR table (app/data/friends.py), shared with retrieval's social source."""
+        return FriendLists.from_edges(self.social_edges)
 
     def user_row(self, user_id: int) -> dict[str, object] | None:
         position = np.searchsorted(self.users["user_id"].to_numpy(), user_id)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from app.data.friends import FriendLists
 from app.pipeline.candidates import Candidates, FeedQuery
 from app.retrieval.config import SourcesConfig
 from app.retrieval.engagement import ItemNeighbours, RecentEngagements, TrendingCounts, decay
@@ -92,22 +93,15 @@ class EmbeddingAnnSource:
 
 
 class SocialGraph:
-    """Friend lists with edge weights and close flags, from a social_edges table."""
+    """Friend lists with edge weights and close flags: a social_edges table's, or the dataset's
+    own `friend_lists` (one CSR table per process, app/data/friends.py)."""
 
-    def __init__(self, edges: pd.DataFrame) -> None:
-        self._friends: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
-            int(u): (
-                g["friend_id"].to_numpy(np.int64),
-                g["weight"].to_numpy(np.float64),
-                g["close"].to_numpy(bool),
-            )
-            for u, g in edges.groupby("user_id")
-        }
+    def __init__(self, edges: pd.DataFrame | FriendLists) -> None:
+        self._friends = edges if isinstance(edges, FriendLists) else FriendLists.from_edges(edges)
 
     def friends_of(self, user_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(friend ids, edge weights, close flags); empty for a user without friends."""
-        empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool))
-        return self._friends.get(int(user_id), empty)
+        return self._friends.of(user_id)
 
 
 class SocialSource:

@@ -209,7 +209,7 @@ def test_notifications_name_users_by_the_datasets_own_ids():
     dataset = load_tables(tables_config(DATA / "valid"))
     dataset.social_edges = pd.DataFrame({"user_id": [1, 2, 2, 3], "friend_id": [2, 1, 3, 2],
                                          "weight": 1.0, "close": False})
-    dataset.__dict__.pop("_friend_lists", None)
+    dataset.__dict__.pop("friend_lists", None)
     query = FeedQuery(user_id=1, friend_ids=(2,))
     config = NotificationConfig(friend_request_probability=1.0)
     (request,) = [n for n in notifications_for(query, dataset, config, seed=1) if n.kind == "friend_request"]
