@@ -73,7 +73,7 @@ class LegacyEngagementLog:
         legacy = cls()
         ts, items = log.timeline()
         legacy._ts, legacy._items = ts.copy(), items.copy()
-        legacy._users = dict(log._users)  # arrays are never written in place: sharing is safe
+        legacy._users = dict(log._users.items())  # arrays are never written in place: sharing is safe
         return legacy
 
     def __len__(self) -> int:

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 import pandas as pd
@@ -74,7 +74,7 @@ class EngagementLog:
         self._ts_buf = np.zeros(0, np.float64)  # the global timeline: the first `_n` entries
         self._items_buf = np.zeros(0, np.int64)
         self._n = 0
-        self._users: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # user -> (timestamps, items)
+        self._users = _UserTimelines()  # user -> (timestamps, items)
         self._dense_ids = True  # every item id in [0, _DENSE_ID_LIMIT): trending can be incremental
         self._windows: dict[tuple[float, float], _DecayedWindow] = {}  # (half-life, horizon) -> counts
         self.version = 0  # bumped by every add; lets readers cache derived state
@@ -146,6 +146,9 @@ class EngagementLog:
     def _add_to_users(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> None:
         order = np.argsort(users, kind="stable")  # per user, still in time order
         users, items, ts = users[order], items[order], ts[order]
+        if self._users.empty():
+            self._users.load(users, items, ts)
+            return
         bounds = [0, *(np.flatnonzero(users[1:] != users[:-1]) + 1).tolist(), len(users)]
         for start, end in pairwise(bounds):
             user, new_ts, new_items = int(users[start]), ts[start:end], items[start:end]
@@ -156,7 +159,7 @@ class EngagementLog:
                 if late:
                     order = np.argsort(new_ts, kind="stable")
                     new_ts, new_items = new_ts[order], new_items[order]
-            self._users[user] = (new_ts, new_items)
+            self._users.set(user, (new_ts, new_items))
 
     def recent_items(
         self, user_id: int, now: float, window_s: float | None = None, limit: int = 100
@@ -253,12 +256,61 @@ class EngagementLog:
 
     def interactions(self) -> pd.DataFrame:
         """Every event as a frame (user_id, item_id, timestamp), for rebuilding derived indexes."""
-        users = [np.full(len(ts), u, np.int64) for u, (ts, _) in self._users.items()]
+        timelines = list(self._users.items())
         return pd.DataFrame({
-            "user_id": np.concatenate(users) if users else np.zeros(0, np.int64),
-            "item_id": np.concatenate([i for _, i in self._users.values()]) if users else np.zeros(0, np.int64),
-            "timestamp": np.concatenate([t for t, _ in self._users.values()]) if users else np.zeros(0),
+            "user_id": np.concatenate([np.full(len(ts), u, np.int64) for u, (ts, _) in timelines])
+            if timelines else np.zeros(0, np.int64),
+            "item_id": np.concatenate([i for _, (_, i) in timelines]) if timelines else np.zeros(0, np.int64),
+            "timestamp": np.concatenate([t for _, (t, _) in timelines]) if timelines else np.zeros(0),
         })
+
+
+class _UserTimelines:
+    """Every user's (timestamps, items), time-sorted. The first batch (the artifact's log) is one
+    compressed-row table indexed by user id; a user a later batch touches (or one outside the
+    table's ids, a guest) gets arrays of their own in a dict. A dict entry per user for every user
+    cost ≈ 0.3 KiB of Python objects each (two array headers, a tuple, a slot) at 100k users."""
+
+    def __init__(self) -> None:
+        self._offsets = np.zeros(1, np.int64)  # user u's events are rows offsets[u]:offsets[u + 1]
+        self._ts = np.zeros(0, np.float64)
+        self._items = np.zeros(0, np.int64)
+        self._changed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def empty(self) -> bool:
+        return len(self._offsets) == 1 and not self._changed
+
+    def load(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> None:
+        """The first batch, sorted by user (each user's events in time order)."""
+        inside = (users >= 0) & (users < _DENSE_ID_LIMIT)
+        if not inside.all():
+            for user in np.unique(users[~inside]).tolist():
+                mine = users == user
+                self._changed[int(user)] = (ts[mine], items[mine])
+            users, items, ts = users[inside], items[inside], ts[inside]
+        counts = np.bincount(users) if len(users) else np.zeros(0, np.int64)
+        self._offsets = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=self._offsets[1:])
+        self._ts, self._items = np.ascontiguousarray(ts), np.ascontiguousarray(items)
+
+    def get(self, user: int) -> tuple[np.ndarray, np.ndarray] | None:
+        timeline = self._changed.get(user)
+        if timeline is not None or not 0 <= user < len(self._offsets) - 1:
+            return timeline
+        start, end = int(self._offsets[user]), int(self._offsets[user + 1])
+        return (self._ts[start:end], self._items[start:end]) if end > start else None
+
+    def set(self, user: int, timeline: tuple[np.ndarray, np.ndarray]) -> None:
+        self._changed[user] = timeline
+
+    def items(self) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+        """(user, timeline) for every user with events: the table's in id order, then the others."""
+        for user in np.flatnonzero(np.diff(self._offsets)).tolist():
+            yield user, self.get(user)  # type: ignore[misc]
+        in_table = np.diff(self._offsets) > 0
+        for user, timeline in self._changed.items():
+            if not 0 <= user < len(in_table) or not in_table[user]:
+                yield user, timeline
 
 
 class _DecayedWindow:

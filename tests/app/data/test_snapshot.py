@@ -80,3 +80,16 @@ def test_the_next_training_keeps_the_newest_artifacts_indices_and_its_folded_ite
     assert index == 4 and served.items.set_index("item_id").loc[index, "title"] == "a new post"
     assert load_dataset(config, previous).ids.items.one("p1") == 4  # the tables lack it: its index stays taken
     assert ids_to_extend(DataConfig(dataset="tables", tables={"uri": str(valid), "name": "other"}), artifacts) is None
+
+
+def test_topic_lists_become_one_shared_tuple_per_combination():
+    import pyarrow as pa
+
+    from app.data.snapshot import topic_tuples
+
+    column = pa.chunked_array([pa.array([["a", "b"], [], None]), pa.array([["a", "b"], ["c"]])])
+    topics = topic_tuples(column)
+    assert topics.tolist() == [("a", "b"), (), (), ("a", "b"), ("c",)]
+    assert topics[0] is topics[3]  # one tuple per distinct combination
+    odd = topic_tuples(pa.chunked_array([pa.array([["x\x1fy", "b"], None, ["x\x1fy", "b"]])]))
+    assert odd.tolist() == [("x\x1fy", "b"), (), ("x\x1fy", "b")] and odd[0] is odd[2]

@@ -243,3 +243,26 @@ def test_live_apply_benchmark_runs_on_a_tiny_world(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "incremental trending after the run equals the recount: yes" in out
     assert "apply (LiveEngagement.observe)" in out and "before P50" in out
+
+
+def test_user_timelines_after_live_batches_equal_one_log_built_from_every_event():
+    """The artifact's batch lands in the compact table, later batches (late events and guest ids
+    among them) in per-user arrays: every read must equal a log that saw all events at once."""
+    rng = np.random.default_rng(4)
+    guest = engagement._DENSE_ID_LIMIT + 5
+    ts = rng.permutation(np.arange(3000, dtype=np.float64))  # distinct times: one right order
+    users = rng.integers(0, 60, len(ts))
+    users[::97] = guest
+    items = rng.integers(1, 500, len(ts))
+    first = slice(0, 2000)
+    live = EngagementLog(_frame(users[first], items[first], ts[first]))
+    for start in range(2000, 3000, 250):  # later batches, many of them late against the first
+        live.add(_frame(users[start:start + 250], items[start:start + 250], ts[start:start + 250]))
+    whole = EngagementLog(_frame(users, items, ts))
+    for user in [*range(0, 62), guest, -3]:
+        assert live.user_items(user).tolist() == whole.user_items(user).tolist()
+        for got, want in zip(live.recent_items(user, 2500.0, 800.0, 7), whole.recent_items(user, 2500.0, 800.0, 7)):
+            assert got.tolist() == want.tolist()
+    by_user = ["user_id", "timestamp"]
+    pd.testing.assert_frame_equal(live.interactions().sort_values(by_user, ignore_index=True),
+                                  whole.interactions().sort_values(by_user, ignore_index=True))
