@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -39,19 +39,24 @@ def save_arrays(directory: str | Path, arrays: Mapping[str, np.ndarray]) -> Path
     return directory
 
 
-def load_arrays(directory: str | Path, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """The arrays saved under `directory` (all, or `names`), mapped read-only."""
+def load_arrays(directory: str | Path, names: Iterable[str] | None = None,
+                prefaulted: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays saved under `directory` (all, or `names`), mapped read-only. `prefaulted`: the
+    ones the caller reads on its hot path (default all); the others map their pages when read,
+    so an array a replica never reads does not count in its memory."""
     directory = Path(directory)
     if names is None:
         names = sorted(p.name.removesuffix(SUFFIX) for p in directory.glob(f"*{SUFFIX}"))
     out = {}
+    warm = None if prefaulted is None else set(prefaulted)
     for name in names:
         path = directory / f"{name}{SUFFIX}"
         if not path.exists():
             raise FileNotFoundError(f"{directory}: array {name!r} is missing ({path.name})")
         # A plain ndarray over the mapping: np.memmap's Python-level indexing cost 14 % of the
         # ranking features' time, and nothing here needs its flush/close.
-        out[name] = prefault(np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray))
+        array = np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+        out[name] = prefault(array) if warm is None or name in warm else array
     return out
 
 
@@ -64,12 +69,15 @@ def prefault(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def load_state(path: str | Path) -> dict:
-    """A torch state_dict whose tensors are backed by the file's pages (torch.load's mmap)."""
+def load_state(path: str | Path, prefaulted: Callable[[str], bool] | None = None) -> dict:
+    """A torch state_dict whose tensors are backed by the file's pages (torch.load's mmap).
+    `prefaulted(name)`: whether to map that tensor's pages now (default: every tensor)."""
     import torch
 
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    for tensor in state.values():
+    for name, tensor in state.items():
+        if prefaulted is not None and not prefaulted(name):
+            continue
         if isinstance(tensor, torch.Tensor) and tensor.is_contiguous() and tensor.numel():
             prefault(tensor.view(torch.uint8).numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy())
     return state

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import time
+from functools import cached_property
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,9 @@ from app.shared_arrays import load_arrays, load_state, save_arrays
 
 ARTIFACT_VERSION = 1
 EMBEDDINGS_DIR = "embeddings"  # one .npy per array, memory-mapped at load
+ITEM_ID_MEAN = "item_id_mean"  # beside the embeddings: what content_item_tower stands a new item in with
+SERVING_ARRAYS = ("user_ids", "user_embeddings", "item_ids", "user_histories", ITEM_ID_MEAN)  # prefaulted
+ITEM_TOWER_TABLES = ("item_id.", "item_genres", "item_cats")  # state entries serving leaves unmapped
 EpochCallback = Callable[[int, dict[str, float]], None]
 # (item_vectors, item_rows, log_q) of this batch -> the same for every column of the softmax
 ColumnGather = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -115,10 +119,12 @@ class TwoTowerModel(nn.Module):
         ]
         return F.normalize(self.item_mlp(torch.cat(parts, 1)), dim=1)
 
-    def content_item_tower(self, cats: torch.Tensor, genres: torch.Tensor) -> torch.Tensor:
+    def content_item_tower(self, cats: torch.Tensor, genres: torch.Tensor,
+                           mean_id: torch.Tensor | None = None) -> torch.Tensor:
         """The item tower for items it was not trained on: the mean trained id embedding stands
-        in for the item's own (the OOV row was never trained), the content features are its own."""
-        mean_id = self.item_id.weight[1:].mean(0, keepdim=True).expand(len(cats), -1)
+        in for the item's own (the OOV row was never trained), the content features are its own.
+        `mean_id`: that mean, when the caller keeps it (it reads the whole id table)."""
+        mean_id = (self.item_id.weight[1:].mean(0) if mean_id is None else mean_id).reshape(1, -1).expand(len(cats), -1)
         parts = [mean_id, *(emb(cats[:, j]) for j, emb in enumerate(self.item_features)), self.genres(genres)]
         return F.normalize(self.item_mlp(torch.cat(parts, 1)), dim=1)
 
@@ -522,8 +528,17 @@ class TwoTowerArtifacts:
             return np.zeros((0, self.dim), np.float32)
         cats, genres = self.features.encode_items(items)
         with torch.no_grad():
-            vectors = self.build_model().content_item_tower(torch.as_tensor(cats), torch.as_tensor(genres))
+            vectors = self.build_model().content_item_tower(torch.as_tensor(cats), torch.as_tensor(genres),
+                                                            torch.as_tensor(self.item_id_mean))
         return vectors.numpy().astype(np.float32)
+
+    @cached_property
+    def item_id_mean(self) -> np.ndarray:
+        """The mean trained item-id embedding (what a new item stands in with), saved with the
+        artifact: computing it reads the whole 1M × 64 id table, which a Retrieval replica
+        otherwise never maps (its pages would then count in that replica's memory)."""
+        weight = self.state_dict["item_id.weight"]
+        return weight[1:].detach().float().mean(0).cpu().numpy().astype(np.float32)
 
     def save(self, path: Path) -> None:
         """A directory: model.pt (state dict), embeddings/ (one .npy per array), features.json, meta.json."""
@@ -533,6 +548,7 @@ class TwoTowerArtifacts:
         save_arrays(path / EMBEDDINGS_DIR, {
             "user_ids": self.user_ids, "user_embeddings": self.user_embeddings,
             "item_ids": self.item_ids, "item_embeddings": self.item_embeddings, "user_histories": self.user_histories,
+            ITEM_ID_MEAN: self.item_id_mean,
         })
         self.features.save(path / "features.json")
         meta = {"version": ARTIFACT_VERSION, "config": self.config.model_dump(mode="json"), "metrics": self.metrics}
@@ -544,15 +560,18 @@ class TwoTowerArtifacts:
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("version") != ARTIFACT_VERSION:
             raise ValueError(f"{path}: two-tower artifact version {meta.get('version')}, expected {ARTIFACT_VERSION}")
-        # Mapped read-only (app/shared_arrays.py): the node's replicas share the pages.
+        # Mapped read-only (app/shared_arrays.py): the node's replicas share the pages. Only what
+        # serving reads is prefaulted: the user tower and the user-side arrays. The item tower's
+        # 1M-row tables and the item embeddings (the index holds its own vectors) stay unmapped
+        # until read, ≈ 0.63 GiB at 1M items that a Retrieval replica never touches.
         if (path / EMBEDDINGS_DIR).is_dir():
-            arrays = load_arrays(path / EMBEDDINGS_DIR)
+            arrays = load_arrays(path / EMBEDDINGS_DIR, prefaulted=SERVING_ARRAYS)
         else:  # artifacts written before the embeddings were mapped
             arrays = dict(np.load(path / "embeddings.npz"))
-        return cls(
+        artifacts = cls(
             features=TowerFeatures.load(path / "features.json"),
             config=TwoTowerConfig.model_validate(meta["config"]),
-            state_dict=load_state(path / "model.pt"),
+            state_dict=load_state(path / "model.pt", prefaulted=lambda name: not name.startswith(ITEM_TOWER_TABLES)),
             user_ids=arrays["user_ids"],
             user_embeddings=arrays["user_embeddings"],
             item_ids=arrays["item_ids"],
@@ -560,6 +579,9 @@ class TwoTowerArtifacts:
             user_histories=arrays["user_histories"],
             metrics=meta["metrics"],
         )
+        if ITEM_ID_MEAN in arrays:  # artifacts from before it was saved compute it when first asked
+            artifacts.__dict__["item_id_mean"] = np.asarray(arrays[ITEM_ID_MEAN])
+        return artifacts
 
 
 @dataclass

@@ -65,3 +65,29 @@ def test_a_mapped_state_dict_becomes_the_model_parameters_without_a_copy(tmp_pat
     loaded.load_state_dict(state, assign=True)
     assert torch.equal(loaded.weight, model.weight)
     assert loaded.weight.data_ptr() == state["weight"].data_ptr()  # the mapped tensor itself
+
+
+def _mapped_rss_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = fields[-1] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+def test_only_the_arrays_named_prefaulted_are_mapped_in_at_load(tmp_path):
+    save_arrays(tmp_path, {"hot": np.ones(4 << 20, np.float32), "cold": np.ones(4 << 20, np.float32)})
+    arrays = load_arrays(tmp_path, prefaulted=["hot"])
+    hot, cold = (tmp_path / "hot.npy").resolve(), (tmp_path / "cold.npy").resolve()
+    assert _mapped_rss_kib(hot) >= 15 << 10  # 16 MiB, every page mapped in
+    assert _mapped_rss_kib(cold) < 1 << 10  # not read yet: its pages count nowhere
+    assert float(arrays["cold"][-1]) == 1.0 and arrays["cold"].shape == (4 << 20,)  # readable when read
+    state_path = tmp_path / "state.pt"
+    torch.save({"hot.weight": torch.ones(4 << 20), "cold.weight": torch.ones(4 << 20)}, state_path)
+    state = load_state(state_path, prefaulted=lambda name: name.startswith("hot"))
+    assert _mapped_rss_kib(state_path.resolve()) < 17 << 10  # the hot half only (one file, one mapping)
+    assert float(state["cold.weight"].sum()) == 4 << 20

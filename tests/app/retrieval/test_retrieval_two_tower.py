@@ -179,6 +179,12 @@ def test_in_process_training_exports_unit_vectors_and_round_trips(ds, sample, tm
     fresh = loaded.encode_users(ds.users[ds.users["user_id"] == user_id], [history.tolist()])
     np.testing.assert_allclose(fresh[0], artifacts.user_embedding(user_id), atol=1e-5)
 
+    # A new item stands in with the mean trained id row: saved, so serving need not read the table.
+    weight = artifacts.state_dict["item_id.weight"]
+    np.testing.assert_allclose(loaded.__dict__["item_id_mean"], weight[1:].mean(0).numpy(), atol=1e-6)
+    new_items = ds.items.head(4)
+    np.testing.assert_allclose(loaded.encode_new_items(new_items), artifacts.encode_new_items(new_items), atol=1e-6)
+
 
 def test_serving_histories_are_each_users_latest_items(ds, sample) -> None:
     features = TowerFeatures.from_dataset(ds, TwoTowerConfig())
