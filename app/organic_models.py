@@ -22,6 +22,7 @@ from app.pipeline import FeedQuery
 from app.settings import OrganicSettings
 
 NEIGHBOURS_DIR = "neighbours"  # the co-engagement neighbours' arrays, mapped at load
+ENGAGEMENT_LOG_DIR = "engagement_log"  # the engagement log's arrays, mapped at load (engagements.parquet: portable)
 
 # The model stack (torch, FAISS) is imported where it is used: the Reranking replica needs
 # only the catalogue, and a replacement replica that skips those imports starts seconds sooner.
@@ -116,6 +117,7 @@ class OrganicModels:
         self.index.save(directory / "ann.index")
         self.ranker.save(directory / "ranker")
         self.engagements.interactions().to_parquet(directory / "engagements.parquet", index=False)
+        self.engagements.save(directory / ENGAGEMENT_LOG_DIR)
         self.neighbours.save(directory / NEIGHBOURS_DIR)
         (directory / "organic.json").write_text(json.dumps(self.meta, default=str))
 
@@ -130,20 +132,25 @@ class OrganicModels:
         from app.retrieval.two_tower import TwoTowerArtifacts
 
         two_tower = TwoTowerArtifacts.load(directory / "two_tower")
-        engagements = pd.read_parquet(directory / "engagements.parquet")
         sources = config.retrieval.sources
-        # Saved with the artifact and mapped; rebuilt here for an artifact saved before they were,
-        # or when the serving config asks for other neighbours than were built.
+        # The log and the neighbours are saved with the artifact and mapped (shared by a node's
+        # replicas); built from engagements.parquet for an artifact saved before they were, or
+        # when the serving config asks for other neighbours than were built.
+        log = EngagementLog.load(directory / ENGAGEMENT_LOG_DIR)
         neighbours = ItemNeighbours.load(directory / NEIGHBOURS_DIR, sources.coengagement_neighbours,
                                          sources.coengagement_shrink)
-        if neighbours is None:
-            neighbours = ItemNeighbours.build(engagements, sources.coengagement_neighbours, sources.coengagement_shrink)
+        if log is None or neighbours is None:
+            engagements = pd.read_parquet(directory / "engagements.parquet")
+            log = log if log is not None else EngagementLog(engagements)
+            if neighbours is None:
+                neighbours = ItemNeighbours.build(engagements, sources.coengagement_neighbours,
+                                                  sources.coengagement_shrink)
         return cls(
             dataset=dataset,
             catalog=Catalog.from_dataset(dataset),
             two_tower=two_tower,
             index=AnnIndex.load(directory / "ann.index", config.retrieval.index),
-            engagements=EngagementLog(engagements),
+            engagements=log,
             neighbours=neighbours,
             social=SocialGraph(dataset.friend_lists),
             ranker=RankerArtifacts.load(directory / "ranker", config.ranking) if with_ranker else None,

@@ -44,6 +44,7 @@ class TrendingCounts(Protocol):
 
 _GROWTH_MIN = 1024  # smallest capacity of a grown array
 NEIGHBOURS_SETTINGS = "settings.json"  # beside the saved neighbour arrays
+LOG_SETTINGS = "log.json"  # beside the saved engagement log's arrays: its event count and id kind
 _DENSE_ID_LIMIT = 1 << 24  # incremental trending indexes dense arrays by item id below this
 _REBASE_HALF_LIVES = 128.0  # the decay anchor follows `now` once it is this many half-lives away
 _MAX_WINDOWS = 4  # (half-life, horizon) pairs kept incrementally; older ones are dropped
@@ -85,6 +86,39 @@ class EngagementLog:
         self._count_delta: Counter[int] = Counter()
         if events is not None:
             self.add(events)
+
+    def save(self, directory: Path) -> None:
+        """The log as arrays a replica maps (`load`): the global timeline with room to grow,
+        and the per-user table. Only for a log built in one batch (an artifact's); otherwise
+        nothing is written and `load` answers None."""
+        if self._users.has_changes():  # live batches or guests: their users are not in the table;
+            return  # engagements.parquet (the portable copy) then stays the one a replica reads
+        capacity = self._n + self._n // 4  # headroom: live batches fill it before anything is copied
+        ts, items = np.zeros(capacity, np.float64), np.zeros(capacity, np.int64)
+        ts[: self._n], items[: self._n] = self.timeline()
+        offsets, user_ts, user_items = self._users.table()
+        save_arrays(directory, {"timeline_ts": ts, "timeline_items": items, "user_offsets": offsets,
+                                "user_ts": user_ts, "user_items": user_items})
+        (directory / LOG_SETTINGS).write_text(json.dumps({"events": self._n, "dense_ids": self._dense_ids}))
+
+    @classmethod
+    def load(cls, directory: Path) -> EngagementLog | None:
+        """The saved log, mapped: the per-user table read-only, the global timeline copy-on-write
+        (a live batch's append makes only the pages it writes private, until the headroom is
+        used up). None when the directory holds no saved log (an older artifact)."""
+        settings_path = Path(directory) / LOG_SETTINGS
+        if not settings_path.exists():
+            return None
+        settings = json.loads(settings_path.read_text())
+        log = cls()
+        if not settings["events"]:  # nothing to map (and an empty file cannot be mapped)
+            return log
+        log._ts_buf = np.load(Path(directory) / "timeline_ts.npy", mmap_mode="c").view(np.ndarray)
+        log._items_buf = np.load(Path(directory) / "timeline_items.npy", mmap_mode="c").view(np.ndarray)
+        log._n, log._dense_ids = int(settings["events"]), bool(settings["dense_ids"])
+        arrays = load_arrays(directory, ["user_offsets", "user_ts", "user_items"])  # read per request: mapped in now
+        log._users.load_table(arrays["user_offsets"], arrays["user_ts"], arrays["user_items"])
+        return log
 
     def __len__(self) -> int:
         return self._n
@@ -279,6 +313,17 @@ class _UserTimelines:
 
     def empty(self) -> bool:
         return len(self._offsets) == 1 and not self._changed
+
+    def has_changes(self) -> bool:
+        return bool(self._changed)
+
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets, timestamps, items) of the compressed-row table."""
+        return self._offsets, self._ts, self._items
+
+    def load_table(self, offsets: np.ndarray, ts: np.ndarray, items: np.ndarray) -> None:
+        """A saved table (`table`), e.g. mapped read-only: it is never written, changes go to the dict."""
+        self._offsets, self._ts, self._items = offsets, ts, items
 
     def load(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> None:
         """The first batch, sorted by user (each user's events in time order)."""

@@ -214,3 +214,14 @@ def test_notifications_name_users_by_the_datasets_own_ids():
     config = NotificationConfig(friend_request_probability=1.0)
     (request,) = [n for n in notifications_for(query, dataset, config, seed=1) if n.kind == "friend_request"]
     assert request.notification_id == "fr:u1:u3" and request.text == "User u3 sent you a friend request"
+
+
+def test_a_serving_dataset_keeps_its_friends_without_the_edge_rows_or_the_log():
+    dataset = load_tables(tables_config(DATA / "valid"))
+    dataset.social_edges = pd.DataFrame({"user_id": [1, 2, 2, 3], "friend_id": [2, 1, 3, 2],
+                                         "weight": 1.0, "close": [False, False, True, False]})
+    dataset.__dict__.pop("friend_lists", None)
+    serving = dataset.for_serving()
+    assert serving.social_edges.empty and serving.interactions.empty and len(dataset.interactions)
+    assert serving.friends_of(2).tolist() == [1, 3] and serving.close_friends_of(2).tolist() == [3]
+    assert serving.social_edges.columns.tolist() == dataset.social_edges.columns.tolist()

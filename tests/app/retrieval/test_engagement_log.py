@@ -266,3 +266,35 @@ def test_user_timelines_after_live_batches_equal_one_log_built_from_every_event(
     by_user = ["user_id", "timestamp"]
     pd.testing.assert_frame_equal(live.interactions().sort_values(by_user, ignore_index=True),
                                   whole.interactions().sort_values(by_user, ignore_index=True))
+
+
+def test_a_saved_log_is_mapped_back_equal_and_live_batches_never_write_the_files(tmp_path):
+    rng = np.random.default_rng(9)
+    n = 4000
+    frame = _frame(rng.integers(1, 80, n), rng.integers(1, 300, n), rng.uniform(0, 1e5, n))
+    built = EngagementLog(frame)
+    built.save(tmp_path / "log")
+    files = {p.name: p.read_bytes() for p in (tmp_path / "log").iterdir()}
+    mapped = EngagementLog.load(tmp_path / "log")
+    assert len(mapped) == n and isinstance(mapped._users.table()[1], np.ndarray)
+    for user in range(0, 82):
+        assert mapped.user_items(user).tolist() == built.user_items(user).tolist()
+    late_and_new = _frame([3, 3, 81, 5000], [7, 8, 9, 10], [50.0, 2e5, 2e5 + 1, 2e5 + 2])
+    for log in (mapped, built):
+        log.add(late_and_new)
+    for user in (3, 81, 5000, 40):
+        for got, want in zip(mapped.recent_items(user, 3e5, None, 20), built.recent_items(user, 3e5, None, 20)):
+            assert got.tolist() == want.tolist()
+    for got, want in zip(mapped.trending(2e5, 5e4, 2e5, 10), built.trending(2e5, 5e4, 2e5, 10)):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    pd.testing.assert_frame_equal(mapped.interactions(), built.interactions())
+    assert {p.name: p.read_bytes() for p in (tmp_path / "log").iterdir()} == files  # copy-on-write
+
+
+def test_an_artifact_without_a_saved_log_or_with_an_empty_one_loads_as_such(tmp_path):
+    assert EngagementLog.load(tmp_path / "nothing") is None
+    EngagementLog().save(tmp_path / "empty")
+    empty = EngagementLog.load(tmp_path / "empty")
+    assert empty is not None and len(empty) == 0
+    empty.add(_frame([1], [2], [3.0]))
+    assert empty.user_items(1).tolist() == [2]
