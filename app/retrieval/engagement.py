@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,7 @@ _GROWTH_MIN = 1024  # smallest capacity of a grown array
 NEIGHBOURS_SETTINGS = "settings.json"  # beside the saved neighbour arrays
 LOG_SETTINGS = "log.json"  # beside the saved engagement log's arrays: its event count and id kind
 _DENSE_ID_LIMIT = 1 << 24  # incremental trending indexes dense arrays by item id below this
+_TABLE_USER_LIMIT = 1 << 24  # users below this id go in the per-user table; others (guests) in a dict
 _REBASE_HALF_LIVES = 128.0  # the decay anchor follows `now` once it is this many half-lives away
 _MAX_WINDOWS = 4  # (half-life, horizon) pairs kept incrementally; older ones are dropped
 _MAX_DROP_HALF_LIVES = 24.0  # horizons up to this many half-lives let the clock go back incrementally
@@ -327,7 +329,7 @@ class _UserTimelines:
 
     def load(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> None:
         """The first batch, sorted by user (each user's events in time order)."""
-        inside = (users >= 0) & (users < _DENSE_ID_LIMIT)
+        inside = (users >= 0) & (users < _TABLE_USER_LIMIT)
         if not inside.all():
             for user in np.unique(users[~inside]).tolist():
                 mine = users == user

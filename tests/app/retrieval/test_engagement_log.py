@@ -249,7 +249,7 @@ def test_user_timelines_after_live_batches_equal_one_log_built_from_every_event(
     """The artifact's batch lands in the compact table, later batches (late events and guest ids
     among them) in per-user arrays: every read must equal a log that saw all events at once."""
     rng = np.random.default_rng(4)
-    guest = engagement._DENSE_ID_LIMIT + 5
+    guest = engagement._TABLE_USER_LIMIT + 5
     ts = rng.permutation(np.arange(3000, dtype=np.float64))  # distinct times: one right order
     users = rng.integers(0, 60, len(ts))
     users[::97] = guest
