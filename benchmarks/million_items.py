@@ -579,10 +579,10 @@ def second_replica_cost(doubled: dict, url: str, users: int, before: list[dict],
 # ----------------------------------------------------------------------------- main
 
 
-# Measured before the artifact was memory-mapped: the served 1M app took 13.3 GiB (Retrieval and
-# Reranking each loaded the whole organic artifact, Ranking the ranker's tables, the ingress the
-# catalogue, plus Ray); kept as the safe bound, scaled by the catalogue for smaller worlds.
-SERVED_MEMORY_GIB = 16.0
+# The served 1M app measured 5.6 GiB PSS, 7.0 with the second replicas (session 16; 13.3 GiB before
+# the artifact was mapped), plus room for replicas loading side by side; scaled by the catalogue
+# for smaller worlds.
+SERVED_MEMORY_GIB = 10.0
 
 
 def available_memory_gib() -> float:
@@ -662,11 +662,11 @@ def main(argv: list[str] | None = None) -> int:
         print_in_process_run(figures["in_process"])
     figures["load_average_after_in_process"] = load_average()
     needed = max(2.0, SERVED_MEMORY_GIB * world["n_items"] / WORLD["n_items"])
-    if args.serve and available_memory_gib() < needed + (peak_rss_gib() if args.requests else 0):
+    if args.serve and available_memory_gib() < needed:  # MemAvailable: this process's own share is already out
         # On a shared machine Ray's memory monitor would kill workers (other people's too) before
         # the app were ready.
         print(f"served: skipped: {available_memory_gib():.1f} GiB available, the served app needs ≈ "
-              f"{needed:.0f} GiB at this size (run with --requests 0 to free this process's share)")
+              f"{needed:.0f} GiB at this size (run with --requests 0: this process then holds no models)")
         figures["served"] = {"skipped": "not enough memory"}
     elif args.serve:
         figures["served"] = measure_served(serving, found.version, args)

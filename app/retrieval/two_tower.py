@@ -529,7 +529,7 @@ class TwoTowerArtifacts:
         cats, genres = self.features.encode_items(items)
         with torch.no_grad():
             vectors = self.build_model().content_item_tower(torch.as_tensor(cats), torch.as_tensor(genres),
-                                                            torch.as_tensor(self.item_id_mean))
+                                                            torch.tensor(self.item_id_mean))  # a copy: the mean may be mapped read-only
         return vectors.numpy().astype(np.float32)
 
     @cached_property
