@@ -17,7 +17,6 @@ import atexit
 import contextlib
 import logging
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -311,6 +310,7 @@ class RayMetrics(FeedMetrics):
         self._observations: dict[tuple[MetricSpec, tuple[tuple[str, str], ...]], list[float]] = defaultdict(list)
         self._buffer_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
+        self._closing = threading.Event()
 
     @classmethod
     def from_config(cls, config: ObservabilityConfig) -> "RayMetrics":
@@ -324,6 +324,12 @@ class RayMetrics(FeedMetrics):
                 if metric is None:
                     metric = self._objects[spec.name] = self._create(spec)
         return metric
+
+    @staticmethod
+    def _sink_running() -> bool:
+        import ray
+
+        return ray.is_initialized()
 
     @staticmethod
     def _create(spec: MetricSpec):
@@ -373,7 +379,10 @@ class RayMetrics(FeedMetrics):
         self._start_flusher()
 
     def flush(self) -> None:
-        """Hand what was aggregated since the last flush to Ray."""
+        """Hand what was aggregated since the last flush to Ray (kept while Ray is not running:
+        a call into a worker that has shut down may crash the process, not raise)."""
+        if not self._sink_running():
+            return
         with self._buffer_lock:
             counts, self._counts = self._counts, defaultdict(float)
             observations, self._observations = self._observations, defaultdict(list)
@@ -392,11 +401,18 @@ class RayMetrics(FeedMetrics):
             if self._flusher is None:
                 self._flusher = threading.Thread(target=self._flush_forever, name="rayfeed-metrics-flush", daemon=True)
                 self._flusher.start()
-                atexit.register(self.flush)
+                atexit.register(self.close)
+
+    def close(self) -> None:
+        """Stop the flusher and flush once more. Registered at exit ahead of Ray's own shutdown
+        (atexit runs last-registered first), so the thread never calls into Ray while it stops."""
+        self._closing.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=max(1.0, 2 * self.flush_s))
+        self.flush()
 
     def _flush_forever(self) -> None:
-        while True:
-            time.sleep(self.flush_s)
+        while not self._closing.wait(self.flush_s):
             try:
                 self.flush()
             except Exception:  # noqa: BLE001 - metrics must never take the process down

@@ -137,6 +137,10 @@ class _RecordingRayMetrics(RayMetrics):
 
     calls: list[tuple[str, str, float, dict]]
 
+    @staticmethod
+    def _sink_running() -> bool:
+        return True
+
     def _create(self, spec):
         calls = self.calls
 
@@ -181,3 +185,21 @@ def test_ray_metrics_aggregate_in_process_and_reach_ray_once_per_series_per_flus
     assert [kind for kind, *_ in direct.calls] == ["inc", "observe"]  # flush_s = 0: handed over at once
     with pytest.raises(ValueError):
         RayMetrics(flush_s=-1)
+
+
+def test_the_flusher_stops_at_close_and_never_hands_records_to_a_stopped_ray():
+    class Stopped(_RecordingRayMetrics):
+        running = True
+
+        def _sink_running(self) -> bool:
+            return self.running
+
+    metrics = Stopped(flush_s=0.05)
+    metrics.calls = []
+    metrics.record_stage(StageRecord("mmr", "reranker", 0.01, 3, 1), "organic")
+    metrics.running = False  # Ray shut down before the flusher woke: the records stay buffered
+    time.sleep(0.2)
+    assert metrics.calls == [] and metrics._flusher.is_alive()
+    metrics.running = True
+    metrics.close()
+    assert not metrics._flusher.is_alive() and any(kind == "inc" for kind, *_ in metrics.calls)
