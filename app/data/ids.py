@@ -24,12 +24,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.shared_arrays import SUFFIX, load_arrays, save_arrays
+
 UNKNOWN = -1
 GUEST_SPAN = 2**40  # unknown users get a stable index above every known one (cold start)
 BULK_LOOKUP = 50_000  # from this many ids, one Arrow hash join beats per-id probes of the key table
 ARROW_SUFFIX = ".arrow"  # beside <name>.parquet: the ids as an Arrow IPC file, mapped by replicas
-KEYS_SUFFIX = "_keys.npy"  # and the sorted lookup keys with the positions they came from
-ORDER_SUFFIX = "_order.npy"
+KEYS, ORDER = "_keys", "_order"  # and <name>_keys / <name>_order: the sorted lookup keys and their rows
 
 
 def _sort_key(value: object) -> tuple[int, object]:
@@ -172,21 +173,20 @@ class IdMap:
                 table = pa.table({"id": self._arrow})
                 with pa.ipc.new_file(sink, table.schema) as writer:
                     writer.write_table(table)
-            np.save(path.with_name(path.stem + KEYS_SUFFIX), np.ascontiguousarray(self._keys), allow_pickle=False)
-            np.save(path.with_name(path.stem + ORDER_SUFFIX), np.ascontiguousarray(self._order), allow_pickle=False)
+            save_arrays(path.parent, {path.stem + KEYS: self._keys, path.stem + ORDER: self._order})
 
     @classmethod
     def load(cls, path: Path) -> IdMap:
         """Mapped from the files `save` writes beside the table (an artifact saved before they
         existed, or mixed ids: built from the table)."""
         path = Path(path)
-        arrow_file = path.with_suffix(ARROW_SUFFIX)
-        keys_file, order_file = path.with_name(path.stem + KEYS_SUFFIX), path.with_name(path.stem + ORDER_SUFFIX)
-        if arrow_file.exists() and keys_file.exists() and order_file.exists():
+        arrow_file, keys, order = path.with_suffix(ARROW_SUFFIX), path.stem + KEYS, path.stem + ORDER
+        if arrow_file.exists() and all((path.parent / f"{name}{SUFFIX}").exists() for name in (keys, order)):
             reader = pa.ipc.open_file(pa.memory_map(str(arrow_file), "r"))
             ids = reader.get_batch(0).column(0) if reader.num_record_batches == 1 else \
                 reader.read_all().column(0).combine_chunks()
-            return cls(ids, (np.load(keys_file, mmap_mode="r"), np.load(order_file, mmap_mode="r")))
+            arrays = load_arrays(path.parent, [keys, order])
+            return cls(ids, (arrays[keys], arrays[order]))
         frame = pd.read_parquet(path).sort_values("index")
         return cls(tuple(int(v) if is_int else str(v) for v, is_int in zip(frame["id"], frame["integer"])))
 

@@ -81,7 +81,11 @@ def topic_tuples(column: pa.ChunkedArray) -> np.ndarray:
     the distinct combinations become tuples. Per-row tuples freed later leave the interpreter's
     small-object arenas fragmented (≈ 60 MiB at 1M items that never went back to the OS)."""
     if pc.any(pc.match_substring(pc.list_flatten(column), _JOIN)).as_py():
-        return np.asarray(shared_topic_tuples(t or () for t in column.to_pylist()) + [()], dtype=object)[:-1]
+        rows = shared_topic_tuples(t or () for t in column.to_pylist())
+        out = np.empty(len(rows), dtype=object)
+        for i, row in enumerate(rows):  # one by one: numpy would read equal-length tuples as a 2-D array
+            out[i] = row
+        return out
     encoded = pc.binary_join(column, _JOIN).combine_chunks().dictionary_encode()
     combos = np.empty(len(encoded.dictionary) + 1, dtype=object)
     combos[:-1] = [tuple(key.split(_JOIN)) if key else () for key in encoded.dictionary.to_pylist()]

@@ -55,10 +55,10 @@ def test_an_artifact_map_is_mapped_from_its_files_and_an_older_one_still_loads(t
     maps.save(tmp_path / "ids")
     loaded = IdMaps.load(tmp_path / "ids")
     assert loaded == maps
-    assert isinstance(loaded.users._keys, np.memmap) and isinstance(loaded.items._order, np.memmap)
+    assert not loaded.users._keys.flags.writeable and not loaded.items._order.flags.writeable  # mapped read-only
     assert loaded.users.one("u49") == 50 and loaded.items.one(1) == 100 and loaded.creators.one("c") == 2
     for name in ("users", "items"):  # an artifact from before the mapped files: built from the table
-        for suffix in (".arrow", "_keys.npy", "_order.npy"):
+        for suffix in (".arrow", "_keys.npy", "_order.npy"):  # the files `save` wrote beside the parquet
             (tmp_path / "ids" / f"{name}{suffix}").unlink()
     older = IdMaps.load(tmp_path / "ids")
     assert older == maps and older.users.one("u7") == 8 and older.items.to_external([1]) == [100]
