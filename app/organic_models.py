@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from app.retrieval.fresh import FreshIndex
     from app.retrieval.index import AnnIndex
     from app.retrieval.sources import SocialGraph
-    from app.retrieval.two_tower import TwoTowerArtifacts
+    from app.retrieval.two_tower_serving import TwoTowerArtifacts
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,16 @@ class OrganicModels:
     def load(cls, directory: Path, dataset: Dataset, config: OrganicSettings, with_ranker: bool = True) -> "OrganicModels":
         """`with_ranker=False`: retrieval alone (the Retrieval replica), whose process then holds
         no ranker (its DCN and feature tables are the Ranking replica's)."""
-        from app.ranking.artifacts import RankerArtifacts
         from app.retrieval.engagement import EngagementLog, ItemNeighbours
         from app.retrieval.index import AnnIndex
         from app.retrieval.sources import SocialGraph
-        from app.retrieval.two_tower import TwoTowerArtifacts
+        from app.retrieval.two_tower_serving import TwoTowerArtifacts
 
+        ranker = None
+        if with_ranker:  # imported only here: the ranker's modules import torch, which Retrieval never needs
+            from app.ranking.artifacts import RankerArtifacts
+
+            ranker = RankerArtifacts.load(directory / "ranker", config.ranking)
         two_tower = TwoTowerArtifacts.load(directory / "two_tower")
         sources = config.retrieval.sources
         # The log and the neighbours are saved with the artifact and mapped (shared by a node's
@@ -153,7 +157,7 @@ class OrganicModels:
             engagements=log,
             neighbours=neighbours,
             social=SocialGraph(dataset.friend_lists),
-            ranker=RankerArtifacts.load(directory / "ranker", config.ranking) if with_ranker else None,
+            ranker=ranker,
             meta=json.loads((directory / "organic.json").read_text()),
         )
 

@@ -167,7 +167,7 @@ def untrained_two_tower(dataset):
     model = build_model(features, config, ModelTables.build(features, dataset))
     return TwoTowerArtifacts(
         features=features, config=config,
-        state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
+        weights={k: v.detach().numpy().copy() for k, v in model.state_dict().items()},
         user_ids=features.user_ids.copy(),
         user_embeddings=np.zeros((len(features.user_ids), config.embedding_dim), np.float32),
         item_ids=features.item_ids.copy(),

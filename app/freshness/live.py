@@ -31,11 +31,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from app.retrieval.config import DynamicEmbeddingConfig
 from app.retrieval.features import OOV
-from app.retrieval.two_tower import TwoTowerArtifacts
+from app.retrieval.two_tower_serving import TwoTowerArtifacts
 from app.state.events import StreamEvent
 
 
@@ -65,7 +64,6 @@ class LiveEngagement:
     def __init__(self, two_tower: TwoTowerArtifacts, config: DynamicEmbeddingConfig) -> None:
         self.config = config
         self._two_tower = two_tower
-        self._model = two_tower.build_model()
         self._fresh: dict[int, deque[tuple[int, float]]] = {}  # (item, ts), newest first
         self._last_event: dict[int, float] = {}
         self._dynamic: dict[int, np.ndarray] = {}
@@ -81,8 +79,7 @@ class LiveEngagement:
         if models is self._attached:
             return
         self._attached = models
-        if models.two_tower is not self._two_tower:
-            self._two_tower, self._model = models.two_tower, models.two_tower.build_model()
+        self._two_tower = models.two_tower
         if self._retained:
             _add_to_log(models.engagements, list(self._retained))
         self._dynamic.clear()
@@ -161,9 +158,7 @@ class LiveEngagement:
             stored = art.user_histories[rows[k]] if rows[k] != OOV else np.zeros(0, np.int64)
             combined = np.concatenate([fresh_rows, stored[stored != OOV]])[:length]
             history[k, : len(combined)] = combined
-        with torch.no_grad():
-            vectors = self._model.user_vectors(torch.as_tensor(rows), torch.as_tensor(history[:, :length]))
-        for user, vector in zip(users, vectors.numpy().astype(np.float32)):
+        for user, vector in zip(users, art.user_vectors(rows, history[:, :length])):
             self._dynamic[user] = vector
 
 

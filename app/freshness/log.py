@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from app.evaluation.sets import PAD, UserItemSets
-from app.retrieval.two_tower import ordered_interactions
+from app.retrieval.two_tower_serving import ordered_interactions
 
 LOG_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 

@@ -19,7 +19,7 @@ _EXPORTS = {
     "CoEngagementSource": "sources", "EmbeddingAnnSource": "sources", "SeenItemFilter": "sources",
     "SocialGraph": "sources", "SocialSource": "sources", "SourceFeatureHydrator": "sources",
     "SourceMerger": "sources", "TrendingSource": "sources", "merge_candidates": "sources",
-    "TwoTowerArtifacts": "two_tower", "TwoTowerModel": "two_tower", "train_two_tower_in_process": "two_tower",
+    "TwoTowerArtifacts": "two_tower_serving", "TwoTowerModel": "two_tower", "train_two_tower_in_process": "two_tower",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
@@ -33,4 +33,5 @@ if TYPE_CHECKING:
         CoEngagementSource, EmbeddingAnnSource, SeenItemFilter, SocialGraph, SocialSource, SourceFeatureHydrator,
         SourceMerger, TrendingSource, merge_candidates,
     )
-    from app.retrieval.two_tower import TwoTowerArtifacts, TwoTowerModel, train_two_tower_in_process
+    from app.retrieval.two_tower import TwoTowerModel, train_two_tower_in_process
+    from app.retrieval.two_tower_serving import TwoTowerArtifacts

@@ -19,14 +19,24 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
 from app.retrieval.config import AnnIndexConfig
-from app.retrieval.gpu_exact import TorchExactSearch, cuda_available
+
+if TYPE_CHECKING:  # torch is imported only on the GPU path: a CPU Retrieval replica never loads it
+    from app.retrieval.gpu_exact import TorchExactSearch
 
 log = logging.getLogger(__name__)
+
+
+def _torch_cuda_available() -> bool:
+    from app.retrieval.gpu_exact import cuda_available
+
+    return cuda_available()
+
 
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns (and k-means degrades) below this many per IVF list
 TRAIN_SAMPLE_SEED = 0  # the IVF training sample is reproducible
@@ -119,7 +129,9 @@ class AnnIndex:
         if not self.config.use_gpu or self.config.kind in ("hnsw", "ivfpq"):
             return index
         if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
-            if self.config.kind == "exact" and cuda_available():
+            if self.config.kind == "exact" and _torch_cuda_available():
+                from app.retrieval.gpu_exact import TorchExactSearch
+
                 self._torch_search = TorchExactSearch(index.reconstruct_n(0, index.ntotal), "cuda")
                 log.info("exact index of %d items searched through torch on CUDA", index.ntotal)
             return index

@@ -22,15 +22,10 @@ Ray); training/two_tower.py runs it inside Ray Train workers with prepared model
 """
 from __future__ import annotations
 
-import dataclasses
-
-import json
 import math
 import time
-from functools import cached_property
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -41,13 +36,13 @@ from torch.nn import functional as F
 from app.data.tables import Dataset
 from app.retrieval.config import TwoTowerConfig
 from app.retrieval.features import OOV, TowerFeatures
-from app.shared_arrays import load_arrays, load_state, save_arrays
+from app.retrieval.two_tower_serving import (  # noqa: F401 - the serving side, re-exported
+    TwoTowerArtifacts,
+    ordered_interactions,
+    row_histories,
+    serving_histories,
+)
 
-ARTIFACT_VERSION = 1
-EMBEDDINGS_DIR = "embeddings"  # one .npy per array, memory-mapped at load
-ITEM_ID_MEAN = "item_id_mean"  # beside the embeddings: what content_item_tower stands a new item in with
-SERVING_ARRAYS = ("user_ids", "user_embeddings", "item_ids", "user_histories", ITEM_ID_MEAN)  # prefaulted
-ITEM_TOWER_TABLES = ("item_id.", "item_genres", "item_cats")  # state entries serving leaves unmapped
 EpochCallback = Callable[[int, dict[str, float]], None]
 # (item_vectors, item_rows, log_q) of this batch -> the same for every column of the softmax
 ColumnGather = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -174,28 +169,6 @@ def in_batch_softmax_loss(
 # ----------------------------------------------------------------------------- training data
 
 
-def ordered_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
-    """Interactions in the order every history uses: per user, by (timestamp, item_id)."""
-    return interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
-
-
-def _histories(user_codes: np.ndarray, item_rows: np.ndarray, length: int, include_self: bool) -> np.ndarray:
-    """Row r's history: the `length` items before r (or ending at r) of the same user, newest first."""
-    n = len(item_rows)
-    out = np.zeros((n, length), dtype=np.int64)
-    if n == 0 or length == 0:
-        return out
-    starts = np.r_[0, np.flatnonzero(np.diff(user_codes)) + 1]
-    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
-    position = np.arange(n)
-    offset = 0 if include_self else 1
-    for j in range(length):
-        source = position - j - offset
-        valid = source >= group_start
-        out[valid, j] = item_rows[source[valid]]
-    return out
-
-
 @dataclass
 class TrainingExamples:
     """Columns of one (user, positive item) row each, ready for a TensorDataset."""
@@ -236,7 +209,7 @@ def build_training_examples(
     ordered = ordered_interactions(combined)
     user_rows = features.user_rows(ordered["user_id"].to_numpy())
     item_rows = features.item_rows(ordered["item_id"].to_numpy())
-    history = _histories(user_rows, item_rows, config.history_length, include_self=False)
+    history = row_histories(user_rows, item_rows, config.history_length, include_self=False)
     ratings = ordered["rating"].to_numpy(np.float32)
     positive = (
         (ratings >= config.min_positive_rating) & (user_rows != OOV) & (item_rows != OOV)
@@ -250,21 +223,6 @@ def build_training_examples(
     log_q = np.log(counts[item_rows] / len(item_rows)).astype(np.float32)
     weights = (ratings / ratings.mean()) if config.rating_weighted else np.ones(len(ratings))
     return TrainingExamples(user_rows, history, item_rows, log_q, weights.astype(np.float32))
-
-
-def serving_histories(features: TowerFeatures, interactions: pd.DataFrame, length: int) -> np.ndarray:
-    """(n_user_rows, length): each known user's latest `length` items, newest first (row 0 empty)."""
-    out = np.zeros((features.n_user_rows, length), dtype=np.int64)
-    ordered = ordered_interactions(interactions)
-    user_rows = features.user_rows(ordered["user_id"].to_numpy())
-    item_rows = features.item_rows(ordered["item_id"].to_numpy())
-    keep = (user_rows != OOV) & (item_rows != OOV)
-    user_rows, item_rows = user_rows[keep], item_rows[keep]
-    if len(user_rows) == 0 or length == 0:
-        return out
-    last = np.r_[np.flatnonzero(np.diff(user_rows)), len(user_rows) - 1]
-    out[user_rows[last]] = _histories(user_rows, item_rows, length, include_self=True)[last]
-    return out
 
 
 @dataclass
@@ -414,7 +372,7 @@ def print_progress(epoch: int, metrics: dict[str, float]) -> None:
 # ----------------------------------------------------------------------------- artifacts
 
 
-def _mean_fill(weight: torch.Tensor, trained_rows: np.ndarray) -> None:
+def mean_fill(weight: torch.Tensor, trained_rows: np.ndarray) -> None:
     trained = np.unique(trained_rows[trained_rows != OOV])
     untrained = np.setdiff1d(np.arange(1, weight.shape[0]), trained)
     if len(trained) and len(untrained):
@@ -423,165 +381,9 @@ def _mean_fill(weight: torch.Tensor, trained_rows: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def _encode(fn: Callable[..., torch.Tensor], n: int, batch: int, *columns: torch.Tensor) -> np.ndarray:
+def encode_in_batches(fn: Callable[..., torch.Tensor], n: int, batch: int, *columns: torch.Tensor) -> np.ndarray:
     chunks = [fn(*(c[s:s + batch] for c in columns)) for s in range(0, n, batch)]
     return torch.cat(chunks).cpu().numpy().astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
-
-
-@dataclass
-class TwoTowerArtifacts:
-    """What serving needs from a trained two-tower: embeddings by id, the model, its features.
-
-    `user_embeddings[i]` belongs to `user_ids[i]` (sorted), likewise for items. Stored user
-    embeddings use each user's latest `history_length` training items (`user_histories`).
-    """
-
-    features: TowerFeatures
-    config: TwoTowerConfig
-    state_dict: dict[str, torch.Tensor]
-    user_ids: np.ndarray
-    user_embeddings: np.ndarray
-    item_ids: np.ndarray
-    item_embeddings: np.ndarray
-    user_histories: np.ndarray  # (n_user_rows, history_length) item rows, newest first
-    metrics: list[dict[str, float]] = field(default_factory=list)
-
-    @classmethod
-    def from_model(
-        cls,
-        model: TwoTowerModel,
-        features: TowerFeatures,
-        config: TwoTowerConfig,
-        histories: np.ndarray,
-        metrics: list[dict[str, float]],
-        batch: int = 4096,
-        trained_item_rows: np.ndarray | None = None,
-    ) -> TwoTowerArtifacts:
-        """`trained_item_rows`: the item rows training saw; every other item (one without
-        interactions, such as a published item folded in: training/fold.py) gets the mean trained
-        id embedding, so it embeds as `content_item_tower` embeds it, not from an untrained row."""
-        model = model.cpu().eval()
-        if trained_item_rows is not None:
-            _mean_fill(model.item_id.weight, trained_item_rows)
-        user_rows = torch.arange(1, features.n_user_rows)
-        item_rows = torch.arange(1, features.n_item_rows)
-        hist = torch.as_tensor(histories[1:])
-        return cls(
-            features=features,
-            config=config,
-            state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            user_ids=features.user_ids.copy(),
-            user_embeddings=_encode(model.user_vectors, len(user_rows), batch, user_rows, hist),
-            item_ids=features.item_ids.copy(),
-            item_embeddings=_encode(model.item_vectors, len(item_rows), batch, item_rows),
-            user_histories=histories,
-            metrics=metrics,
-        )
-
-    @property
-    def dim(self) -> int:
-        return int(self.item_embeddings.shape[1])
-
-    def user_embedding(self, user_id: int) -> np.ndarray | None:
-        """The stored embedding of a user known at training time, else None."""
-        row = int(self.features.user_rows(np.array([user_id]))[0])
-        return None if row == OOV else self.user_embeddings[row - 1]
-
-    def with_histories(self, interactions: pd.DataFrame, batch: int = 4096) -> TwoTowerArtifacts:
-        """The same model with user embeddings re-encoded from newer histories (no retraining):
-        the user tower reads recent items, so new interactions move the stored embeddings."""
-        histories = serving_histories(self.features, interactions, self.config.history_length)
-        model = self.build_model()
-        user_rows = torch.arange(1, self.features.n_user_rows)
-        with torch.no_grad():
-            embeddings = _encode(model.user_vectors, len(user_rows), batch, user_rows, torch.as_tensor(histories[1:]))
-        return dataclasses.replace(self, user_embeddings=embeddings, user_histories=histories)
-
-    def build_model(self) -> TwoTowerModel:
-        """The model for inference, its parameters the artifact's own tensors (no copy: a loaded
-        artifact's are the file's mapped pages); never train it, build one to train instead."""
-        model = TwoTowerModel(self.features, self.config)
-        model.load_state_dict(self.state_dict, assign=True)
-        return model.eval()
-
-    def encode_users(self, users: pd.DataFrame, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        """Fresh user embeddings from features and recent item ids (newest first), e.g. for
-        cold-start users or dynamic embeddings; unknown ids use the shared unknown rows."""
-        model = self.build_model()
-        length = self.config.history_length
-        hist = np.zeros((len(users), length), dtype=np.int64)
-        for r, items in enumerate(histories):
-            rows = self.features.item_rows(np.asarray(list(items)[:length], dtype=np.int64))
-            hist[r, : len(rows)] = rows
-        with torch.no_grad():
-            vectors = model.user_tower(
-                torch.as_tensor(self.features.user_rows(users["user_id"].to_numpy())),
-                torch.as_tensor(self.features.encode_users(users)),
-                torch.as_tensor(hist),
-            )
-        return vectors.numpy().astype(np.float32)
-
-    def encode_new_items(self, items: pd.DataFrame) -> np.ndarray:
-        """Vectors of items published after training (ITEM_COLUMNS; creator_id as the models'
-        index), from content alone (`TwoTowerModel.content_item_tower`)."""
-        if items.empty:
-            return np.zeros((0, self.dim), np.float32)
-        cats, genres = self.features.encode_items(items)
-        with torch.no_grad():
-            vectors = self.build_model().content_item_tower(torch.as_tensor(cats), torch.as_tensor(genres),
-                                                            torch.tensor(self.item_id_mean))  # a copy: the mean may be mapped read-only
-        return vectors.numpy().astype(np.float32)
-
-    @cached_property
-    def item_id_mean(self) -> np.ndarray:
-        """The mean trained item-id embedding (what a new item stands in with), saved with the
-        artifact: computing it reads the whole 1M × 64 id table, which a Retrieval replica
-        otherwise never maps (its pages would then count in that replica's memory)."""
-        weight = self.state_dict["item_id.weight"]
-        return weight[1:].detach().float().mean(0).cpu().numpy().astype(np.float32)
-
-    def save(self, path: Path) -> None:
-        """A directory: model.pt (state dict), embeddings/ (one .npy per array), features.json, meta.json."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict, path / "model.pt")
-        save_arrays(path / EMBEDDINGS_DIR, {
-            "user_ids": self.user_ids, "user_embeddings": self.user_embeddings,
-            "item_ids": self.item_ids, "item_embeddings": self.item_embeddings, "user_histories": self.user_histories,
-            ITEM_ID_MEAN: self.item_id_mean,
-        })
-        self.features.save(path / "features.json")
-        meta = {"version": ARTIFACT_VERSION, "config": self.config.model_dump(mode="json"), "metrics": self.metrics}
-        (path / "meta.json").write_text(json.dumps(meta, indent=1))
-
-    @classmethod
-    def load(cls, path: Path) -> TwoTowerArtifacts:
-        path = Path(path)
-        meta = json.loads((path / "meta.json").read_text())
-        if meta.get("version") != ARTIFACT_VERSION:
-            raise ValueError(f"{path}: two-tower artifact version {meta.get('version')}, expected {ARTIFACT_VERSION}")
-        # Mapped read-only (app/shared_arrays.py): the node's replicas share the pages. Only what
-        # serving reads is prefaulted: the user tower and the user-side arrays. The item tower's
-        # 1M-row tables and the item embeddings (the index holds its own vectors) stay unmapped
-        # until read, ≈ 0.63 GiB at 1M items that a Retrieval replica never touches.
-        if (path / EMBEDDINGS_DIR).is_dir():
-            arrays = load_arrays(path / EMBEDDINGS_DIR, prefaulted=SERVING_ARRAYS)
-        else:  # artifacts written before the embeddings were mapped
-            arrays = dict(np.load(path / "embeddings.npz"))
-        artifacts = cls(
-            features=TowerFeatures.load(path / "features.json"),
-            config=TwoTowerConfig.model_validate(meta["config"]),
-            state_dict=load_state(path / "model.pt", prefaulted=lambda name: not name.startswith(ITEM_TOWER_TABLES)),
-            user_ids=arrays["user_ids"],
-            user_embeddings=arrays["user_embeddings"],
-            item_ids=arrays["item_ids"],
-            item_embeddings=arrays["item_embeddings"],
-            user_histories=arrays["user_histories"],
-            metrics=meta["metrics"],
-        )
-        if ITEM_ID_MEAN in arrays:  # artifacts from before it was saved compute it when first asked
-            artifacts.__dict__["item_id_mean"] = np.asarray(arrays[ITEM_ID_MEAN])
-        return artifacts
 
 
 @dataclass

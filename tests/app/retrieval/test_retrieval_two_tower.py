@@ -16,7 +16,7 @@ from app.retrieval.config import RetrievalConfig, TwoTowerConfig
 from app.retrieval.features import TowerFeatures
 from app.retrieval.two_tower import (
     TwoTowerArtifacts,
-    _histories,
+    row_histories,
     build_model,
     build_training_examples,
     fit,
@@ -124,10 +124,10 @@ def test_histories_hold_only_earlier_items_newest_first() -> None:
     users = np.array([1, 1, 1, 2, 2])
     items = np.array([10, 11, 12, 20, 21])
     np.testing.assert_array_equal(
-        _histories(users, items, 2, include_self=False),
+        row_histories(users, items, 2, include_self=False),
         [[0, 0], [10, 0], [11, 10], [0, 0], [20, 0]],
     )
-    np.testing.assert_array_equal(_histories(users, items, 2, include_self=True)[[2, 4]], [[12, 11], [21, 20]])
+    np.testing.assert_array_equal(row_histories(users, items, 2, include_self=True)[[2, 4]], [[12, 11], [21, 20]])
 
 
 def test_training_examples_log_q_is_item_frequency(ds, sample) -> None:
