@@ -286,7 +286,7 @@ class ReloadableDeployment(Generic[State]):
             config = config_from_mapping(mapping, f"{self.stage_name} user_config")
             started = time.perf_counter()
             # Built in a worker thread, beside the old state: requests keep being served meanwhile.
-            state = await asyncio.to_thread(self.build_state, config, self._settings, self._state)
+            state = await asyncio.to_thread(self._build_and_release, config)
             if self.follows_items and len(self.published):
                 state = self.with_published(state, self.published)
             self.config, self._state = config, state  # the swap
@@ -296,6 +296,14 @@ class ReloadableDeployment(Generic[State]):
             release_unused_memory()  # what loading freed goes back to the OS, not to the next load
             gc.freeze()
             log.info("%s: state ready in %.2fs", self.stage_name, time.perf_counter() - started)
+
+    def _build_and_release(self, config: RayfeedConfig) -> State:
+        state = self.build_state(config, self._settings, self._state)
+        # In the thread that loaded: Arrow's allocator (mimalloc) hands a thread's freed pages back
+        # only from that thread. Released from the event loop alone, a 1M-item Retrieval replica
+        # kept ≈ 270 MiB of freed parquet buffers (measured: 559 against 289 MiB anonymous).
+        release_unused_memory()
+        return state
 
     def _start_poller(self) -> None:
         if not (self.config and self.config.redis_url):

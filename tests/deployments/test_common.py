@@ -46,3 +46,27 @@ def test_published_items_apply_at_once_and_survive_a_rebuild():
         assert (await toy.state()) is state
 
     asyncio.run(go())
+
+
+def test_what_a_load_freed_is_released_in_the_thread_that_loaded(monkeypatch):
+    """Arrow's allocator returns a thread's freed pages only from that thread: released from the
+    event loop alone, a 1M-item Retrieval replica kept ≈ 270 MiB of freed parquet buffers."""
+    import threading
+
+    import deployments.common as common
+
+    built_in, released_in = [], []
+
+    class Loading(Toy):
+        def build_state(self, config, settings, previous) -> ToyState:
+            built_in.append(threading.get_ident())
+            return super().build_state(config, settings, previous)
+
+    monkeypatch.setattr(common, "release_unused_memory", lambda: released_in.append(threading.get_ident()))
+
+    async def go() -> None:
+        await Loading().reconfigure({})
+
+    asyncio.run(go())
+    assert len(built_in) == 1 and built_in[0] != threading.get_ident()  # built off the event loop
+    assert built_in[0] in released_in  # and released there, before the swap
