@@ -161,6 +161,12 @@ class OrganicModels:
             meta=json.loads((directory / "organic.json").read_text()),
         )
 
+    def for_retrieval(self) -> "OrganicModels":
+        """These models as a Retrieval replica keeps them once its catalogue is built: the
+        dataset's items frame cut to its ids (`Dataset.with_item_ids_only`), ≈ 80 MiB a replica
+        at 1M items. Load it `with_ranker=False`."""
+        return dataclasses.replace(self, dataset=self.dataset.with_item_ids_only())
+
     def query(
         self,
         user_id: int,

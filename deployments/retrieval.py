@@ -56,7 +56,7 @@ class Retrieval(ReloadableDeployment[RetrievalState]):
         models = load_once(previous.models if previous else None, (str(version.root), version.version, config.data),
                            lambda: OrganicModels.load(version.path / "organic",
                                                       load_dataset_for(config.data, version.path).for_serving(),
-                                                      config, with_ranker=False))
+                                                      config, with_ranker=False).for_retrieval())
         part = RetrievalPart(models.value, config, stage_hook("retrieval", config, version.version), version.version)
         return RetrievalState(config, version.version, models, part)
 

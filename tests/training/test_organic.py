@@ -136,3 +136,22 @@ def test_redis_unreachable_withholds_ads_and_keeps_the_organic_feed(trained_mode
     assert set(kinds) <= {"organic", "notification"} and kinds.count("organic") >= 16, kinds
     assert page.ads.result.withheld_reason == WithheldReason.STORE_UNAVAILABLE
     assert page.body["ads_withheld"] == WithheldReason.STORE_UNAVAILABLE.value
+
+
+def test_retrieval_on_models_cut_to_item_ids_returns_the_same_candidates(trained_models, small_config_):
+    """What a Retrieval replica keeps (`OrganicModels.for_retrieval`): the items frame cut to its
+    ids; its catalogue arrays hold every attribute retrieval reads."""
+    slim = trained_models.for_retrieval()
+    assert list(slim.dataset.items.columns) == ["item_id"]
+    assert "title" in trained_models.dataset.items.columns  # the full models are untouched
+    assert slim.dataset.n_items == trained_models.dataset.n_items
+    now = trained_models.engagements.last_timestamp
+    for user_id in (7, 9, 30):
+        full = OrganicPipeline(trained_models, small_config_).run(
+            trained_models.query(user_id, now=now, limit=20, hidden_creator_ids=frozenset({2})), through="retrieval")
+        cut = OrganicPipeline(slim, small_config_).run(
+            slim.query(user_id, now=now, limit=20, hidden_creator_ids=frozenset({2})), through="retrieval")
+        a, b = full.parts["retrieval"].candidates, cut.parts["retrieval"].candidates
+        assert a.item_ids.tolist() == b.item_ids.tolist()
+        for name, column in a.features.items():
+            np.testing.assert_array_equal(np.asarray(column), np.asarray(b.features[name]), err_msg=name)
