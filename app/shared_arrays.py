@@ -83,6 +83,17 @@ def load_state(path: str | Path, prefaulted: Callable[[str], bool] | None = None
     return state
 
 
+def release_freed_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc `malloc_trim`, every thread's arena),
+    without a garbage collection (a full one over a loaded replica pauses requests). A request's
+    large temporaries (feature matrices of 5000 candidates) are freed onto the heap, which keeps
+    them: a 1M-item page loop grew anonymous memory 857 → 1150 MiB, and a trim took it to 932."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def release_unused_memory() -> None:
     """Hand memory freed after a load back to the OS: Arrow's pool (mimalloc) keeps the buffers
     that reading parquet frames freed, and glibc keeps freed heap. At 1M items a Retrieval
@@ -94,7 +105,4 @@ def release_unused_memory() -> None:
         pyarrow.default_memory_pool().release_unused()
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         pass
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    release_freed_heap()

@@ -8,6 +8,7 @@ user_config (serve_config.yaml, per deployment) is validated by `DeploymentSetti
       max_batch_size: 16          # Ranking only: @serve.batch
       batch_wait_timeout_s: 0.0     # Ranking: 0 = batch what is queued when the model is free
       admin_poll_s: 1.0           # how often a replica looks for /admin overrides in Redis
+      heap_trim_s: 30.0           # how often a replica hands its freed C heap back to the OS (0: never)
       chain_max_in_flight: 2      # FeedIngress only: stage calls outstanding (deployments/batching.py)
       chain_max_batch_size: 8     # FeedIngress only: requests carried by one stage call
 
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.artifacts import ArtifactVersion
 from app.artifacts import resolve_version as resolve_artifact_version
 from app.freshness.published import PublishedItems
-from app.shared_arrays import release_unused_memory
+from app.shared_arrays import release_freed_heap, release_unused_memory
 from app.state.clock import ReplayClock
 from app.state.overrides import AdminOverrides
 from config import RayfeedConfig, config_from_mapping, deep_merge
@@ -57,6 +58,10 @@ class DeploymentSettings(BaseModel):
         0.0, ge=0, le=1,
         description="Ranking: extra wait for a batch to fill; 0 takes what queued while the last batch ran")
     admin_poll_s: float = Field(1.0, gt=0, le=3600, description="period of the admin-override poll (Redis)")
+    heap_trim_s: float = Field(
+        30.0, ge=0, le=3600,
+        description="period of handing the freed C heap back to the OS (malloc_trim; 0: never): requests' "
+                    "freed temporaries otherwise stay with the replica (≈ 0.2 GiB a 1M-item Ranking replica)")
     # Ingress only: adaptive batching of the stage calls (deployments/batching.py). A request that
     # finds fewer than chain_max_in_flight calls out goes at once; the others wait and share the next.
     chain_max_in_flight: int = Field(
@@ -186,6 +191,7 @@ class ReloadableDeployment(Generic[State]):
         self._generation = 0  # no overrides written yet (a missing key reads as generation 0)
         self._rebuild_lock: asyncio.Lock | None = None
         self._poller: asyncio.Task | None = None
+        self._heap_trimmer: asyncio.Task | None = None
         self.config: RayfeedConfig | None = None
         self.last_reload_error: str | None = None  # why the last reconfigure kept the old state
 
@@ -296,6 +302,8 @@ class ReloadableDeployment(Generic[State]):
             release_unused_memory()  # what loading freed goes back to the OS, not to the next load
             gc.freeze()
             log.info("%s: state ready in %.2fs", self.stage_name, time.perf_counter() - started)
+            if self._heap_trimmer is None:
+                self._heap_trimmer = asyncio.get_running_loop().create_task(self._trim_heap())
 
     def _build_and_release(self, config: RayfeedConfig) -> State:
         state = self.build_state(config, self._settings, self._state)
@@ -304,6 +312,13 @@ class ReloadableDeployment(Generic[State]):
         # kept ≈ 270 MiB of freed parquet buffers (measured: 559 against 289 MiB anonymous).
         release_unused_memory()
         return state
+
+    async def _trim_heap(self) -> None:
+        while True:
+            period = self._settings.heap_trim_s
+            await asyncio.sleep(period or 60.0)  # 0: never trims, looks again in a minute
+            if period:
+                await asyncio.to_thread(release_freed_heap)
 
     def _start_poller(self) -> None:
         if not (self.config and self.config.redis_url):
