@@ -113,7 +113,9 @@ def process_cpu_s() -> dict[str, float]:
 def process_role(command: str) -> str:
     """The role `process_cpu_s` files a process under, from its command line's first word."""
     if command.startswith("ray::ServeReplica:"):
-        deployment = command.split()[0].rsplit(":", 1)[-1]
+        # "...:Auction.reconfigure" while a replica runs a method: filed under its deployment, or
+        # the step's CPU delta would count a whole process (or a negative one) when it changed.
+        deployment = command.split()[0].rsplit(":", 1)[-1].split(".")[0]
         return "Ingress" if deployment.endswith("Ingress") else deployment
     if command.startswith("ray::"):  # "ray::ServeController.listen_for_change" while in a method
         return command.split()[0][len("ray::"):].split(".")[0]

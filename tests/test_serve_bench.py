@@ -41,6 +41,8 @@ def test_the_machine_clock_advances_with_work():
 def test_processes_are_filed_by_role():
     role = serve_load.process_role
     assert role("ray::ServeReplica:rayfeed:Ranking") == "Ranking"
+    assert role("ray::ServeReplica:rayfeed:Auction.reconfigure") == "Auction"  # in a method
+    assert role("ray::ServeReplica:rayfeed:FeedIngress.check_health") == "Ingress"
     assert role("ray::ServeReplica:rayfeed:FeedIngress") == role("ray::ServeReplica:floor:PlainIngress") == "Ingress"
     assert role("ray::ServeController.listen_for_change") == role("ray::ServeController") == "ServeController"
     assert role("/usr/bin/redis-server 127.0.0.1:6379") == "redis-server"
