@@ -307,5 +307,8 @@ def _load_weights(path: Path) -> dict[str, np.ndarray]:
         directory = path / WEIGHTS_DIR
         names = [p.name.removesuffix(".npy") for p in directory.glob("*.npy")]
         return load_arrays(directory, names, prefaulted=[n for n in names if _serving_reads(n)])
+    if not (path / LEGACY_STATE_FILE).is_file():
+        raise FileNotFoundError(f"{path}: two-tower artifact without weights: neither {WEIGHTS_DIR}/ "
+                                f"nor {LEGACY_STATE_FILE} is there")
     state = load_state(path / LEGACY_STATE_FILE, prefaulted=_serving_reads)  # imports torch
     return {name: tensor.numpy() for name, tensor in state.items()}

@@ -86,6 +86,15 @@ def test_an_artifact_saved_with_a_torch_state_file_still_loads(saved, tmp_path) 
         np.testing.assert_array_equal(array, artifacts.weights[name])
 
 
+def test_an_artifact_without_weights_names_what_is_missing(saved, tmp_path) -> None:
+    _, path = saved
+    broken = tmp_path / "broken"
+    shutil.copytree(path, broken)
+    shutil.rmtree(broken / WEIGHTS_DIR)
+    with pytest.raises(FileNotFoundError, match=f"neither {WEIGHTS_DIR}/ nor {LEGACY_STATE_FILE}"):
+        TwoTowerArtifacts.load(broken)
+
+
 def test_serving_the_towers_never_imports_torch(saved) -> None:
     """What a Retrieval replica runs: load, dynamic embeddings from live events, new items' vectors."""
     _, path = saved
