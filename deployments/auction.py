@@ -56,9 +56,13 @@ class Auction(ReloadableDeployment[AuctionState]):
             raise RuntimeError("auction: state not loaded yet")
         return self._state
 
-    def serve_ads_batch(self, requests: list[AdsRequest]) -> list[AdsAnswer | Exception]:
+    def serve_ads_batch(self, requests: list[AdsRequest],
+                        releases: list[tuple[str, list[int]]] | None = None) -> list[AdsAnswer | Exception]:
         """The ingress's batched call (deployments/batching.py): one answer, or that request's
-        exception (e.g. its deadline), per request."""
+        exception (e.g. its deadline), per request. Earlier pages' unplaced ads ride along
+        (`releases`, saving a call of their own) and are freed first, so these auctions see them free."""
+        if releases:
+            self.release_batch(releases)
         answers: list[AdsAnswer | Exception] = []
         for request in requests:
             try:
@@ -78,20 +82,17 @@ class Auction(ReloadableDeployment[AuctionState]):
             observability(state.config).redis_error("ads_serve")
         return AdsAnswer(result, time.perf_counter() - started, state.version)
 
-    def release(self, request_id: str, ad_ids: list[int]) -> None:
-        state = self._current()
-        if state.server is None or not ad_ids:
-            return
-        try:
-            state.server.release(request_id, ad_ids)
-        except StoreUnavailable as exc:  # reservations expire on their own
-            observability(state.config).redis_error("ads_release")
-            log.warning("release of %s failed: %s", request_id, exc)
-
     def release_batch(self, releases: list[tuple[str, list[int]]]) -> list[None]:
-        """Unplaced reservations of several pages in one call (the ingress batches them)."""
-        for request_id, ad_ids in releases:
-            self.release(request_id, ad_ids)
+        """Unplaced reservations of several pages (request id, ad ids), freed in one store call.
+        Never raises: a reservation not released expires (budgets) or ages out with its session (caps)."""
+        state = self._current()
+        pages = [(request_id, ad_ids) for request_id, ad_ids in releases if ad_ids]
+        if state.server is not None and pages:
+            try:
+                state.server.release_pages(pages)
+            except StoreUnavailable as exc:
+                observability(state.config).redis_error("ads_release")
+                log.warning("release of %d pages' ads failed: %s", len(pages), exc)
         return [None] * len(releases)
 
     def commit_impressions(self, impressions: list[tuple[str, int]]) -> int:

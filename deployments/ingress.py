@@ -145,7 +145,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
     def after_swap(self, state: IngressState, settings: DeploymentSettings) -> None:
         config = state.config
         self.redis.configure(config.redis_url, config.api)
-        self.stages.resize(settings.chain_max_in_flight, settings.chain_max_batch_size)
+        self.stages.configure(settings.chain_max_in_flight, settings.chain_max_batch_size, config.api.release_linger_s)
         self.rate_limit.configure(config.api)
         self.admission.configure(config.api)
         http.document_api(app, config.api, state.items[1].kind, state.catalog.value[0].topics)

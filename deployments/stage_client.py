@@ -8,7 +8,10 @@ retried when a replica died under them, and traced while they wait.
 - The auction runs beside it; ads are optional to a page, so a late or failed auction is
   cancelled and the page goes without ads (`AdsOutcome.missing` says why). A page whose organic
   part is ready waits at most `ADS_GRACE_S` more for its ads.
-- Releases of unplaced reservations go fire-and-forget (an unreleased one expires by TTL).
+- Releases of unplaced reservations ride on the next auction call (nearly every page leaves some:
+  a call of their own would cost almost one handle call per feed); when no auction call goes out
+  within `api.release_linger_s` they go in one of their own. Fire and forget: idempotent, so a
+  carrying call that failed hands them on to the next, and an unreleased one expires by TTL.
 """
 from __future__ import annotations
 
@@ -62,11 +65,16 @@ class StageClient:
         self._releases = AdaptiveBatcher(self._release_call, 1, max_batch_size * 4)
         self._queued_ns: dict[str, int] = {}  # request id -> when it joined the chain batcher
         self._background: set[asyncio.Task] = set()
+        self._unreleased: list[tuple[str, list[int]]] = []  # waiting for the next auction call
+        self._release_timer: asyncio.TimerHandle | None = None
+        self.release_linger_s = 0.0
 
-    def resize(self, max_in_flight: int, max_batch_size: int) -> None:
+    def configure(self, max_in_flight: int, max_batch_size: int, release_linger_s: float) -> None:
+        """New bounds (hot reload); calls already out finish as they are."""
         self._chains.resize(max_in_flight, max_batch_size)
         self._auctions.resize(max_in_flight, max_batch_size)
         self._releases.resize(1, max_batch_size * 4)
+        self.release_linger_s = release_linger_s
 
     async def loaded_versions(self) -> dict[str, str]:
         """Each stage's artifact version, or why it is not ready (readiness)."""
@@ -135,8 +143,14 @@ class StageClient:
         return asyncio.ensure_future(self._auctions.submit(request))
 
     async def _auction_call(self, requests: list[AdsRequest]) -> list[AdsAnswer | Exception]:
-        return await await_by(batch_deadline([r.deadline for r in requests]),
-                              self.auction.serve_ads_batch.remote(requests))
+        releases = self._take_unreleased()
+        try:
+            return await await_by(batch_deadline([r.deadline for r in requests]),
+                                  self.auction.serve_ads_batch.remote(requests, releases))
+        except BaseException:
+            if releases:  # maybe never applied; applying twice is harmless
+                self._hold_releases(releases)
+            raise
 
     async def ads_by(self, call: asyncio.Future | None, deadline: float) -> tuple[AdsOutcome, float | None]:
         """The auction's answer by the deadline or the grace period, whichever comes first, and
@@ -156,10 +170,33 @@ class StageClient:
         return AdsOutcome(answer.result), answer.seconds
 
     def release(self, request_id: str, ad_ids: list[int]) -> None:
-        """Fire and forget: an unreleased reservation expires by itself (reservation_ttl_s)."""
+        """Free a page's unplaced reservations with the next auction call, or alone after
+        `release_linger_s`. Fire and forget: an unreleased reservation expires by itself."""
+        self._hold_releases([(request_id, ad_ids)])
+
+    def _hold_releases(self, releases: list[tuple[str, list[int]]]) -> None:
+        self._unreleased.extend(releases)
+        if self.release_linger_s <= 0:
+            self._send_releases()
+        elif self._release_timer is None:
+            self._release_timer = asyncio.get_running_loop().call_later(self.release_linger_s, self._send_releases)
+
+    def _take_unreleased(self) -> list[tuple[str, list[int]]]:
+        taken, self._unreleased = self._unreleased, []
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        return taken
+
+    def _send_releases(self) -> None:
+        """The releases no auction call took in time, in a call of their own."""
+        releases = self._take_unreleased()
+        if not releases:
+            return
+
         async def logged() -> None:
             try:
-                await self._releases.submit((request_id, ad_ids))
+                await self._releases.submit(releases)
             except Exception as exc:  # noqa: BLE001
                 log.warning("background release failed: %s", type(exc).__name__)
 
@@ -167,8 +204,9 @@ class StageClient:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _release_call(self, releases: list[tuple[str, list[int]]]) -> list[None]:
-        return await self.auction.release_batch.remote(releases)
+    async def _release_call(self, groups: list[list[tuple[str, list[int]]]]) -> list[None]:
+        await self.auction.release_batch.remote([release for group in groups for release in group])
+        return [None] * len(groups)
 
     async def commit_impressions(self, impressions: list[tuple[str, int]]) -> int:
         return await self.auction.commit_impressions.remote(impressions)

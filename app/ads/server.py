@@ -275,7 +275,13 @@ class AdServer:
 
     def release(self, request_id: str, ad_ids: Sequence[int]) -> None:
         """The ads were not placed: free their budget and cap reservations. Idempotent."""
-        self.reservations.release([reservation_id(request_id, ad_id) for ad_id in ad_ids], self.clock())
+        self.release_pages([(request_id, ad_ids)])
+
+    def release_pages(self, pages: Sequence[tuple[str, Sequence[int]]]) -> None:
+        """Several pages' unplaced ads (request id, ad ids) in one store call: the serving layer
+        gathers them and sends them along with its next auction call."""
+        self.reservations.release([reservation_id(request_id, ad_id) for request_id, ad_ids in pages
+                                   for ad_id in ad_ids], self.clock())
 
     def _hydrate(self, user: AdUser, session_id: str, now: float, ads: list[Ad]) -> AdRequest:
         counts, budgets = self.reservations.snapshot(

@@ -56,6 +56,11 @@ class ApiConfig(Section):
         5.0, gt=0, le=120,
         description="deadline of a feed request from its arrival at the ingress; carried to every stage (504 past it)",
     )
+    release_linger_s: float = Field(
+        0.25, ge=0, le=60,
+        description="a page's unplaced ads are released with the ingress's next auction call, or in a call of "
+                    "their own once they have waited this long (0: in a call of their own at once)",
+    )
     rate_limit_per_s: float = Field(
         100.0, ge=0, le=1_000_000,
         description="per-client requests/s on the public endpoints across all ingress replicas (0 turns the limit off)",

@@ -17,13 +17,15 @@ from deployments.stage_client import StageClient
 
 
 class FakeMethod:
-    """`handle.method.remote(arg)` → a task running `work(arg)`; arg may be an earlier call's task."""
+    """`handle.method.remote(arg, *more)` → a task running `work(arg)`; arg may be an earlier
+    call's task. `more` (e.g. the releases riding on an auction call) is kept in `extra`."""
 
     def __init__(self, work):
-        self.work, self.calls = work, 0
+        self.work, self.calls, self.extra = work, 0, []
 
-    def remote(self, arg):
+    def remote(self, arg, *more):
         self.calls += 1
+        self.extra.append(more)
 
         async def run():
             value = await arg if isinstance(arg, asyncio.Task) else arg
@@ -42,17 +44,22 @@ def page_for(request: OrganicRequest) -> OrganicPage:
     return OrganicPage([], [], False, {}, {"ranking": "v1"})
 
 
-def client(retrieve=None, auction=None, hook=None) -> StageClient:
+def client(retrieve=None, auction=None, hook=None, release_linger_s=0.0) -> StageClient:
     async def passthrough(batch):
         return batch
 
     async def rerank(batch):
         return [page_for(r) for r in batch]
 
-    return StageClient(
+    async def released(releases):
+        return [None] * len(releases)
+
+    stages = StageClient(
         FakeHandle(retrieve_batch=retrieve or passthrough), FakeHandle(rank_batch=passthrough),
-        FakeHandle(rerank_batch=rerank), FakeHandle(serve_ads_batch=auction or passthrough),
+        FakeHandle(rerank_batch=rerank), FakeHandle(serve_ads_batch=auction or passthrough, release_batch=released),
         lambda: hook, max_in_flight=1, max_batch_size=8)
+    stages.configure(1, 8, release_linger_s)
+    return stages
 
 
 def request(i: int, deadline_s: float = 5.0) -> OrganicRequest:
@@ -154,3 +161,54 @@ def test_chain_waits_are_recorded_through_the_ingress_hook():
     asyncio.run(scenario())
     assert [w[0] for w in hook.waits] == ["chain_wait"] * 3
     assert [(r.name, r.kind) for r in hook.records] == [("chain_wait", "wait")] * 3
+
+
+def test_releases_ride_on_the_next_auction_call():
+    async def quick(batch):
+        return [AdsAnswer(AdResult([]), 0.002, "v1") for _ in batch]
+
+    async def scenario():
+        stages = client(auction=quick, release_linger_s=5.0)
+        stages.release("r1", [3, 4])
+        stages.release("r2", [5])
+        await stages.ads_by(stages.start_ads(ads_request()), time.time() + 5)
+        auction = stages.auction
+        assert auction.serve_ads_batch.extra == [([("r1", [3, 4]), ("r2", [5])],)]
+        assert auction.release_batch.calls == 0  # no call of their own
+        await stages.ads_by(stages.start_ads(ads_request()), time.time() + 5)
+        assert auction.serve_ads_batch.extra[1] == ([],)  # taken once
+
+    asyncio.run(scenario())
+
+
+def test_releases_go_alone_when_no_auction_call_takes_them_in_time():
+    async def scenario():
+        stages = client(release_linger_s=0.05)
+        stages.release("r1", [3])
+        stages.release("r2", [4])
+        await asyncio.sleep(0.02)
+        assert stages.auction.release_batch.calls == 0  # still lingering
+        await asyncio.sleep(0.1)
+        assert stages.auction.release_batch.calls == 1
+        assert stages.auction.release_batch.extra == [()]
+        stages = client(release_linger_s=0.0)  # 0: each page's releases at once, alone
+        stages.release("r3", [5])
+        await asyncio.sleep(0.01)
+        assert stages.auction.release_batch.calls == 1
+
+    asyncio.run(scenario())
+
+
+def test_releases_on_a_failed_auction_call_go_with_the_next_one():
+    async def broken(batch):
+        raise RuntimeError("auction replica died")
+
+    async def scenario():
+        stages = client(auction=broken, release_linger_s=5.0)
+        stages.release("r1", [3])
+        failed, _ = await stages.ads_by(stages.start_ads(ads_request()), time.time() + 5)
+        assert failed.missing == "auction_unavailable"
+        await stages.ads_by(stages.start_ads(ads_request()), time.time() + 5)
+        assert [extra[0] for extra in stages.auction.serve_ads_batch.extra] == [[("r1", [3])], [("r1", [3])]]
+
+    asyncio.run(scenario())

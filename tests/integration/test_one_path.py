@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 
 import pytest
@@ -24,6 +25,7 @@ from app.bootstrap import build_feed_service, load_artifacts, world_clock
 from app.freshness.live import LiveEngagement
 from app.organic import OrganicRequest
 from app.page import PageState
+from app.state import keys
 from app.state.events import EventStream
 from app.state.overrides import OVERRIDES_KEY, Overrides
 from app.state.sessions import FeedStateStore
@@ -112,6 +114,21 @@ def release_ads(service, request_id: str, items: list[dict]) -> None:
         service.ads.release(request_id, ad_ids)
 
 
+def wait_released(app: ServedApp, request_id: str, timeout_s: float = 5.0) -> int:
+    """Until no reservation of the served page is held (returns how many it made): the test gave
+    back the placed ads, the ingress sends the unplaced ones with its next auction call or alone
+    after api.release_linger_s."""
+    client = redis.Redis.from_url(app.redis_url, decode_responses=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ledgers = list(client.scan_iter(match=f"{keys.PREFIX}:*:capres:{request_id}:*", count=1000))
+        held = [k for k in ledgers if client.hget(k, "state") == "R"]
+        if not held:
+            return len(ledgers)
+        assert time.monotonic() < deadline, f"still held {timeout_s} s after the page: {held}"
+        time.sleep(0.02)
+
+
 def same_item(served: dict, local: dict, where: str) -> None:
     assert {k: v for k, v in served.items() if k not in ("score", "provenance")} == \
         {k: v for k, v in local.items() if k not in ("score", "provenance")}, where
@@ -140,7 +157,7 @@ def test_the_served_page_is_the_in_process_page(served_app: ServedApp):
     assert os.environ.get("REDIS_URL") == served_app.redis_url
     service = in_process(served_app, config)
     retrieval_followed_stream(served_app, config)
-    compared = {"pages": 0, "second_pages": 0, "explained": 0, "cold": 0, "with_ads": 0, "with_friends": 0}
+    compared = dict.fromkeys(("reservations", "pages", "second_pages", "explained", "cold", "with_ads", "with_friends"), 0)
     with served_app.client() as c:
         for n, user in enumerate(KNOWN_USERS + COLD_USERS):
             explain = n % 2 == 0
@@ -152,6 +169,7 @@ def test_the_served_page_is_the_in_process_page(served_app: ServedApp):
                 assert response.status_code == 200, response.text
                 served = response.json()
                 release_ads(service, served["request_id"], served["items"])
+                compared["reservations"] += wait_released(served_app, served["request_id"])
                 request = OrganicRequest(user, served["world_time"], 20, uuid.uuid4().hex, state.served_item_ids,
                                          state.hidden_item_ids, state.hidden_creator_ids, explain)
                 local_page = service.page(request, state)
@@ -178,4 +196,5 @@ def test_the_served_page_is_the_in_process_page(served_app: ServedApp):
                     break
     assert len(set(KNOWN_USERS + COLD_USERS)) >= 50 and compared["pages"] >= 60, compared
     assert compared["second_pages"] >= 8 and compared["cold"] >= len(COLD_USERS), compared
+    assert compared["reservations"] > compared["with_ads"], compared  # unplaced ones were reserved and released
     assert compared["with_ads"] >= 10 and compared["with_friends"] >= 5 and compared["explained"] >= 20, compared

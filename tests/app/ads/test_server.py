@@ -72,6 +72,18 @@ def test_commit_charges_release_frees(world, users, ranker, pacer) -> None:
     assert not server.commit_impression("req", lost.ad_id)  # released: never charged
 
 
+def test_release_pages_frees_several_pages_in_one_call(world, users, ranker, pacer) -> None:
+    budgets = InMemoryBudgetStore(300)
+    server = _server(world, ranker, pacer, budgets=budgets)
+    user = _eligible_user(users)
+    pages = {rid: server.serve(user, rid, n_slots=2).ads for rid in ("p1", "p2")}
+    assert all(pages.values())
+    server.release_pages([(rid, [a.ad_id for a in ads]) for rid, ads in pages.items()])
+    state = budgets.snapshot({c.campaign_id: c.daily_budget for c in world.campaigns}, NOON)
+    assert all(s.reserved == 0 and s.spent == 0 for s in state.values())
+    assert not any(server.commit_impression(rid, a.ad_id) for rid, ads in pages.items() for a in ads)
+
+
 def test_serving_the_same_request_twice_holds_once(world, users, ranker, pacer) -> None:
     budgets = InMemoryBudgetStore(300)
     server = _server(world, ranker, pacer, budgets=budgets)
