@@ -117,7 +117,9 @@ def print_step(variant: str, s: dict, best: float) -> None:
     print(f"{variant:<8} {s['step']:<22} goodput {s['throughput_rps']:5.1f}/s ({100 * s['throughput_rps'] / best:3.0f}% "
           f"of best)  P50 {s['p50_ms']:6.0f}  P99 {s['p99_ms']:6.0f} ms  sent {s['sent']:5d}  503 {s['refused']:5d}  "
           f"errors {100 * s['error_rate']:.1f}%{refusal}", flush=True)
-    print("         CPU s by role: " + ", ".join(f"{r} {v:.1f}" for r, v in s["role_cpu_s"].items() if v), flush=True)
+    client = "" if s.get("client_cores") is None else f"; the load generator {s['client_cores']:.2f} cores"
+    print("         CPU s by role: " + ", ".join(f"{r} {v:.1f}" for r, v in s["role_cpu_s"].items() if v) + client,
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

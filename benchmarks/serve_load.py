@@ -53,6 +53,7 @@ class StepResult:
     batch_sizes: list[float] = field(default_factory=list)
     chain_batch_sizes: list[float] = field(default_factory=list)
     server_cpu_s: float | None = None  # machine busy CPU minus this client's during the step
+    client_cpu_s: float | None = None  # this client's own: on one box it shares the server's cores
 
     @property
     def sent(self) -> int:
@@ -74,6 +75,7 @@ class StepResult:
             "mean_rank_batch": float(np.mean(self.batch_sizes)) if self.batch_sizes else None,
             "mean_chain_batch": float(np.mean(self.chain_batch_sizes)) if self.chain_batch_sizes else None,
             "server_cpu_ms_per_request": None if self.server_cpu_s is None else 1000 * self.server_cpu_s / sent,
+            "client_cores": None if self.client_cpu_s is None else self.client_cpu_s / self.seconds,
         }
 
 
@@ -122,15 +124,15 @@ def process_role(command: str) -> str:
     return os.path.basename(command.split()[0]) if command else "other"
 
 
-def _server_cpu_during(run):
+def _server_cpu_during(run, with_own: bool = False):
     """`run()`'s result and the CPU seconds every other process on the machine spent meanwhile
-    (the machine's busy time minus this process's own, i.e. the client's); None off Linux."""
+    (the machine's busy time minus this process's own, i.e. the client's); None off Linux.
+    `with_own` adds this process's own CPU seconds as a third value."""
     busy, own = machine_busy_cpu_s(), time.process_time()
     result = run()
-    busy_after = machine_busy_cpu_s()
-    if busy is None or busy_after is None:
-        return result, None
-    return result, max(0.0, (busy_after - busy) - (time.process_time() - own))
+    busy_after, own_s = machine_busy_cpu_s(), time.process_time() - own
+    server = None if busy is None or busy_after is None else max(0.0, (busy_after - busy) - own_s)
+    return (result, server, own_s) if with_own else (result, server)
 
 
 def idle_server_cores(seconds: float) -> float | None:
@@ -141,8 +143,7 @@ def idle_server_cores(seconds: float) -> float | None:
 
 def measured(step) -> StepResult:
     """Run one load step (a coroutine) with the server side's CPU attached."""
-    result, cpu = _server_cpu_during(lambda: asyncio.run(step))
-    result.server_cpu_s = cpu
+    result, result.server_cpu_s, result.client_cpu_s = _server_cpu_during(lambda: asyncio.run(step), with_own=True)
     return result
 
 
