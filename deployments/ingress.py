@@ -3,7 +3,6 @@
 `GET /v1/feed`: read the page state from Redis (redis_guard.py), send the organic chain and,
 beside it, the auction (stage_client.py), assemble the page with the same code the in-process
 service runs (`app.page.assemble_page`), then record its items and sign the next cursor.
-
 Elsewhere: HTTP errors, bodies, deadlines, OpenAPI (http.py); the guarded Redis (redis_guard.py); stage calls
 (stage_client.py); rate limit, admission (guards.py); events, ids (app/api/); admin overrides (app/state/overrides.py).
 
@@ -36,8 +35,7 @@ from app.api.ids import ApiIds
 from app.api.responses import load_admin_token
 from app.api.schemas import (
     DeletedItem, EventBatch, EventsAck, FeedResponse, NoBody, PublishAck, PublishRequest, ReadyResponse, ReloadRequest,
-    TakedownKind, TakedownRequest, WeightsRequest,
-)
+    TakedownKind, TakedownRequest, WeightsRequest)
 from app.catalog import Catalog
 from app.collator.collator import Collator
 from app.data import load_dataset_for
@@ -155,6 +153,9 @@ class FeedIngress(ReloadableDeployment[IngressState]):
             self._takedown_task = asyncio.get_running_loop().create_task(follow_takedowns(
                 config.redis_url, self.takedowns, lambda: self.config.api.takedown_poll_s, "ingress"))
 
+    async def __del__(self) -> None:  # Serve's graceful shutdown: releases still waiting go now
+        await self.stages.send_releases_now()
+
     def _check_rate(self, request: Request, state: IngressState, route: str) -> None:
         self.rate_limit.check(request.client.host if request.client else "unknown",
                               lambda: observability(state.config).record_shed(route, "rate_limited"))
@@ -163,8 +164,7 @@ class FeedIngress(ReloadableDeployment[IngressState]):
     @app.get("/v1/feed", response_model=FeedResponse, response_model_exclude_none=True,
              responses=http.FEED_RESPONSES)
     async def feed(
-        self,
-        request: Request,
+        self, request: Request,
         user_id: str = Query(..., min_length=1, max_length=128, description="the user, in the dataset's own ids"),
         limit: int | None = Query(None, description="items on this page (bounds: api.min_limit..api.max_limit)"),
         cursor: str | None = Query(None, min_length=1, max_length=CursorCodec.MAX_LENGTH),

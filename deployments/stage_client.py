@@ -204,6 +204,18 @@ class StageClient:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def send_releases_now(self) -> None:
+        """The releases still waiting, sent and awaited with those already out (the replica is
+        stopping: what it holds in memory would otherwise wait for the reservations' TTL)."""
+        releases = self._take_unreleased()
+        try:
+            if releases:
+                await self._release_call([releases])
+            if self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
+        except Exception as exc:  # noqa: BLE001 - they expire by TTL
+            log.warning("releasing %d pages' ads at shutdown failed: %s", len(releases), type(exc).__name__)
+
     async def _release_call(self, groups: list[list[tuple[str, list[int]]]]) -> list[None]:
         await self.auction.release_batch.remote([release for group in groups for release in group])
         return [None] * len(groups)

@@ -21,10 +21,11 @@ class FakeMethod:
     call's task. `more` (e.g. the releases riding on an auction call) is kept in `extra`."""
 
     def __init__(self, work):
-        self.work, self.calls, self.extra = work, 0, []
+        self.work, self.calls, self.args, self.extra = work, 0, [], []
 
     def remote(self, arg, *more):
         self.calls += 1
+        self.args.append(arg)
         self.extra.append(more)
 
         async def run():
@@ -210,5 +211,18 @@ def test_releases_on_a_failed_auction_call_go_with_the_next_one():
         assert failed.missing == "auction_unavailable"
         await stages.ads_by(stages.start_ads(ads_request()), time.time() + 5)
         assert [extra[0] for extra in stages.auction.serve_ads_batch.extra] == [[("r1", [3])], [("r1", [3])]]
+
+    asyncio.run(scenario())
+
+
+def test_releases_still_waiting_go_when_the_replica_stops():
+    async def scenario():
+        stages = client(release_linger_s=60.0)
+        stages.release("r1", [3])
+        stages.release("r2", [4])
+        await stages.send_releases_now()  # FeedIngress.__del__: Serve's graceful shutdown
+        assert stages.auction.release_batch.args == [[("r1", [3]), ("r2", [4])]]  # one call for both pages
+        await stages.send_releases_now()  # nothing left: no call
+        assert stages.auction.release_batch.calls == 1
 
     asyncio.run(scenario())
