@@ -124,26 +124,25 @@ def process_role(command: str) -> str:
     return os.path.basename(command.split()[0]) if command else "other"
 
 
-def _server_cpu_during(run, with_own: bool = False):
-    """`run()`'s result and the CPU seconds every other process on the machine spent meanwhile
-    (the machine's busy time minus this process's own, i.e. the client's); None off Linux.
-    `with_own` adds this process's own CPU seconds as a third value."""
+def _server_cpu_during(run):
+    """`run()`'s result, the CPU seconds every other process on the machine spent meanwhile (the
+    machine's busy time minus this process's own; None off Linux), and this process's own."""
     busy, own = machine_busy_cpu_s(), time.process_time()
     result = run()
     busy_after, own_s = machine_busy_cpu_s(), time.process_time() - own
     server = None if busy is None or busy_after is None else max(0.0, (busy_after - busy) - own_s)
-    return (result, server, own_s) if with_own else (result, server)
+    return result, server, own_s
 
 
 def idle_server_cores(seconds: float) -> float | None:
     """The machine's busy cores while nothing is sent: the served app's background cost."""
-    _, cpu = _server_cpu_during(lambda: time.sleep(seconds))
+    _, cpu, _ = _server_cpu_during(lambda: time.sleep(seconds))
     return None if cpu is None else cpu / seconds
 
 
 def measured(step) -> StepResult:
     """Run one load step (a coroutine) with the server side's CPU attached."""
-    result, result.server_cpu_s, result.client_cpu_s = _server_cpu_during(lambda: asyncio.run(step), with_own=True)
+    result, result.server_cpu_s, result.client_cpu_s = _server_cpu_during(lambda: asyncio.run(step))
     return result
 
 

@@ -112,6 +112,10 @@ def ads_request() -> AdsRequest:
     return AdsRequest(1, "r1", 2, 0.0, "s1", deadline=time.time() + 5)
 
 
+async def quick_auction(batch):
+    return [AdsAnswer(AdResult([]), 0.002, "v1") for _ in batch]
+
+
 def test_late_failed_and_answered_auctions(monkeypatch):
     monkeypatch.setattr(stage_client, "ADS_GRACE_S", 0.05)
 
@@ -122,9 +126,6 @@ def test_late_failed_and_answered_auctions(monkeypatch):
     async def broken(batch):
         raise RuntimeError("auction replica died")
 
-    async def quick(batch):
-        return [AdsAnswer(AdResult([]), 0.002, "v1") for _ in batch]
-
     async def scenario():
         deadline = time.time() + 5
         stages = client(auction=slow)
@@ -133,7 +134,7 @@ def test_late_failed_and_answered_auctions(monkeypatch):
         stages = client(auction=broken)
         failed, _ = await stages.ads_by(stages.start_ads(ads_request()), deadline)
         assert failed.missing == "auction_unavailable"
-        stages = client(auction=quick)
+        stages = client(auction=quick_auction)
         answered, seconds = await stages.ads_by(stages.start_ads(ads_request()), deadline)
         assert answered.missing is None and answered.result == AdResult([]) and seconds == 0.002
         none, _ = await stages.ads_by(None, deadline)  # no auction was asked (no Redis)
@@ -165,11 +166,8 @@ def test_chain_waits_are_recorded_through_the_ingress_hook():
 
 
 def test_releases_ride_on_the_next_auction_call():
-    async def quick(batch):
-        return [AdsAnswer(AdResult([]), 0.002, "v1") for _ in batch]
-
     async def scenario():
-        stages = client(auction=quick, release_linger_s=5.0)
+        stages = client(auction=quick_auction, release_linger_s=5.0)
         stages.release("r1", [3, 4])
         stages.release("r2", [5])
         await stages.ads_by(stages.start_ads(ads_request()), time.time() + 5)
