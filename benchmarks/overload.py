@@ -1,6 +1,7 @@
 """Overload without collapse: `rayfeed bench overload [--seconds 15] [--json out.json]`.
 
-Deploys the MovieLens app on a private Ray + Serve + Redis (one replica per deployment, the
+Deploys the MovieLens app on a private Ray + Serve + Redis with `rayfeed serve`'s environment
+(benchmarks/served_app.py `start_serve`; one replica per deployment, the
 serve_config.yaml settings: adaptive admission, FeedIngress room for held refusals) and drives it
 with closed-loop clients of three kinds (benchmarks/serve_load.py `retry_wait`):
 
@@ -19,8 +20,10 @@ and any named in `--variant NAME:KEY=VALUE,...` (api.* settings over the deploye
 each given a few unmeasured seconds of the step's load first), so a slow spell of a shared machine
 falls on all of them alike instead of on whichever ran then.
 
-Per step: goodput (200s per second), accepted P50/P99, statuses, the server side's CPU per
-request and per refusal, and the CPU each process role spent (proxy, ingress, the stages, Redis).
+Per step: goodput (200s answered within the step's sending window, per second of it: when the
+clients stop sending, the refusals still held run out for up to `api.shed_delay_max_s`, an idle
+drain that is not the storm's rate; the rate over the drain too is `throughput_with_drain_rps`),
+accepted P50/P99, statuses, the server side's CPU per request and per refusal, and the CPU each process role spent (proxy, ingress, the stages, Redis).
 CPU per refusal = (proxy + ingress CPU − 200s × their CPU per 200 in the honour step) / refusals,
 per process (other work on the machine is not counted). The goodput
 ratio is against the best sustained rate of the same run (the best step of either variant).

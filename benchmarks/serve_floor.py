@@ -274,10 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from app.state.local_redis import LocalRedis
-    from cli.serve_commands import THROUGHPUT_ENV
-
-    for name, value in THROUGHPUT_ENV.items():  # what `rayfeed serve` runs with, unless set
-        os.environ.setdefault(name, value)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     work_dir = Path(tempfile.mkdtemp(prefix="rayfeed-floor-"))
     server = LocalRedis.start()

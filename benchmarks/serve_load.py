@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import sys
@@ -53,6 +54,12 @@ class StepResult:
     batch_sizes: list[float] = field(default_factory=list)
     chain_batch_sizes: list[float] = field(default_factory=list)
     server_cpu_s: float | None = None  # machine busy CPU minus this client's during the step
+    # A closed loop stopped by its deadline: its sending window, and the 200s answered within it
+    # (`seconds` also spans the drain after it, where no new request is sent and the server idles
+    # while the last held refusals run out)
+    window_end: float = math.inf  # time.perf_counter() at the deadline
+    window_s: float | None = None
+    ok_in_window: int = 0
     client_cpu_s: float | None = None  # this client's own: on one box it shares the server's cores
 
     @property
@@ -67,7 +74,10 @@ class StepResult:
         return {
             "step": self.label, "sent": self.sent, "ok": self.statuses.get(200, 0),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "throughput_rps": self.statuses.get(200, 0) / self.seconds,
+            "throughput_rps": self.statuses.get(200, 0) / self.seconds if self.window_s is None
+            else self.ok_in_window / self.window_s,
+            "throughput_with_drain_rps": self.statuses.get(200, 0) / self.seconds,
+            "drain_s": None if self.window_s is None else self.seconds - self.window_s,
             "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
             "rate_503": self.statuses.get(503, 0) / sent, "error_rate": (self.errors + other) / sent,
             "stages_p50_ms": {k: float(np.percentile(v, 50)) for k, v in self.stages.items() if v},
@@ -165,7 +175,9 @@ async def _one(client, url: str, users: int, limit: int, result: StepResult, rng
         except ValueError:
             return 0.0
     if response.status_code == 200:
-        result.latencies.append(time.perf_counter() - started)
+        answered = time.perf_counter()
+        result.latencies.append(answered - started)
+        result.ok_in_window += answered <= result.window_end
         timings = response.json().get("timings_ms", {})
         for stage in STAGES:
             if stage in timings:
@@ -241,8 +253,11 @@ async def closed_loop(base: str, concurrency: int, seconds: float, max_requests:
     limits = httpx.Limits(max_connections=max(100, 2 * concurrency), max_keepalive_connections=max(20, concurrency))
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         start = time.perf_counter()
+        result.window_end = deadline
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         result.seconds = time.perf_counter() - start
+    if budget[0] > 0:  # the deadline stopped it: goodput is the window's, not the drain's
+        result.window_s = deadline - start
     return result
 
 

@@ -7,6 +7,7 @@ Used by benchmarks/live_monitor_overhead.py and benchmarks/freshness_delay.py.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import time
 from pathlib import Path
@@ -108,12 +109,17 @@ def report(figures: dict, json_path: str | None) -> None:
 
 
 def start_serve(namespace: str) -> tuple[str, int]:
-    """A private local Ray (2 CPUs) with Serve on a free loopback port: (URL, port)."""
+    """A private local Ray (2 CPUs) with Serve on a free loopback port: (URL, port). Run with
+    `rayfeed serve`'s environment (Serve's throughput options, replicas at niceness 0) unless
+    the caller set those variables: a bench measures the app `make run` serves."""
     import ray
     from ray import serve
 
     from app.state.local_redis import free_port
+    from cli.serve_commands import THROUGHPUT_ENV
 
+    for name, value in THROUGHPUT_ENV.items():  # workers inherit it from ray.init's raylet
+        os.environ.setdefault(name, value)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=namespace)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

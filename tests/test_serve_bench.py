@@ -62,3 +62,47 @@ def test_a_processs_cpu_is_filed_under_its_name():
     finally:
         child.kill()
         child.wait()
+
+
+async def _server_slowing_after(slow_from_s: float, slow_s: float):
+    """A bare HTTP/1.1 server answering `{}` with 200 in ~5 ms, or after `slow_s` to requests that
+    arrive `slow_from_s` after it started (like a refusal held past a closed loop's deadline)."""
+    started = time.perf_counter()
+
+    async def answer(reader, writer):
+        while not (await reader.readuntil(b"\r\n\r\n")).startswith(b"GET"):
+            pass
+        await asyncio.sleep(slow_s if time.perf_counter() - started >= slow_from_s else 0.005)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+def test_a_closed_loops_goodput_counts_its_window_not_the_drain_after_it():
+    async def run():
+        server = await _server_slowing_after(0.6, 0.8)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await serve_load.closed_loop(f"http://127.0.0.1:{port}", 2, 0.8, 10_000, 10, 5, 5.0)
+
+    result = asyncio.run(run())
+    summary = result.summary()
+    # The last requests (sent after 0.6 s) are answered ~0.8 s later, past the 0.8 s window.
+    assert summary["drain_s"] >= 0.4
+    assert 0 < result.ok_in_window < result.statuses[200] == len(result.latencies)
+    assert summary["throughput_rps"] == result.ok_in_window / result.window_s
+    assert summary["throughput_with_drain_rps"] < summary["throughput_rps"]
+
+
+def test_a_closed_loop_stopped_by_its_budget_keeps_the_whole_runs_rate():
+    async def run():
+        server = await _server_slowing_after(60.0, 0.0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await serve_load.closed_loop(f"http://127.0.0.1:{port}", 2, 30.0, 20, 10, 5, 5.0)
+
+    summary = asyncio.run(run()).summary()
+    assert summary["ok"] == 20 and summary["drain_s"] is None
+    assert summary["throughput_rps"] == summary["throughput_with_drain_rps"]
