@@ -85,12 +85,12 @@ class ApiConfig(Section):
     )
     shed_delay_max_s: float = Field(4.0, ge=0, le=60, description="the longest a refusal is held before its 503")
     shed_handover_max_wait_s: float = Field(
-        0.1, ge=0, le=60,
+        0.05, ge=0, le=60,
         description="a slot freed while refusals are held goes to the newest one held at most this long (0: none; "
                     "an older one keeps its hold and its 503, so an admitted feed's wait stays short)",
     )
     admission_target_s: float = Field(
-        0.25, ge=0, le=60,
+        0.2, ge=0, le=60,
         description="feeds finishing slower than this shrink the replica's in-flight bound, faster ones grow it back "
                     "to max_inflight_feeds (app/api/admission.py; 0: the bound stays max_inflight_feeds)",
     )

@@ -146,7 +146,12 @@ def served_app(redis_url, trained_versions, otlp_receiver) -> ServedApp:
     root, first, second = trained_versions
     # A database of its own: the unit tests' redis_client fixture flushes db 0.
     url = redis_url.rsplit("/", 1)[0] + "/5"
-    # Replicas inherit the driver's environment (ray.init starts the local cluster).
+    # Replicas inherit the driver's environment (ray.init starts the local cluster), and run as
+    # `make run`'s do: Serve's throughput options, niceness 0 (cli/serve_commands.py).
+    from cli.serve_commands import THROUGHPUT_ENV
+
+    throughput = {name: value for name, value in THROUGHPUT_ENV.items() if name not in os.environ}
+    os.environ.update(throughput)
     os.environ["REDIS_URL"] = url
     os.environ["RAYFEED_ADMIN_TOKEN"] = ADMIN_TOKEN
     os.environ["RAYFEED_PRODUCER_TOKEN"] = PRODUCER_TOKEN
@@ -157,6 +162,10 @@ def served_app(redis_url, trained_versions, otlp_receiver) -> ServedApp:
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="rayfeed-integration",
              log_to_driver=False,
              _system_config={"metrics_report_interval_ms": 1000})  # scrapes see new values within ~1 s, not 10 s
+    # Only for this cluster: a later test's own driver script under these options could not call
+    # a handle from sync code (Serve's router then needs a running event loop).
+    for name in throughput:
+        del os.environ[name]
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = ServedApp(f"http://127.0.0.1:{port}", first, second, {}, url, otlp_receiver)

@@ -75,7 +75,7 @@ def test_a_zero_target_is_a_fixed_bound_and_no_bound_is_none():
     assert fixed.limit == 3
     assert AdaptiveConcurrencyLimit.from_api(ApiConfig(max_inflight_feeds=0)) is None
     adaptive = AdaptiveConcurrencyLimit.from_api(ApiConfig(max_inflight_feeds=2, admission_min_inflight=5))
-    assert adaptive is not None and adaptive.settings == (0.25, 2, 2, 0.5)  # floor clipped to the ceiling
+    assert adaptive is not None and adaptive.settings == (0.2, 2, 2, 0.5)  # floor clipped to the ceiling
 
 
 # -- holding refusals: a storm of immediate retries is refused at a bounded rate -----------------
