@@ -54,13 +54,13 @@ class StepResult:
     batch_sizes: list[float] = field(default_factory=list)
     chain_batch_sizes: list[float] = field(default_factory=list)
     server_cpu_s: float | None = None  # machine busy CPU minus this client's during the step
+    client_cpu_s: float | None = None  # this client's own: on one box it shares the server's cores
     # A closed loop stopped by its deadline: its sending window, and the 200s answered within it
     # (`seconds` also spans the drain after it, where no new request is sent and the server idles
     # while the last held refusals run out)
     window_end: float = math.inf  # time.perf_counter() at the deadline
     window_s: float | None = None
     ok_in_window: int = 0
-    client_cpu_s: float | None = None  # this client's own: on one box it shares the server's cores
 
     @property
     def sent(self) -> int:
