@@ -116,10 +116,9 @@ def start_serve(namespace: str) -> tuple[str, int]:
     from ray import serve
 
     from app.state.local_redis import free_port
-    from cli.serve_commands import THROUGHPUT_ENV
+    from cli.serve_commands import missing_throughput_env
 
-    for name, value in THROUGHPUT_ENV.items():  # workers inherit it from ray.init's raylet
-        os.environ.setdefault(name, value)
+    os.environ.update(missing_throughput_env(os.environ))  # workers inherit it from ray.init's raylet
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=namespace)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

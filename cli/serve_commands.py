@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,10 +70,14 @@ def _bin(name: str) -> str:
     return str(local) if local.exists() else (shutil.which(name) or name)
 
 
+def missing_throughput_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The `THROUGHPUT_ENV` settings `env` lacks: an operator's explicit setting wins (A/B runs)."""
+    return {name: value for name, value in THROUGHPUT_ENV.items() if name not in env}
+
+
 def serve_environment(redis_url: str, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(base if base is not None else os.environ)
-    for name, value in THROUGHPUT_ENV.items():  # an operator's explicit setting wins (A/B runs)
-        env.setdefault(name, value)
+    env.update(missing_throughput_env(env))
     env.update({
         "REDIS_URL": redis_url,
         "RAY_AUTH_MODE": "token",

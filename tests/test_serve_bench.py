@@ -80,14 +80,18 @@ async def _server_slowing_after(slow_from_s: float, slow_s: float):
     return await asyncio.start_server(answer, "127.0.0.1", 0)
 
 
-def test_a_closed_loops_goodput_counts_its_window_not_the_drain_after_it():
+def _closed_loop_against(slow_from_s: float, slow_s: float, seconds: float, max_requests: int):
     async def run():
-        server = await _server_slowing_after(0.6, 0.8)
+        server = await _server_slowing_after(slow_from_s, slow_s)
         port = server.sockets[0].getsockname()[1]
         async with server:
-            return await serve_load.closed_loop(f"http://127.0.0.1:{port}", 2, 0.8, 10_000, 10, 5, 5.0)
+            return await serve_load.closed_loop(f"http://127.0.0.1:{port}", 2, seconds, max_requests, 10, 5, 5.0)
 
-    result = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_a_closed_loops_goodput_counts_its_window_not_the_drain_after_it():
+    result = _closed_loop_against(0.6, 0.8, seconds=0.8, max_requests=10_000)
     summary = result.summary()
     # The last requests (sent after 0.6 s) are answered ~0.8 s later, past the 0.8 s window.
     assert summary["drain_s"] >= 0.4
@@ -97,12 +101,6 @@ def test_a_closed_loops_goodput_counts_its_window_not_the_drain_after_it():
 
 
 def test_a_closed_loop_stopped_by_its_budget_keeps_the_whole_runs_rate():
-    async def run():
-        server = await _server_slowing_after(60.0, 0.0)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
-            return await serve_load.closed_loop(f"http://127.0.0.1:{port}", 2, 30.0, 20, 10, 5, 5.0)
-
-    summary = asyncio.run(run()).summary()
+    summary = _closed_loop_against(60.0, 0.0, seconds=30.0, max_requests=20).summary()
     assert summary["ok"] == 20 and summary["drain_s"] is None
     assert summary["throughput_rps"] == summary["throughput_with_drain_rps"]

@@ -148,9 +148,9 @@ def served_app(redis_url, trained_versions, otlp_receiver) -> ServedApp:
     url = redis_url.rsplit("/", 1)[0] + "/5"
     # Replicas inherit the driver's environment (ray.init starts the local cluster), and run as
     # `make run`'s do: Serve's throughput options, niceness 0 (cli/serve_commands.py).
-    from cli.serve_commands import THROUGHPUT_ENV
+    from cli.serve_commands import missing_throughput_env
 
-    throughput = {name: value for name, value in THROUGHPUT_ENV.items() if name not in os.environ}
+    throughput = missing_throughput_env(os.environ)
     os.environ.update(throughput)
     os.environ["REDIS_URL"] = url
     os.environ["RAYFEED_ADMIN_TOKEN"] = ADMIN_TOKEN
