@@ -31,7 +31,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # the benchmark host is shared
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from app.evaluation import (  # noqa: E402
     EASERecommender,

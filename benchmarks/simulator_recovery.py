@@ -59,7 +59,6 @@ def main() -> None:
     from app.data.loading import load_tables
     from app.data.storage import read_raw_tables, write_table
     from app.organic import OrganicPipeline
-    from app.pipeline import BatchEntry
     from config import load_config
     from training.organic import fit_organic, production_split
     from tuning.export import LIKE_RATE, SHARE_RATE, export_simulator_logs

@@ -8,10 +8,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 from app.collator.config import CollatorConfig
 from config import RayfeedConfig, load_config

@@ -20,7 +20,6 @@ Definitions (the solvers implement exactly these):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 from app.ads.types import AdCandidate
