@@ -85,7 +85,7 @@ class ApiConfig(Section):
     )
     shed_delay_max_s: float = Field(4.0, ge=0, le=60, description="the longest a refusal is held before its 503")
     shed_handover_max_wait_s: float = Field(
-        0.05, ge=0, le=60,
+        0.025, ge=0, le=60,
         description="a slot freed while refusals are held goes to the newest one held at most this long (0: none; "
                     "an older one keeps its hold and its 503, so an admitted feed's wait stays short)",
     )
