@@ -38,8 +38,10 @@ def test_queries_split_into_blocks_give_the_same_answer():
     whole = TorchExactSearch(items, "cpu")
     blocked = TorchExactSearch(items, "cpu")
     blocked.queries_per_block = 3
-    for a, b in zip(whole.search(queries, 40), blocked.search(queries, 40)):
-        np.testing.assert_array_equal(a, b)
+    (whole_scores, whole_rows), (block_scores, block_rows) = whole.search(queries, 40), blocked.search(queries, 40)
+    np.testing.assert_array_equal(block_rows, whole_rows)
+    # a block's matmul may take another BLAS kernel than the whole batch's: equal to the last ulp or two
+    np.testing.assert_allclose(block_scores, whole_scores, rtol=1e-6, atol=1e-7)
     scores, rows = whole.search(queries[:0], 5)
     assert scores.shape == rows.shape == (0, 5)
 
