@@ -27,6 +27,13 @@ accepted P50/P99, statuses, the server side's CPU per request and per refusal, a
 CPU per refusal = (proxy + ingress CPU − 200s × their CPU per 200 in the honour step) / refusals,
 per process (other work on the machine is not counted). The goodput
 ratio is against the best sustained rate of the same run (the best step of either variant).
+
+How fast the machine itself ran in each step, since a shared VM slows down for seconds at a
+time and a step caught in such a spell loses goodput that no setting of the app lost: the
+stages' CPU per 200 (Retrieval, Ranking, Reranking, Auction and Redis: no refusal reaches them,
+so only a slower machine, contention or smaller batches raise it) as a ratio to the run's
+lowest (`stage_slowdown`), and goodput × that ratio: near 100 % in every step means the storm
+cost no capacity and the shortfall was the machine's.
 """
 from __future__ import annotations
 
@@ -93,10 +100,28 @@ def run_step(url: str, policy: str, concurrency: int, seconds: float) -> dict:
     after = process_cpu_s()
     step["role_cpu_s"] = {role: round(after.get(role, 0.0) - before.get(role, 0.0), 2) for role in ROLES}
     step["refused"] = step["statuses"].get("503", 0) + step["statuses"].get("429", 0)
+    step["stage_cpu_ms_per_200"] = stage_cpu_ms_per_200(step)
     return step
 
 
 FRONT = ("ProxyActor", "Ingress")  # where a refusal costs CPU (nothing behind the ingress sees it)
+
+
+def stage_cpu_ms_per_200(step: dict) -> float | None:
+    """CPU per 200 of the processes behind the ingress (the stages and Redis), where no refusal goes."""
+    if not step["ok"]:
+        return None
+    return 1000 * sum(cpu for role, cpu in step["role_cpu_s"].items() if role not in FRONT) / step["ok"]
+
+
+def with_stage_slowdown(steps: list[dict]) -> None:
+    """Each step's stages' CPU per 200 over the run's lowest (1.0 = as fast as the fastest step).
+    No refusal reaches the processes behind the ingress, so only a slower machine, contention
+    or smaller batches raise it: a step that lost goodput while its stages ran 1.4× slower lost
+    it to the machine, not to the storm."""
+    known = [s["stage_cpu_ms_per_200"] for s in steps if s.get("stage_cpu_ms_per_200")]
+    for s in steps:
+        s["stage_slowdown"] = s["stage_cpu_ms_per_200"] / min(known) if s.get("stage_cpu_ms_per_200") else None
 
 
 def with_refusal_cost(steps: list[dict]) -> None:
@@ -123,6 +148,9 @@ def print_step(variant: str, s: dict, best: float) -> None:
     client = "" if s.get("client_cores") is None else f"; the load generator {s['client_cores']:.2f} cores"
     print("         CPU s by role: " + ", ".join(f"{r} {v:.1f}" for r, v in s["role_cpu_s"].items() if v) + client,
           flush=True)
+    if s.get("stage_slowdown") is not None:
+        print(f"         stages' CPU per 200 {s['stage_cpu_ms_per_200']:.1f} ms, ×{s['stage_slowdown']:.2f} the run's lowest; "
+              f"goodput × that {100 * s['throughput_rps'] / best * s['stage_slowdown']:.0f}% of best", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             figures["variants"][variant] = steps
         best = max(s["throughput_rps"] for steps in figures["variants"].values() for s in steps)
         figures["best_goodput_rps"] = best
+        with_stage_slowdown([s for steps in figures["variants"].values() for s in steps])
         print(f"\nmachine: {figures['machine']}; best sustained goodput of the run {best:.1f}/s")
         for variant, steps in figures["variants"].items():
             for s in steps:

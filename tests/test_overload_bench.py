@@ -3,7 +3,8 @@ import argparse
 
 import pytest
 
-from benchmarks.overload import ALL_STEPS, STEPS, VARIANTS, named_variants, with_refusal_cost
+from benchmarks.overload import (ALL_STEPS, STEPS, VARIANTS, named_variants, stage_cpu_ms_per_200,
+                                 with_refusal_cost, with_stage_slowdown)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,3 +39,18 @@ def test_refusal_cpu_is_what_the_front_spent_beyond_its_feeds():
     assert storm["cpu_ms_per_refusal"] == pytest.approx(20.0)
     assert storm["refusal_cpu_share"] == pytest.approx(2.0 / 6.0)
     assert reference["cpu_ms_per_refusal"] is None  # too few refusals to say
+
+
+
+
+def test_stage_cpu_counts_only_the_processes_behind_the_ingress():
+    step = _step(50, 100, proxy=1.5, ingress=2.5, stages=2.0)  # refusals load only the front
+    assert stage_cpu_ms_per_200(step) == pytest.approx(40.0)
+    assert stage_cpu_ms_per_200({**step, "ok": 0}) is None
+
+
+def test_stage_slowdown_is_the_stages_cpu_per_200_against_the_runs_lowest():
+    fast, slow, idle = {"stage_cpu_ms_per_200": 25.0}, {"stage_cpu_ms_per_200": 35.0}, {"stage_cpu_ms_per_200": None}
+    with_stage_slowdown([fast, slow, idle])  # a step with no 200s has no figure
+    assert fast["stage_slowdown"] == 1.0 and slow["stage_slowdown"] == pytest.approx(1.4)
+    assert idle["stage_slowdown"] is None
