@@ -15,8 +15,9 @@ the closed-loop client of `rayfeed bench serve`:
                  payloads of rayfeed's measured sizes (87 / 42 / 10 KiB), no compute
   chain-plain    `chain` behind a plain Starlette ingress (`__call__`, no FastAPI routing)
   chain-work     `chain` with each stage burning the CPU time rayfeed's stage spends in one
-                 process (thread CPU time, so contention cannot stretch it): the stage split of
-                 `--work`, scaled to this run's in-process rayfeed CPU per request when measured
+                 process (thread CPU time, so contention cannot stretch it): this run's
+                 in-process split of rayfeed's stages (or `--work`), scaled to its in-process
+                 CPU per request
   monolith-work  no inner call: two ingress replicas each burning all of that work, i.e. the best
                  any Serve layout could do with rayfeed's compute (not rayfeed's design: one stage
                  could no longer scale or batch apart from the others)
@@ -207,6 +208,14 @@ def parse_work(text: str) -> dict[str, float]:
     return work
 
 
+def measured_split(wall_ms_by_stage: dict[str, float]) -> dict[str, float]:
+    """The chain-work stages' split from rayfeed's in-process wall time per stage; the session-5
+    defaults where a stage was not timed (the split of rayfeed's stages has moved since: Ranking
+    got cheaper, so the defaults had Retrieval burn half its work and Ranking more than its own)."""
+    split = {stage: wall_ms_by_stage.get(stage, 0.0) for stage in DEFAULT_WORK_MS}
+    return split if all(split.values()) else dict(DEFAULT_WORK_MS)
+
+
 def scaled_work(work: dict[str, float], total_ms: float) -> dict[str, float]:
     """The same stage split, scaled to `total_ms` in all (this run's in-process measurement)."""
     factor = total_ms / sum(work.values())
@@ -246,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--breakdown", type=int, default=None,
                         help="concurrency whose per-process CPU is tabled (default: 4 if run, else the highest)")
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
-    parser.add_argument("--work", default="", help="stage=ms overrides of the chain-work CPU per stage "
-                        f"(defaults {DEFAULT_WORK_MS})")
+    parser.add_argument("--work", default="", help="stage=ms of the chain-work CPU per stage, over the defaults "
+                        f"{DEFAULT_WORK_MS} (without it: this run's in-process split)")
     parser.add_argument("--inprocess", type=int, default=60, help="in-process rayfeed requests (0: skip)")
     parser.add_argument("--artifacts", default=str(REPO / "artifacts"), help="artifact root for the rayfeed app")
     parser.add_argument("--users", type=int, default=943)
@@ -284,10 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.inprocess and set(variants) & {"chain-work", "monolith-work", "rayfeed"}:
             from benchmarks.serve_load import in_process_cost
 
-            in_process_ms = in_process_cost(args.inprocess, 20, args.users)["cpu_ms_per_request"]
+            cost = in_process_cost(args.inprocess, 20, args.users)
+            in_process_ms = cost["cpu_ms_per_request"]
             print(f"rayfeed in one process: {in_process_ms:.1f} ms CPU per request", flush=True)
-            if not args.work:
-                work = scaled_work(work, in_process_ms)
+            if not args.work:  # this run's own split: each stage burns what rayfeed's spends
+                work = scaled_work(measured_split(cost["wall_ms_by_stage"]), in_process_ms)
         print("stage work (ms CPU): " + ", ".join(f"{k} {v:.1f}" for k, v in work.items()), flush=True)
         url, port = served_app.start_serve("rayfeed-bench-floor")
         print(f"idle Serve: {idle_server_cores(5.0):.2f} cores busy", flush=True)

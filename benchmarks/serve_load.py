@@ -261,8 +261,13 @@ async def closed_loop(base: str, concurrency: int, seconds: float, max_requests:
     return result
 
 
-def in_process_cost(requests: int, limit: int, users: int) -> dict[str, float]:
-    """Per-request compute of the same pipeline in one plain process (organic + ads + collator)."""
+IN_PROCESS_PARTS = ("retrieval", "ranking", "reranking")  # timed by the organic page itself
+
+
+def in_process_cost(requests: int, limit: int, users: int) -> dict:
+    """Per-request compute of the same pipeline in one plain process (organic + ads + collator),
+    and its wall time per stage as the served app splits it (`wall_ms_by_stage`: the organic
+    parts, the auction, and the ingress's rest: state, collation, bookkeeping)."""
     import uuid
 
     import torch
@@ -279,24 +284,40 @@ def in_process_cost(requests: int, limit: int, users: int) -> dict[str, float]:
     try:
         clock = world_clock(loaded)
         service = build_feed_service(loaded, config, config.redis_url or local.url, clock)
+        ads_s: list[float] = []
+        serve_ads = service.serve_ads
+
+        def timed_ads(*args, **kwargs):  # the auction's share of a page, for the stage split
+            started = time.perf_counter()
+            try:
+                return serve_ads(*args, **kwargs)
+            finally:
+                ads_s.append(time.perf_counter() - started)
+
+        service.serve_ads = timed_ads
         rng = random.Random(1)
-        times, own = [], 0.0
+        times, own, parts = [], 0.0, defaultdict(float)
         for i in range(requests + 10):
             if i == 10:  # after the warm-up
                 own = time.process_time()
             request = OrganicRequest(rng.randint(1, users), clock(), limit, uuid.uuid4().hex)
             started = time.perf_counter()
-            service.page(request)
+            page = service.page(request)
             if i >= 10:
                 times.append(time.perf_counter() - started)
+                for part in IN_PROCESS_PARTS:
+                    parts[part] += page.organic.timings_ms.get(part, 0.0) / 1000
+                parts["auction"] += ads_s[-1]
         own = time.process_time() - own  # this process only: the served app may be running beside it
     finally:
         if local is not None:
             local.stop()
     t = np.asarray(times) * 1000
+    parts["ingress"] = max(0.0, float(np.sum(times)) - sum(parts.values()))  # state, collation, the rest
     return {"requests": requests, "mean_ms": float(t.mean()), "p50_ms": float(np.percentile(t, 50)),
             "p99_ms": float(np.percentile(t, 99)), "max_rps_one_core": 1000.0 / float(t.mean()),
-            "cpu_ms_per_request": 1000.0 * own / requests}
+            "cpu_ms_per_request": 1000.0 * own / requests,
+            "wall_ms_by_stage": {part: 1000.0 * seconds / requests for part, seconds in parts.items()}}
 
 
 def _print_step(s: dict[str, object]) -> None:

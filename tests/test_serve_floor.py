@@ -5,7 +5,8 @@ import pytest
 from ray.serve import Application
 
 from benchmarks import serve_floor
-from benchmarks.serve_floor import DEFAULT_WORK_MS, VARIANTS, burn, parse_work, scaled_work, summarise
+from benchmarks.serve_floor import (DEFAULT_WORK_MS, VARIANTS, burn, measured_split, parse_work, scaled_work,
+                                    summarise)
 
 
 def test_burn_spends_the_threads_cpu_time():
@@ -26,6 +27,13 @@ def test_work_overrides_and_bad_input_name_the_stage():
         parse_work("ranking=fast")
     with pytest.raises(SystemExit, match="ranking=-2 is negative"):
         parse_work("ranking=-2")
+
+
+def test_the_split_is_the_measured_one_unless_a_stage_went_untimed():
+    measured = {"ingress": 1.0, "retrieval": 5.0, "ranking": 5.5, "reranking": 1.7, "auction": 2.5}
+    assert measured_split(measured) == measured
+    assert measured_split({**measured, "auction": 0.0}) == DEFAULT_WORK_MS
+    assert measured_split({"retrieval": 5.0}) == DEFAULT_WORK_MS
 
 
 def test_scaled_work_keeps_the_split_and_reaches_the_total():
