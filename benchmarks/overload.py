@@ -18,7 +18,8 @@ under two ways of refusing, the same app reconfigured between them:
 and any named in `--variant NAME:KEY=VALUE,...` (api.* settings over the deployed ones). With
 `--interleave` the variants take turns step by step (switched through the admin overrides in Redis,
 each given a few unmeasured seconds of the step's load first), so a slow spell of a shared machine
-falls on all of them alike instead of on whichever ran then.
+falls on all of them alike instead of on whichever ran then. `--repeat N` runs every step N times
+(all steps, then all again) and reports each step's median run, with the repeats beside it.
 
 Per step: goodput (200s answered within the step's sending window, per second of it: when the
 clients stop sending, the refusals still held run out for up to `api.shed_delay_max_s`, an idle
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -114,6 +116,26 @@ def stage_cpu_ms_per_200(step: dict) -> float | None:
     return 1000 * sum(cpu for role, cpu in step["role_cpu_s"].items() if role not in FRONT) / step["ok"]
 
 
+def combined(runs: list[dict]) -> dict:
+    """One step's figures over its repeats: the median run's rates and latencies (a slow spell
+    of the machine that hits one repeat does not decide the step), counts and CPU summed."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+    for key in ("throughput_rps", "throughput_with_drain_rps", "p50_ms", "p95_ms", "p99_ms", "rate_503",
+                "error_rate", "server_cpu_ms_per_request", "client_cores", "mean_rank_batch", "mean_chain_batch"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = float(statistics.median(values)) if values else None
+    for key in ("sent", "ok", "refused"):
+        out[key] = sum(r[key] for r in runs)
+    out["statuses"] = {code: sum(r["statuses"].get(code, 0) for r in runs)
+                       for code in sorted({c for r in runs for c in r["statuses"]})}
+    out["role_cpu_s"] = {role: round(sum(r["role_cpu_s"].get(role, 0.0) for r in runs), 2) for role in ROLES}
+    out["stage_cpu_ms_per_200"] = stage_cpu_ms_per_200(out)
+    out["repeats"] = [{k: r.get(k) for k in ("throughput_rps", "p99_ms", "refused", "stage_cpu_ms_per_200")} for r in runs]
+    return out
+
+
 def with_stage_slowdown(steps: list[dict]) -> None:
     """Each step's stages' CPU per 200 over the run's lowest (1.0 = as fast as the fastest step).
     No refusal reaches the processes behind the ingress, so only a slower machine, contention
@@ -148,6 +170,9 @@ def print_step(variant: str, s: dict, best: float) -> None:
     client = "" if s.get("client_cores") is None else f"; the load generator {s['client_cores']:.2f} cores"
     print("         CPU s by role: " + ", ".join(f"{r} {v:.1f}" for r, v in s["role_cpu_s"].items() if v) + client,
           flush=True)
+    if s.get("repeats"):
+        print("         repeats: " + "; ".join(f"{r['throughput_rps']:.1f}/s P99 {r['p99_ms']:.0f}" for r in s["repeats"])
+              + " (the step's figures above are their medians)", flush=True)
     if s.get("stage_slowdown") is not None:
         print(f"         stages' CPU per 200 {s['stage_cpu_ms_per_200']:.1f} ms, ×{s['stage_slowdown']:.2f} the run's lowest; "
               f"goodput × that {100 * s['throughput_rps'] / best * s['stage_slowdown']:.0f}% of best", flush=True)
@@ -165,8 +190,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="run each step under every variant in turn (all variants take every step)")
     parser.add_argument("--api", action="append", default=[], metavar="KEY=VALUE",
                         help="an api.* setting for every variant, e.g. admission_target_s=0.5 (repeatable)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every step this many times (all steps, then again) and report each step's "
+                             "median run: one slow spell of the machine then decides no step")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if not 1 <= args.repeat <= 10:
+        parser.error(f"--repeat must be 1 to 10, got {args.repeat}")
     known = named_variants(args.variant, parser)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if any(v not in known for v in variants):
@@ -179,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="rayfeed-overload-"))
     server = LocalRedis.start()
     os.environ["REDIS_URL"] = server.url
-    figures: dict = {"machine": served_app.machine(), "seconds": args.seconds, "api": shared,
+    figures: dict = {"machine": served_app.machine(), "seconds": args.seconds, "repeat": args.repeat, "api": shared,
                      "interleaved": args.interleave, "variant_api": {v: known[v] for v in variants}, "variants": {}}
     try:
         version = served_app.prepare_artifacts(Path(args.artifacts), work / "artifacts", log)
@@ -189,14 +219,17 @@ def main(argv: list[str] | None = None) -> int:
             served_app.deploy(config, url)
             admin_poll_s = config["applications"][0]["deployments"][0]["user_config"]["admin_poll_s"]
             asyncio.run(closed_loop(url, 2, 30, 40, 943, 20, 10.0))  # warm-up, not measured
-            by_variant: dict[str, list[dict]] = {v: [] for v in variants}
-            for policy, concurrency in ALL_STEPS:
-                for variant in variants:
-                    switch_to(server.url, known[variant], admin_poll_s)
-                    asyncio.run(closed_loop(url, concurrency, SETTLE_S, 20_000, 943, 20, 10.0, policy))
-                    by_variant[variant].append(run_step(url, policy, concurrency, args.seconds))
-                    log(f"{variant} {by_variant[variant][-1]['step']}: {by_variant[variant][-1]['throughput_rps']:.1f}/s")
-            for variant, steps in by_variant.items():
+            runs: dict[str, list[list[dict]]] = {v: [[] for _ in ALL_STEPS] for v in variants}
+            for _ in range(args.repeat):
+                for index, (policy, concurrency) in enumerate(ALL_STEPS):
+                    for variant in variants:
+                        switch_to(server.url, known[variant], admin_poll_s)
+                        asyncio.run(closed_loop(url, concurrency, SETTLE_S, 20_000, 943, 20, 10.0, policy))
+                        runs[variant][index].append(run_step(url, policy, concurrency, args.seconds))
+                        log(f"{variant} {runs[variant][index][-1]['step']}: "
+                            f"{runs[variant][index][-1]['throughput_rps']:.1f}/s")
+            for variant, step_runs in runs.items():
+                steps = [combined(r) for r in step_runs]
                 with_refusal_cost(steps)
                 figures["variants"][variant] = steps
         for variant in ([] if args.interleave else variants):
@@ -205,10 +238,13 @@ def main(argv: list[str] | None = None) -> int:
             served_app.deploy(config, url)
             asyncio.run(closed_loop(url, 2, 30, 40, 943, 20, 10.0))  # warm-up, not measured
             log(f"{variant}: deployed and warmed in {time.perf_counter() - started:.0f}s")
-            steps = []
-            for policy, concurrency in STEPS.get(variant, ALL_STEPS):
-                steps.append(run_step(url, policy, concurrency, args.seconds))
-                log(f"{variant} {steps[-1]['step']}: {steps[-1]['throughput_rps']:.1f}/s")
+            plan = STEPS.get(variant, ALL_STEPS)
+            step_runs: list[list[dict]] = [[] for _ in plan]
+            for _ in range(args.repeat):
+                for index, (policy, concurrency) in enumerate(plan):
+                    step_runs[index].append(run_step(url, policy, concurrency, args.seconds))
+                    log(f"{variant} {step_runs[index][-1]['step']}: {step_runs[index][-1]['throughput_rps']:.1f}/s")
+            steps = [combined(r) for r in step_runs]
             with_refusal_cost(steps)
             figures["variants"][variant] = steps
         best = max(s["throughput_rps"] for steps in figures["variants"].values() for s in steps)

@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from benchmarks.overload import (ALL_STEPS, STEPS, VARIANTS, named_variants, stage_cpu_ms_per_200,
+from benchmarks.overload import (ALL_STEPS, STEPS, VARIANTS, combined, named_variants, stage_cpu_ms_per_200,
                                  with_refusal_cost, with_stage_slowdown)
 
 
@@ -54,3 +54,21 @@ def test_stage_slowdown_is_the_stages_cpu_per_200_against_the_runs_lowest():
     with_stage_slowdown([fast, slow, idle])  # a step with no 200s has no figure
     assert fast["stage_slowdown"] == 1.0 and slow["stage_slowdown"] == pytest.approx(1.4)
     assert idle["stage_slowdown"] is None
+
+
+def _run(rps: float, p99: float, ok: int, refused: int, ranking_s: float) -> dict:
+    return {"step": "closed c=16 immediate", "throughput_rps": rps, "p99_ms": p99, "ok": ok, "refused": refused,
+            "sent": ok + refused, "statuses": {"200": ok, "503": refused},
+            "role_cpu_s": {"ProxyActor": 1.0, "Ingress": 2.0, "Ranking": ranking_s}}
+
+
+def test_repeats_report_the_median_run_and_the_summed_counts():
+    runs = [_run(40.0, 250.0, 600, 100, 6.0), _run(24.0, 420.0, 360, 150, 6.0), _run(38.0, 280.0, 570, 110, 6.0)]
+    step = combined(runs)
+    assert step["throughput_rps"] == 38.0 and step["p99_ms"] == 280.0  # the slow repeat decides nothing
+    assert (step["ok"], step["refused"], step["sent"]) == (1530, 360, 1890)
+    assert step["statuses"] == {"200": 1530, "503": 360}
+    assert step["role_cpu_s"]["Ranking"] == 18.0 and step["role_cpu_s"]["Auction"] == 0.0
+    assert step["stage_cpu_ms_per_200"] == pytest.approx(1000 * 18.0 / 1530)
+    assert [r["throughput_rps"] for r in step["repeats"]] == [40.0, 24.0, 38.0]
+    assert combined(runs[:1]) is runs[0]  # one run is reported as it is
