@@ -28,6 +28,8 @@ minus this client's, /proc/stat), from which the table derives Serve's own CPU p
 request rate two cores can carry at that cost. With `chain` as the floor, rayfeed's CPU per
 request is `floor + its compute + what rayfeed adds on top`: rayfeed against `chain-work` (the
 same shape and compute with nothing else) is printed as ratios of CPU per request and throughput.
+`--repeat N` makes N passes over the apps in alternating order (A B, B A, ...) and prints each
+ratio's median over the passes: one pass's ratio moves ±5 % with the shared machine's speed.
 """
 from __future__ import annotations
 
@@ -247,6 +249,38 @@ def summarise(results: dict[str, dict], work: dict[str, float]) -> dict:
     return {"apps": table, "derived": derived}
 
 
+def one_pass(order: list[str], deploy, url: str, concurrencies: list[int], args, work: dict[str, float]
+             ) -> tuple[dict[str, dict], dict]:
+    """Every app of `order` deployed and driven in turn; the pass's figures printed and returned."""
+    from ray import serve
+
+    results: dict[str, dict] = {}
+    for variant in order:
+        started = time.perf_counter()
+        deploy(variant)
+        print(f"{variant} (up in {time.perf_counter() - started:.0f}s, idle {idle_server_cores(3.0):.2f} cores)",
+              flush=True)
+        results[variant] = {"steps": bench(url, concurrencies, args.seconds, args.users)}
+        serve.delete("rayfeed" if variant == "rayfeed" else "floor")
+        time.sleep(2.0)
+    summary = summarise(results, work)
+    print(f"\n{'app':<12} {'best req/s':>10} {'CPU ms/req':>11} {'2-core cap':>11} {'c=1 P50/P99 ms':>16}")
+    for name, row in summary["apps"].items():
+        cap = f"{row['cpu_bound_rps']:.0f} req/s" if row["cpu_bound_rps"] else "-"
+        print(f"{name:<12} {row['best_rps'] or 0:10.1f} {row['cpu_ms_per_request'] or float('nan'):11.1f} {cap:>11} "
+              f"{row['c1_p50_ms'] or float('nan'):7.1f}/{row['c1_p99_ms'] or float('nan'):.1f}")
+    for key, value in summary["derived"].items():
+        print(f"{key}: {value:.2f}")
+    print_breakdown(results, f"closed c={args.breakdown}")
+    return results, summary
+
+
+def median_derived(summaries: list[dict]) -> dict[str, float]:
+    """Each derived ratio's median over the passes that have it."""
+    keys = sorted({key for s in summaries for key in s["derived"]})
+    return {key: float(np.median([s["derived"][key] for s in summaries if key in s["derived"]])) for key in keys}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rayfeed bench floor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -260,12 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inprocess", type=int, default=60, help="in-process rayfeed requests (0: skip)")
     parser.add_argument("--artifacts", default=str(REPO / "artifacts"), help="artifact root for the rayfeed app")
     parser.add_argument("--users", type=int, default=943)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="passes over the apps, in alternating order (ABBA); the ratios' medians are printed last")
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"--variants: unknown {unknown} (choose from {', '.join(VARIANTS)})")
+    if not 1 <= args.repeat <= 10:
+        parser.error(f"--repeat must be 1 to 10, got {args.repeat}")
     if not 0 < args.seconds <= 300:
         parser.error("--seconds must be in (0, 300]")
     try:
@@ -287,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="rayfeed-floor-"))
     server = LocalRedis.start()
     os.environ["REDIS_URL"] = server.url
-    results: dict[str, dict] = {}
     in_process_ms = None
     try:
         if args.inprocess and set(variants) & {"chain-work", "monolith-work", "rayfeed"}:
@@ -301,31 +338,33 @@ def main(argv: list[str] | None = None) -> int:
         print("stage work (ms CPU): " + ", ".join(f"{k} {v:.1f}" for k, v in work.items()), flush=True)
         url, port = served_app.start_serve("rayfeed-bench-floor")
         print(f"idle Serve: {idle_server_cores(5.0):.2f} cores busy", flush=True)
-        for variant in variants:
-            started = time.perf_counter()
+        version: list[str] = []  # rayfeed's artifacts, copied once for every pass
+
+        def deploy(variant: str) -> None:
             if variant == "rayfeed":
-                version = served_app.prepare_artifacts(Path(args.artifacts), work_dir / "artifacts", log)
-                served_app.deploy(served_app.app_config(work_dir / "artifacts", version, port), url)
+                if not version:
+                    version.append(served_app.prepare_artifacts(Path(args.artifacts), work_dir / "artifacts", log))
+                served_app.deploy(served_app.app_config(work_dir / "artifacts", version[0], port), url)
             else:
                 serve.run(floor_app(variant, work), name="floor", route_prefix="/")
                 _wait_http(url)
-            print(f"{variant} (up in {time.perf_counter() - started:.0f}s, idle {idle_server_cores(3.0):.2f} cores)",
-                  flush=True)
-            results[variant] = {"steps": bench(url, concurrencies, args.seconds, args.users)}
-            serve.delete("rayfeed" if variant == "rayfeed" else "floor")
-            time.sleep(2.0)
-        summary = summarise(results, work)
-        print(f"\n{'app':<12} {'best req/s':>10} {'CPU ms/req':>11} {'2-core cap':>11} {'c=1 P50/P99 ms':>16}")
-        for name, row in summary["apps"].items():
-            cap = f"{row['cpu_bound_rps']:.0f} req/s" if row["cpu_bound_rps"] else "-"
-            print(f"{name:<12} {row['best_rps'] or 0:10.1f} {row['cpu_ms_per_request'] or float('nan'):11.1f} {cap:>11} "
-                  f"{row['c1_p50_ms'] or float('nan'):7.1f}/{row['c1_p99_ms'] or float('nan'):.1f}")
-        for key, value in summary["derived"].items():
-            print(f"{key}: {value:.2f}")
-        print_breakdown(results, f"closed c={args.breakdown}")
+
+        passes = []
+        for index in range(args.repeat):
+            order = variants if index % 2 == 0 else variants[::-1]  # ABBA: a slow spell falls on both
+            if args.repeat > 1:
+                print(f"\npass {index + 1} of {args.repeat}: {', '.join(order)}", flush=True)
+            passes.append(one_pass(order, deploy, url, concurrencies, args, work))
+        results, summary = passes[0]
         figures = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                    "load_after": os.getloadavg(), "work_ms": work, "in_process_cpu_ms": in_process_ms,
                    "results": results, **summary}
+        if args.repeat > 1:
+            figures["passes"] = [{"results": r, **s} for r, s in passes]
+            figures["median_derived"] = median_derived([s for _, s in passes])
+            for key, value in figures["median_derived"].items():
+                each = ", ".join(f"{s['derived'][key]:.2f}" for _, s in passes if key in s["derived"])
+                print(f"{key}, median over the passes: {value:.2f} (passes: {each})", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=1))
         return 0

@@ -79,6 +79,7 @@ def test_every_variant_but_rayfeed_builds_an_application():
     (["--closed", "1,four"], "--closed must be comma-separated whole numbers"),
     (["--closed", "0"], "each >= 1"),
     (["--closed", "1,8", "--breakdown", "4"], "--breakdown 4 is not one of the --closed concurrencies [1, 8]"),
+    (["--repeat", "0"], "--repeat must be 1 to 10, got 0"),
 ])
 def test_bad_arguments_are_refused_by_name_before_anything_starts(capsys, argv, message):
     with pytest.raises(SystemExit):
@@ -90,3 +91,12 @@ def test_per_process_cpu_is_per_request_and_drops_the_noise():
     before = {"Ranking": 10.0, "ProxyActor": 5.0, "gcs_server": 1.0}
     after = {"Ranking": 10.4, "ProxyActor": 5.2, "gcs_server": 1.00001, "redis-server": 0.05}
     assert serve_floor.per_request(before, after, 20) == pytest.approx({"Ranking": 20.0, "ProxyActor": 10.0, "redis-server": 2.5})
+
+
+def test_repeated_passes_report_each_ratios_median():
+    passes = [{"derived": {"rayfeed_over_chain_work_cpu": 1.14, "stage_work_ms": 16.0}},
+              {"derived": {"rayfeed_over_chain_work_cpu": 1.02, "stage_work_ms": 16.0}},
+              {"derived": {"rayfeed_over_chain_work_cpu": 1.05, "stage_work_ms": 16.0}},
+              {"derived": {"stage_work_ms": 16.0}}]  # a pass whose rayfeed steps all shed: no ratio
+    assert serve_floor.median_derived(passes) == {"rayfeed_over_chain_work_cpu": pytest.approx(1.05),
+                                                  "stage_work_ms": 16.0}
