@@ -29,7 +29,8 @@ request rate two cores can carry at that cost. With `chain` as the floor, rayfee
 request is `floor + its compute + what rayfeed adds on top`: rayfeed against `chain-work` (the
 same shape and compute with nothing else) is printed as ratios of CPU per request and throughput.
 `--repeat N` makes N passes over the apps in alternating order (A B, B A, ...) and prints each
-ratio's median over the passes: one pass's ratio moves ±5 % with the shared machine's speed.
+ratio's median over the passes: one pass's ratio moved up to ±12 % with the shared machine's speed
+(docs/serving.md, session 21).
 """
 from __future__ import annotations
 
