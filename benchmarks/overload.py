@@ -19,7 +19,8 @@ and any named in `--variant NAME:KEY=VALUE,...` (api.* settings over the deploye
 `--interleave` the variants take turns step by step (switched through the admin overrides in Redis,
 each given a few unmeasured seconds of the step's load first), so a slow spell of a shared machine
 falls on all of them alike instead of on whichever ran then. `--repeat N` runs every step N times
-(all steps, then all again) and reports each step's median run, with the repeats beside it.
+(all steps, then all again) and reports each step's rates and latencies as medians over them,
+the repeats beside it.
 
 Per step: goodput (200s answered within the step's sending window, per second of it: when the
 clients stop sending, the refusals still held run out for up to `api.shed_delay_max_s`, an idle
@@ -117,11 +118,12 @@ def stage_cpu_ms_per_200(step: dict) -> float | None:
 
 
 def combined(runs: list[dict]) -> dict:
-    """One step's figures over its repeats: the median run's rates and latencies (a slow spell
-    of the machine that hits one repeat does not decide the step), counts and CPU summed."""
+    """One step's figures over its repeats: each rate and latency the median over the repeats (a
+    slow spell of the machine that hits one repeat does not decide the step), counts and CPU
+    summed, the rest (per-stage timings, the drain) from the run of median goodput."""
     if len(runs) == 1:
         return runs[0]
-    out = dict(runs[0])
+    out = dict(sorted(runs, key=lambda r: r["throughput_rps"])[len(runs) // 2])
     for key in ("throughput_rps", "throughput_with_drain_rps", "p50_ms", "p95_ms", "p99_ms", "rate_503",
                 "error_rate", "server_cpu_ms_per_request", "client_cores", "mean_rank_batch", "mean_chain_batch"):
         values = [r[key] for r in runs if r.get(key) is not None]
@@ -141,9 +143,9 @@ def with_stage_slowdown(steps: list[dict]) -> None:
     No refusal reaches the processes behind the ingress, so only a slower machine, contention
     or smaller batches raise it: a step that lost goodput while its stages ran 1.4× slower lost
     it to the machine, not to the storm."""
-    known = [s["stage_cpu_ms_per_200"] for s in steps if s.get("stage_cpu_ms_per_200")]
+    lowest = min((s["stage_cpu_ms_per_200"] for s in steps if s.get("stage_cpu_ms_per_200")), default=None)
     for s in steps:
-        s["stage_slowdown"] = s["stage_cpu_ms_per_200"] / min(known) if s.get("stage_cpu_ms_per_200") else None
+        s["stage_slowdown"] = s["stage_cpu_ms_per_200"] / lowest if s.get("stage_cpu_ms_per_200") else None
 
 
 def with_refusal_cost(steps: list[dict]) -> None:
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="an api.* setting for every variant, e.g. admission_target_s=0.5 (repeatable)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every step this many times (all steps, then again) and report each step's "
-                             "median run: one slow spell of the machine then decides no step")
+                             "medians over them: one slow spell of the machine then decides no step")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 10:

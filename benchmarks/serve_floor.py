@@ -327,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     server = LocalRedis.start()
     os.environ["REDIS_URL"] = server.url
     in_process_ms = None
+    source = "--work over the defaults" if args.work else "the defaults (no in-process run)"
     try:
         if args.inprocess and set(variants) & {"chain-work", "monolith-work", "rayfeed"}:
             from benchmarks.serve_load import in_process_cost
@@ -335,8 +336,12 @@ def main(argv: list[str] | None = None) -> int:
             in_process_ms = cost["cpu_ms_per_request"]
             print(f"rayfeed in one process: {in_process_ms:.1f} ms CPU per request", flush=True)
             if not args.work:  # this run's own split: each stage burns what rayfeed's spends
-                work = scaled_work(measured_split(cost["wall_ms_by_stage"]), in_process_ms)
-        print("stage work (ms CPU): " + ", ".join(f"{k} {v:.1f}" for k, v in work.items()), flush=True)
+                split = measured_split(cost["wall_ms_by_stage"])
+                source = ("this run's in-process split" if split != DEFAULT_WORK_MS
+                          else "the default split (a stage went untimed)")
+                work = scaled_work(split, in_process_ms)
+        print("stage work (ms CPU): " + ", ".join(f"{k} {v:.1f}" for k, v in work.items()) + f", from {source}",
+              flush=True)
         url, port = served_app.start_serve("rayfeed-bench-floor")
         print(f"idle Serve: {idle_server_cores(5.0):.2f} cores busy", flush=True)
         version: list[str] = []  # rayfeed's artifacts, copied once for every pass

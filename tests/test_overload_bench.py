@@ -64,7 +64,10 @@ def _run(rps: float, p99: float, ok: int, refused: int, ranking_s: float) -> dic
 
 def test_repeats_report_the_median_run_and_the_summed_counts():
     runs = [_run(40.0, 250.0, 600, 100, 6.0), _run(24.0, 420.0, 360, 150, 6.0), _run(38.0, 280.0, 570, 110, 6.0)]
+    for run, drain in zip(runs, (1.0, 4.0, 2.5)):
+        run["drain_s"] = drain
     step = combined(runs)
+    assert step["drain_s"] == 2.5  # what is not a median comes from the run of median goodput
     assert step["throughput_rps"] == 38.0 and step["p99_ms"] == 280.0  # the slow repeat decides nothing
     assert (step["ok"], step["refused"], step["sent"]) == (1530, 360, 1890)
     assert step["statuses"] == {"200": 1530, "503": 360}
